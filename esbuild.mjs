@@ -1,0 +1,38 @@
+// Bundles the entry points into dist/ (and, with --tests, every test file into out/test/) as CommonJS.
+// Native modules stay external: they load from node_modules (or the per-platform package) at run time.
+// Tests are bundled too, so they run exactly the code the bundles contain (ESM-only deps included).
+import * as esbuild from 'esbuild';
+import { readdirSync, statSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+const external = ['vscode', '@number0/iroh', '@number0/iroh/index.js', 'usb', 'msgpackr-extract'];
+const common = { bundle: true, platform: 'node', target: 'node20', format: 'cjs', sourcemap: true, external, logLevel: 'warning' };
+
+const entryPoints = {
+  extension: 'extension/extension.ts',
+  server: 'server/cli.ts',
+  helper: 'helper/cli.ts',
+  demo: 'extension/demo.ts',
+};
+
+function testFiles(dir) {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).flatMap((f) => {
+    const p = join(dir, f);
+    if (statSync(p).isDirectory()) return testFiles(p);
+    return p.endsWith('.test.ts') ? [p] : [];
+  });
+}
+
+const builds = [];
+if (!process.argv.includes('--tests-only')) {
+  builds.push(esbuild.build({
+    ...common,
+    entryPoints: Object.fromEntries(Object.entries(entryPoints).filter(([, f]) => existsSync(f))),
+    outdir: 'dist',
+  }));
+}
+if (process.argv.includes('--tests') || process.argv.includes('--tests-only')) {
+  builds.push(esbuild.build({ ...common, entryPoints: testFiles('test'), outdir: 'out/test', outbase: 'test' }));
+}
+await Promise.all(builds);

@@ -1,0 +1,509 @@
+/**
+ * The client core's connection to one bench (no `vscode` import: tests, the CLI and the extension's
+ * worker all use it). It authenticates, keeps the device table live from hot-plug events, claims
+ * devices, runs URBs with many in flight, and reconnects with backoff after the daemon restarts or the
+ * network drops — re-claiming what it held.
+ *
+ * URBs in flight when the connection drops complete with -ESHUTDOWN; the caller decides whether to
+ * retry after `resumed`. A refusal (not allowed, wrong protocol version, bad pairing code) is final:
+ * the client stops and reports it instead of hammering the bench.
+ */
+import { EventEmitter } from 'node:events';
+import { CAPABILITIES, ErrorCode, PROTOCOL_VERSION, UrbStatus } from '../../server/protocol/constants.js';
+import type { BenchMessage, DeviceInfo, Message, SetupPacket, TransferType } from '../../server/protocol/messages.js';
+import { encodeSetup, isDataLane } from '../../server/protocol/messages.js';
+import { MessageStream } from '../../server/protocol/stream.js';
+import { IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
+import { Logger, silentLogger } from '../../server/log.js';
+import { Backoff } from './backoff.js';
+
+export type BenchState = 'connecting' | 'online' | 'offline' | 'refused' | 'closed';
+
+export interface BenchClientOptions {
+  /** The client's persistent 32-byte identity (the extension keeps it in secret storage). */
+  secretKey: Uint8Array;
+  bench: PeerAddress;
+  /** Shown on the bench (allowlist, "in use by …"). */
+  clientName: string;
+  relay?: RelayChoice;
+  /** One-time code from `remote-usb-server pair`, used on the first connection only. */
+  pairingCode?: string;
+  log?: Logger;
+  reconnect?: { initialDelayMs?: number; maxDelayMs?: number };
+  /** Liveness: a ping every `pingIntervalMs`; no answer for `deadAfterMs` means the connection is dead. */
+  pingIntervalMs?: number;
+  deadAfterMs?: number;
+  /** How long to wait for the bench's welcome. */
+  handshakeTimeoutMs?: number;
+  /** Reuse an endpoint (several benches from one process). */
+  endpoint?: IrohEndpoint;
+}
+
+export class BenchError extends Error {
+  override name = 'BenchError';
+  constructor(readonly code: ErrorCode | 'offline' | 'timeout' | 'closed', message: string) {
+    super(message);
+  }
+}
+
+export interface UrbRequest {
+  type: TransferType;
+  /** Endpoint address with direction bit (0x80 = IN); 0 / 0x80 for control. */
+  ep: number;
+  setup?: SetupPacket;
+  data?: Uint8Array;
+  /** IN: bytes wanted. OUT: ignored (data.length). */
+  length?: number;
+  /** ms, 0 = none */
+  timeout?: number;
+}
+
+export interface UrbResult {
+  status: number;
+  data: Buffer;
+  actual: number;
+  /** Set when the bench refused the URB rather than running it. */
+  error?: string;
+}
+
+export interface PendingUrb {
+  id: number;
+  done: Promise<UrbResult>;
+}
+
+interface PendingRequest {
+  resolve: (m: BenchMessage) => void;
+  reject: (e: Error) => void;
+}
+
+export interface BenchClientEvents {
+  state: [BenchState, string | undefined];
+  devices: [DeviceInfo[]];
+  added: [DeviceInfo];
+  removed: [string];
+  changed: [DeviceInfo];
+  rtt: [number];
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export class BenchClient extends EventEmitter<BenchClientEvents> {
+  private endpoint?: IrohEndpoint;
+  private readonly ownsEndpoint: boolean;
+  private conn?: IrohConnection;
+  private control?: MessageStream;
+  private data?: MessageStream;
+  private readonly requests = new Map<number, PendingRequest>();
+  private nextReq = 1;
+  private readonly deviceTable = new Map<string, DeviceInfo>();
+  private readonly claimed = new Map<string, ClaimedDevice>();
+  private readonly backoff: Backoff;
+  private _state: BenchState = 'offline';
+  private stateDetail?: string;
+  private closed = false;
+  private pingTimer?: NodeJS.Timeout;
+  private reconnectTimer?: NodeJS.Timeout;
+  private lastHeard = 0;
+  private pingSeq = 0;
+  private readonly pings = new Map<number, { sent: number; resolve: (ms: number) => void }>();
+  private connectionGeneration = 0;
+  private pairingCode?: string;
+  benchName = '';
+  /** Our endpoint id as the bench sees it. */
+  clientId = '';
+  /** Last measured application-level round trip, ms. */
+  rttMs?: number;
+  private readonly log: Logger;
+
+  constructor(private readonly options: BenchClientOptions) {
+    super();
+    this.log = options.log ?? silentLogger;
+    this.backoff = new Backoff(options.reconnect?.initialDelayMs ?? 250, options.reconnect?.maxDelayMs ?? 10_000);
+    this.pairingCode = options.pairingCode;
+    this.endpoint = options.endpoint;
+    this.ownsEndpoint = !options.endpoint;
+  }
+
+  /** Connects (and keeps reconnecting until close()). Resolves once online; rejects on refusal. */
+  static async connect(options: BenchClientOptions): Promise<BenchClient> {
+    const c = new BenchClient(options);
+    try {
+      await c.start();
+    } catch (e) {
+      await c.close();
+      throw e;
+    }
+    return c;
+  }
+
+  get state(): BenchState {
+    return this._state;
+  }
+
+  get detail(): string | undefined {
+    return this.stateDetail;
+  }
+
+  get devices(): DeviceInfo[] {
+    return [...this.deviceTable.values()];
+  }
+
+  device(id: string): DeviceInfo | undefined {
+    return this.deviceTable.get(id);
+  }
+
+  /** First connection: resolves when online, rejects with BenchError if refused or unreachable. */
+  async start(): Promise<void> {
+    await this.connectOnce();
+  }
+
+  private setState(s: BenchState, detail?: string): void {
+    if (this._state === s && this.stateDetail === detail) return;
+    this._state = s;
+    this.stateDetail = detail;
+    this.emit('state', s, detail);
+  }
+
+  private async connectOnce(): Promise<void> {
+    const generation = ++this.connectionGeneration;
+    this.setState('connecting');
+    if (!this.endpoint) {
+      this.endpoint = await IrohEndpoint.bind({ secretKey: this.options.secretKey, relay: this.options.relay ?? { mode: 'default' } });
+    }
+    const conn = await this.endpoint.connect(this.options.bench);
+    if (this.closed) { conn.close(); throw new BenchError('closed', 'client closed'); }
+    this.conn = conn;
+    const control = new MessageStream(await conn.openStream(), (e) => this.connectionLost(generation, `write failed: ${e.message}`));
+    this.control = control;
+    this.data = undefined;
+    const welcome = new Promise<BenchMessage>((resolve, reject) => this.requests.set(0, { resolve, reject }));
+    const timeoutMs = this.options.handshakeTimeoutMs ?? 10_000;
+    const timer = setTimeout(() => this.requests.get(0)?.reject(new BenchError('timeout', `bench did not answer within ${timeoutMs} ms`)), timeoutMs);
+    this.readFrom(control, generation);
+    void conn.closed().then((why) => this.connectionLost(generation, why));
+    control.send({ t: 'hello', v: PROTOCOL_VERSION, caps: [...CAPABILITIES], name: this.options.clientName, pair: this.pairingCode });
+    let w: BenchMessage;
+    try {
+      w = await welcome;
+    } catch (e) {
+      conn.close();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+      this.requests.delete(0);
+    }
+    if (w.t !== 'welcome') throw new BenchError('bad-message', `expected welcome, got '${w.t}'`);
+    // The data stream carries bulk/interrupt URBs. Opening it is local (QUIC announces it with its
+    // first frame), so it costs nothing until used.
+    const data = new MessageStream(await conn.openStream(), (e) => this.connectionLost(generation, `write failed: ${e.message}`));
+    this.data = data;
+    this.readFrom(data, generation);
+    this.pairingCode = undefined;
+    this.benchName = w.bench;
+    this.clientId = w.you;
+    this.deviceTable.clear();
+    for (const d of w.devices) this.deviceTable.set(d.id, d);
+    this.lastHeard = performance.now();
+    this.backoff.reset();
+    this.startPinging(generation);
+    this.setState('online');
+    this.emit('devices', this.devices);
+    this.log.info(`connected to bench '${w.bench}' (${this.options.bench.id.slice(0, 10)}), ${w.devices.length} device(s)`);
+    for (const dev of this.claimed.values()) void dev.reclaim();
+  }
+
+  private readFrom(stream: MessageStream, generation: number): void {
+    stream.readLoop((m) => this.onMessage(m as BenchMessage)).then(
+      () => this.connectionLost(generation, 'bench closed the stream'),
+      (e: Error) => this.connectionLost(generation, `bad data from bench: ${e.message}`),
+    );
+  }
+
+  private onMessage(m: BenchMessage): void {
+    this.lastHeard = performance.now();
+    switch (m.t) {
+      case 'welcome': this.requests.get(0)?.resolve(m); return;
+      case 'complete': this.claimed.get(m.dev)?.completed(m.id, { status: m.status, actual: m.len, data: m.data ? Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength) : EMPTY }); return;
+      case 'pong': {
+        const p = this.pings.get(m.n);
+        if (p) {
+          this.pings.delete(m.n);
+          const ms = performance.now() - p.sent;
+          this.rttMs = ms;
+          p.resolve(ms);
+          this.emit('rtt', ms);
+        }
+        return;
+      }
+      case 'devices': case 'claimed': case 'released': this.settle(m.req, m); return;
+      case 'added': case 'changed':
+        this.deviceTable.set(m.device.id, m.device);
+        this.emit(m.t, m.device);
+        this.emit('devices', this.devices);
+        return;
+      case 'removed':
+        this.deviceTable.delete(m.dev);
+        this.claimed.get(m.dev)?.markLost('unplugged from the bench');
+        this.emit('removed', m.dev);
+        this.emit('devices', this.devices);
+        return;
+      case 'error': return this.onError(m);
+    }
+  }
+
+  private onError(m: Extract<BenchMessage, { t: 'error' }>): void {
+    if (m.dev !== undefined && m.id !== undefined) {
+      const status = m.code === 'not-claimed' ? UrbStatus.noDevice : UrbStatus.invalid;
+      this.claimed.get(m.dev)?.completed(m.id, { status, actual: 0, data: EMPTY, error: m.message });
+      return;
+    }
+    if (m.req !== undefined && this.requests.has(m.req)) {
+      const r = this.requests.get(m.req)!;
+      this.requests.delete(m.req);
+      r.reject(new BenchError(m.code, m.message));
+      return;
+    }
+    const handshake = this.requests.get(0);
+    if (handshake) {
+      // refused before welcome: final, never retried automatically
+      this.closed = m.code === 'unauthorized' || m.code === 'version' || m.code === 'pairing-failed' ? true : this.closed;
+      if (this.closed) this.setState('refused', m.message);
+      handshake.reject(new BenchError(m.code, m.message));
+      return;
+    }
+    this.log.warn(`bench says: ${m.message} (${m.code})`);
+  }
+
+  private settle(req: number, m: BenchMessage): void {
+    const r = this.requests.get(req);
+    if (!r) return;
+    this.requests.delete(req);
+    r.resolve(m);
+  }
+
+  private request<T extends BenchMessage>(build: (req: number) => Message, timeoutMs = 15_000): Promise<T> {
+    if (this._state !== 'online' || !this.control) return Promise.reject(new BenchError('offline', `bench is ${this._state}`));
+    const req = this.nextReq++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.requests.delete(req);
+        reject(new BenchError('timeout', `bench did not answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.requests.set(req, {
+        resolve: (m) => { clearTimeout(timer); resolve(m as T); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      });
+      this.control!.send(build(req));
+    });
+  }
+
+  async list(): Promise<DeviceInfo[]> {
+    const m = await this.request<Extract<BenchMessage, { t: 'devices' }>>((req) => ({ t: 'list', req }));
+    return m.devices;
+  }
+
+  /** Claims a device for exclusive use. Rejects with BenchError('in-use', "… in use by alice") etc. */
+  async claim(dev: string): Promise<ClaimedDevice> {
+    const existing = this.claimed.get(dev);
+    if (existing && !existing.lost) return existing;
+    const m = await this.request<Extract<BenchMessage, { t: 'claimed' }>>((req) => ({ t: 'claim', req, dev }));
+    const handle = new ClaimedDevice(this, m.device);
+    this.claimed.set(dev, handle);
+    return handle;
+  }
+
+  /** @internal used by ClaimedDevice */
+  async sendClaim(dev: string): Promise<DeviceInfo> {
+    const m = await this.request<Extract<BenchMessage, { t: 'claimed' }>>((req) => ({ t: 'claim', req, dev }));
+    return m.device;
+  }
+
+  /** @internal */
+  async sendRelease(dev: string): Promise<void> {
+    this.claimed.delete(dev);
+    if (this._state !== 'online') return;
+    await this.request((req) => ({ t: 'release', req, dev }));
+  }
+
+  /** @internal queues a URB on the right stream: control traffic never waits behind bulk data. */
+  sendUrb(m: Extract<Message, { t: 'submit' | 'cancel' }>): boolean {
+    if (this._state !== 'online' || !this.control || !this.data) return false;
+    (isDataLane(m) ? this.data : this.control).send(m);
+    return true;
+  }
+
+  /** Measures an application-level round trip (ms). */
+  ping(timeoutMs = 5000): Promise<number> {
+    if (this._state !== 'online' || !this.control) return Promise.reject(new BenchError('offline', `bench is ${this._state}`));
+    const n = ++this.pingSeq >>> 0;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.pings.delete(n); reject(new BenchError('timeout', 'no pong')); }, timeoutMs);
+      this.pings.set(n, { sent: performance.now(), resolve: (ms) => { clearTimeout(timer); resolve(ms); } });
+      this.control!.send({ t: 'ping', n });
+    });
+  }
+
+  private startPinging(generation: number): void {
+    clearInterval(this.pingTimer);
+    const interval = this.options.pingIntervalMs ?? 5000;
+    const deadAfter = this.options.deadAfterMs ?? 15_000;
+    this.pingTimer = setInterval(() => {
+      if (generation !== this.connectionGeneration) return;
+      if (performance.now() - this.lastHeard > deadAfter) {
+        this.conn?.close();
+        this.connectionLost(generation, `no answer from the bench for ${Math.round(deadAfter / 1000)} s`);
+        return;
+      }
+      this.ping(deadAfter).catch(() => {});
+    }, interval);
+    this.pingTimer.unref();
+  }
+
+  private connectionLost(generation: number, why: string): void {
+    if (generation !== this.connectionGeneration || this._state === 'offline' || this._state === 'refused' || this._state === 'closed') return;
+    this.connectionGeneration++;
+    clearInterval(this.pingTimer);
+    this.conn?.close();
+    this.conn = undefined;
+    this.control = undefined;
+    this.data = undefined;
+    for (const [req, r] of this.requests) {
+      if (req !== 0) r.reject(new BenchError('offline', `connection to the bench lost: ${why}`));
+    }
+    for (const [req] of this.requests) if (req !== 0) this.requests.delete(req);
+    this.requests.get(0)?.reject(new BenchError('offline', `connection to the bench lost: ${why}`));
+    for (const p of this.pings.values()) p.resolve(NaN);
+    this.pings.clear();
+    for (const d of this.claimed.values()) d.suspend();
+    if (this.closed) return;
+    this.setState('offline', why);
+    this.log.warn(`bench ${this.benchName || this.options.bench.id.slice(0, 10)} offline: ${why}`);
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed || this.reconnectTimer) return;
+    const delay = this.backoff.next();
+    this.log.debug(`reconnecting in ${delay} ms`);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (this.closed) return;
+      this.connectOnce().catch((e: Error) => {
+        if (this.closed || (e instanceof BenchError && ['unauthorized', 'version', 'pairing-failed'].includes(e.code))) {
+          this.setState('refused', e.message);
+          return;
+        }
+        this.setState('offline', e.message);
+        this.scheduleReconnect();
+      });
+    }, delay);
+  }
+
+  /** Releases every device, closes the connection, stops reconnecting. */
+  async close(): Promise<void> {
+    if (this._state === 'closed') return;
+    const wasOnline = this._state === 'online';
+    this.closed = true;
+    clearTimeout(this.reconnectTimer);
+    clearInterval(this.pingTimer);
+    if (wasOnline) {
+      await Promise.race([
+        Promise.all([...this.claimed.values()].map((d) => d.release().catch(() => {}))),
+        new Promise((r) => setTimeout(r, 2000)),
+      ]);
+      await this.control?.drained();
+    }
+    this.connectionGeneration++;
+    this.conn?.close();
+    for (const d of this.claimed.values()) d.suspend();
+    this.setState('closed');
+    if (this.ownsEndpoint) await this.endpoint?.close();
+  }
+}
+
+/** A device this client holds. URB ids are allocated here; completions are matched by id. */
+export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: []; resumed: [] }> {
+  private nextId = 1;
+  private readonly pending = new Map<number, (r: UrbResult) => void>();
+  lost = false;
+  lostReason?: string;
+
+  constructor(private readonly client: BenchClient, public info: DeviceInfo) {
+    super();
+  }
+
+  get id(): string {
+    return this.info.id;
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Submits a URB; `id` can be passed to cancel(). */
+  start(urb: UrbRequest): PendingUrb {
+    const id = this.nextId;
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+    if (this.lost) return { id, done: Promise.resolve({ status: UrbStatus.noDevice, actual: 0, data: EMPTY, error: this.lostReason }) };
+    const isIn = urb.type === 'control' ? (urb.setup!.bmRequestType & 0x80) !== 0 : (urb.ep & 0x80) !== 0;
+    const done = new Promise<UrbResult>((resolve) => this.pending.set(id, resolve));
+    const sent = this.client.sendUrb({
+      t: 'submit', dev: this.id, id, ep: urb.ep, type: urb.type,
+      setup: urb.setup ? encodeSetup(urb.setup) : undefined,
+      data: isIn ? undefined : urb.data ?? EMPTY,
+      len: isIn ? urb.length ?? 0 : urb.data?.length ?? 0,
+      timeout: urb.timeout || undefined,
+    });
+    if (!sent) this.completed(id, { status: UrbStatus.shutdown, actual: 0, data: EMPTY, error: 'bench offline' });
+    return { id, done };
+  }
+
+  submit(urb: UrbRequest): Promise<UrbResult> {
+    return this.start(urb).done;
+  }
+
+  /** Asks the bench to cancel a URB; its completion (status -ECONNRESET if the cancel won) still arrives. */
+  cancel(id: number): void {
+    if (this.pending.has(id)) this.client.sendUrb({ t: 'cancel', dev: this.id, id });
+  }
+
+  /** @internal */
+  completed(id: number, r: UrbResult): void {
+    const resolve = this.pending.get(id);
+    if (!resolve) return;
+    this.pending.delete(id);
+    resolve(r);
+  }
+
+  /** @internal connection lost: URBs in flight end with -ESHUTDOWN. */
+  suspend(): void {
+    for (const [id] of this.pending) this.completed(id, { status: UrbStatus.shutdown, actual: 0, data: EMPTY, error: 'connection to the bench lost' });
+    if (!this.lost) this.emit('suspended');
+  }
+
+  /** @internal after a reconnect: claim again. */
+  async reclaim(): Promise<void> {
+    if (this.lost) return;
+    try {
+      this.info = await this.client.sendClaim(this.id);
+      this.emit('resumed');
+    } catch (e) {
+      this.markLost(`could not claim it again after reconnecting: ${(e as Error).message}`);
+    }
+  }
+
+  /** @internal */
+  markLost(reason: string): void {
+    if (this.lost) return;
+    this.lost = true;
+    this.lostReason = reason;
+    for (const [id] of this.pending) this.completed(id, { status: UrbStatus.noDevice, actual: 0, data: EMPTY, error: reason });
+    this.emit('lost', reason);
+  }
+
+  async release(): Promise<void> {
+    this.lost = true;
+    this.lostReason = 'released';
+    await this.client.sendRelease(this.id);
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * `remote-usb-server`: the bench daemon and its admin commands.
+ * Exit codes: 0 ok, 1 runtime failure, 2 bad command line or config.
+ */
+import { networkInterfaces } from 'node:os';
+import { parseArgs } from 'node:util';
+import { ConfigError, defaultConfigPath, describeSharing, loadConfig, ServerConfig } from './config.js';
+import { Daemon, describeDevice } from './daemon.js';
+import { loadOrCreateSecretKey } from './identity.js';
+import { createLogger } from './log.js';
+import { endpointIdOf, ticketFor } from './net/iroh.js';
+import { TrustStore } from './trust.js';
+import type { UsbBackend } from './usb/backend.js';
+import { SimulatedBackend } from './usb/simulated.js';
+import { deviceTable } from './device-table.js';
+
+declare const REMOTE_USB_VERSION: string | undefined;
+const VERSION = typeof REMOTE_USB_VERSION === 'string' ? REMOTE_USB_VERSION : '0.1.0';
+
+const HELP = `remote-usb-server ${VERSION} — share this machine's USB devices with Remote USB clients over Iroh
+
+Usage: remote-usb-server [command] [options]
+
+Commands:
+  run              serve (the default)
+  list             show the USB devices here and whether they are shared
+  id               print this bench's endpoint id
+  ticket           print a ticket (id + addresses) clients can connect with
+  pair             print a one-time pairing code that lets a new client add itself
+  clients          list the clients allowed to connect
+  revoke <client>  remove a client (id, id prefix of 8+ digits, or name) from the allowlist
+
+Options:
+  -c, --config <file>  TOML config (default: ~/.config/remote-usb/server.toml if present, else built-in defaults)
+  --simulate           use simulated boards instead of real USB (demo, tests, machines without USB)
+  --json               machine-readable output (list, clients)
+  --minutes <n>        pairing code lifetime (pair; default from config, 10)
+  -h, --help           this help
+  -v, --version        print the version
+`;
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        simulate: { type: 'boolean' },
+        json: { type: 'boolean' },
+        minutes: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) { process.stdout.write(HELP); return 0; }
+  if (values.version) { process.stdout.write(`${VERSION}\n`); return 0; }
+  const [command = 'run', ...rest] = positionals;
+  const wantsArg = command === 'revoke';
+  if (rest.length > (wantsArg ? 1 : 0) || (wantsArg && rest.length !== 1)) {
+    throw new UsageError(wantsArg ? `'revoke' takes exactly one client` : `'${command}' takes no arguments (got '${rest.join(' ')}')`);
+  }
+  const config = loadConfig(values.config ?? defaultConfigPath());
+  const backend = (): UsbBackend => (values.simulate ? new SimulatedBackend() : loadRealBackend());
+
+  switch (command) {
+    case 'run': return run(config, backend());
+    case 'list': {
+      const b = backend();
+      const devices = (await b.list()).map((d) => ({ ...d, shared: describeSharing(config, d) }));
+      await b.close();
+      process.stdout.write(values.json ? JSON.stringify(devices, null, 2) + '\n' : deviceTable(devices) + '\n');
+      return 0;
+    }
+    case 'id': {
+      const { key } = loadOrCreateSecretKey(config.stateDir);
+      process.stdout.write(endpointIdOf(key) + '\n');
+      return 0;
+    }
+    case 'ticket': {
+      const { key } = loadOrCreateSecretKey(config.stateDir);
+      process.stdout.write(benchTicket(config, key) + '\n');
+      return 0;
+    }
+    case 'pair': {
+      const minutes = values.minutes === undefined ? config.pairingMinutes : Number(values.minutes);
+      if (!Number.isInteger(minutes) || minutes < 1 || minutes > 1440) throw new UsageError(`--minutes must be a whole number 1..1440, got '${values.minutes}'`);
+      const { key } = loadOrCreateSecretKey(config.stateDir);
+      const trust = new TrustStore(config.allowlistFile, config.stateDir);
+      const { code, expires } = trust.createPairingCode(minutes);
+      process.stdout.write(
+        `Pairing code: ${code}   (single use, valid until ${expires.toLocaleTimeString()})\n` +
+        `Bench ticket: ${benchTicket(config, key)}\n\n` +
+        `In VS Code run "Remote USB: Pair with Bench…" and paste the ticket and the code.\n`);
+      return 0;
+    }
+    case 'clients': {
+      const clients = new TrustStore(config.allowlistFile, config.stateDir).clients();
+      if (values.json) process.stdout.write(JSON.stringify(clients, null, 2) + '\n');
+      else if (clients.length === 0) process.stdout.write(`no clients allowed yet (allowlist: ${config.allowlistFile}); run 'remote-usb-server pair'\n`);
+      else for (const c of clients) process.stdout.write(`${c.id}  ${c.name}  (added ${c.added})\n`);
+      return 0;
+    }
+    case 'revoke': {
+      const ok = new TrustStore(config.allowlistFile, config.stateDir).revoke(rest[0]);
+      if (!ok) { process.stderr.write(`remote-usb-server: no client '${rest[0]}' in ${config.allowlistFile}\n`); return 1; }
+      process.stdout.write(`revoked ${rest[0]}; it can no longer connect (existing connections end when it reconnects)\n`);
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command '${command}'`);
+  }
+}
+
+function loadRealBackend(): UsbBackend {
+  // Loaded on demand so `--simulate` and the admin commands work where the native module cannot load.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { RealUsbBackend } = require('./usb/usb-real.js') as typeof import('./usb/usb-real.js');
+  return new RealUsbBackend();
+}
+
+/** Ticket with every non-loopback address of this machine on the configured port. */
+function benchTicket(config: ServerConfig, key: Uint8Array): string {
+  const port = Number(config.listen.split(':').pop());
+  const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
+  const addrs: string[] = [];
+  if (host !== '0.0.0.0' && host !== '[::]') addrs.push(config.listen);
+  else {
+    for (const list of Object.values(networkInterfaces())) {
+      for (const a of list ?? []) {
+        if (a.internal) continue;
+        if (a.family === 'IPv4' && host === '0.0.0.0') addrs.push(`${a.address}:${port}`);
+        if (a.family === 'IPv6' && host === '[::]' && !a.address.startsWith('fe80')) addrs.push(`[${a.address}]:${port}`);
+      }
+    }
+    if (addrs.length === 0) addrs.push(`127.0.0.1:${port}`);
+  }
+  return ticketFor({ id: endpointIdOf(key), addrs });
+}
+
+async function run(config: ServerConfig, backend: UsbBackend): Promise<number> {
+  const log = createLogger(config.logLevel);
+  const { key, created } = loadOrCreateSecretKey(config.stateDir);
+  if (created) log.info(`created a new bench identity in ${config.stateDir}`);
+  const daemon = new Daemon({ config, backend, secretKey: key, log });
+  await daemon.start();
+  log.info(`ticket: ${benchTicket(config, key)}`);
+  if (daemon.trust.clients().length === 0) log.info(`no clients paired yet: run 'remote-usb-server pair' to add one`);
+  for (const d of await backend.list()) log.debug(`device: ${describeDevice(d)}`);
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (sig: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info(`${sig}: releasing devices and stopping`);
+      void daemon.stop().then(() => backend.close()).then(resolve, resolve);
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e: Error) => {
+    const usage = e instanceof UsageError || e instanceof ConfigError;
+    process.stderr.write(`remote-usb-server: ${e.message}${e instanceof UsageError ? `\nTry 'remote-usb-server --help'.` : ''}\n`);
+    process.exitCode = usage ? 2 : 1;
+  },
+);

@@ -1,0 +1,202 @@
+/**
+ * The bench daemon: one Iroh endpoint, the device table, who holds what, and a Session per client.
+ * It watches the USB backend for hot-plug and tells every connected client.
+ */
+import type { ErrorCode } from './protocol/constants.js';
+import type { DeviceInfo, Hello } from './protocol/messages.js';
+import { IrohEndpoint, PeerAddress } from './net/iroh.js';
+import type { ServerConfig } from './config.js';
+import { isShared } from './config.js';
+import type { Logger } from './log.js';
+import { TrustStore } from './trust.js';
+import type { BackendDevice, OpenedDevice, UsbBackend } from './usb/backend.js';
+import { Session, SessionHost } from './session.js';
+
+export interface DaemonOptions {
+  config: ServerConfig;
+  backend: UsbBackend;
+  secretKey: Uint8Array;
+  log: Logger;
+}
+
+export class Daemon implements SessionHost {
+  private endpoint?: IrohEndpoint;
+  private readonly sessions = new Set<Session>();
+  private readonly devices = new Map<string, BackendDevice>();
+  private readonly holders = new Map<string, Session>();
+  readonly trust: TrustStore;
+  private stopping = false;
+  private acceptLoop?: Promise<void>;
+
+  constructor(private readonly options: DaemonOptions) {
+    this.trust = new TrustStore(options.config.allowlistFile, options.config.stateDir);
+  }
+
+  get log(): Logger {
+    return this.options.log;
+  }
+
+  get benchName(): string {
+    return this.options.config.name;
+  }
+
+  get id(): string {
+    return this.endpoint!.id;
+  }
+
+  /** Our address with every local socket address, for tickets and tests. */
+  address(): PeerAddress {
+    const a = this.endpoint!.address();
+    const addrs = new Set(a.addrs);
+    for (const s of this.endpoint!.boundSockets) if (!s.startsWith('0.0.0.0') && !s.startsWith('[::]')) addrs.add(s);
+    return { ...a, addrs: [...addrs] };
+  }
+
+  /** The UDP port the endpoint listens on (the IPv4 socket's). */
+  get port(): number {
+    const s = this.endpoint!.boundSockets.find((x) => !x.startsWith('[')) ?? this.endpoint!.boundSockets[0];
+    return Number(s.split(':').pop());
+  }
+
+  async start(): Promise<void> {
+    const { backend, config } = this.options;
+    for (const d of await backend.list()) this.devices.set(d.id, d);
+    backend.on('attach', this.onAttach);
+    backend.on('detach', this.onDetach);
+    this.endpoint = await IrohEndpoint.bind({ secretKey: this.options.secretKey, relay: config.relay, bindAddr: config.listen, accept: true });
+    this.log.info(`bench '${config.name}' serving as ${this.endpoint.id} on ${this.endpoint.boundSockets.join(', ')} (relay: ${config.relay.mode}); ${this.devices.size} device(s), backend: ${backend.kind}`);
+    this.acceptLoop = this.accept();
+  }
+
+  private async accept(): Promise<void> {
+    for (;;) {
+      const conn = await this.endpoint!.accept().catch(() => null);
+      if (conn === null) return;
+      if (this.stopping) { conn.close(); continue; }
+      const session = new Session(conn, this);
+      this.sessions.add(session);
+      void session.run().catch((e: Error) => this.log.error(`session ${session.label}: ${e.message}`));
+    }
+  }
+
+  private readonly onAttach = (d: BackendDevice): void => {
+    this.devices.set(d.id, d);
+    this.log.info(`device plugged in: ${describeDevice(d)}`);
+    for (const s of this.sessions) s.notify({ t: 'added', device: this.view(d, s) });
+  };
+
+  private readonly onDetach = (id: string): void => {
+    const d = this.devices.get(id);
+    if (!d) return;
+    this.devices.delete(id);
+    this.log.info(`device unplugged: ${describeDevice(d)}`);
+    const holder = this.holders.get(id);
+    this.holders.delete(id);
+    holder?.deviceGone(id);
+    for (const s of this.sessions) s.notify({ t: 'removed', dev: id });
+  };
+
+  private view(d: BackendDevice, s: Session): DeviceInfo {
+    const holder = this.holders.get(d.id);
+    return {
+      ...d,
+      shared: isShared(this.options.config.sharing, d),
+      claimedBy: holder?.clientName,
+      mine: holder ? holder === s : undefined,
+    };
+  }
+
+  // ---- SessionHost ----
+  authorize(clientId: string, hello: Hello): { ok: true; name: string; paired: boolean } | { ok: false; code: ErrorCode; message: string } {
+    try {
+      if (this.trust.isAllowed(clientId)) return { ok: true, name: this.trust.nameOf(clientId) ?? hello.name, paired: false };
+      if (hello.pair) {
+        const r = this.trust.redeemPairingCode(hello.pair, clientId, hello.name);
+        if (r.ok) {
+          this.log.info(`paired new client '${hello.name}' (${clientId})`);
+          return { ok: true, name: hello.name, paired: true };
+        }
+        this.log.warn(`pairing attempt by ${clientId.slice(0, 10)} ('${hello.name}') failed: ${r.reason}`);
+        return { ok: false, code: 'pairing-failed', message: r.reason };
+      }
+    } catch (e) {
+      this.log.error((e as Error).message);
+      return { ok: false, code: 'internal', message: 'the bench cannot read its allowlist; see its log' };
+    }
+    return {
+      ok: false, code: 'unauthorized',
+      message: `this client (${clientId.slice(0, 10)}…) is not allowed on bench '${this.benchName}'; pair with a code from 'remote-usb-server pair'`,
+    };
+  }
+
+  devicesFor(s: Session): DeviceInfo[] {
+    return [...this.devices.values()].map((d) => this.view(d, s));
+  }
+
+  deviceInfoFor(s: Session, dev: string): DeviceInfo | undefined {
+    const d = this.devices.get(dev);
+    return d && this.view(d, s);
+  }
+
+  async claim(s: Session, dev: string): Promise<{ ok: true; device: OpenedDevice } | { ok: false; code: ErrorCode; message: string }> {
+    const d = this.devices.get(dev);
+    if (!d) return { ok: false, code: 'no-such-device', message: `no device '${dev}' on bench '${this.benchName}'` };
+    if (!isShared(this.options.config.sharing, d)) return { ok: false, code: 'not-shared', message: `${describeDevice(d)} is not shared by this bench's config` };
+    const holder = this.holders.get(dev);
+    if (holder && holder !== s) return { ok: false, code: 'in-use', message: `${describeDevice(d)} is in use by ${holder.clientName}` };
+    this.holders.set(dev, s); // reserve before the await, so two claims cannot both win
+    try {
+      const device = await this.options.backend.open(dev);
+      this.broadcastChange(dev);
+      return { ok: true, device };
+    } catch (e) {
+      this.holders.delete(dev);
+      return { ok: false, code: 'usb-error', message: (e as Error).message };
+    }
+  }
+
+  async release(s: Session, dev: string): Promise<void> {
+    if (this.holders.get(dev) === s) {
+      this.holders.delete(dev);
+      this.broadcastChange(dev);
+    }
+  }
+
+  private broadcastChange(dev: string): void {
+    const d = this.devices.get(dev);
+    if (!d) return;
+    for (const s of this.sessions) s.notify({ t: 'changed', device: this.view(d, s) });
+  }
+
+  sessionEnded(s: Session): void {
+    this.sessions.delete(s);
+    for (const [dev, holder] of this.holders) {
+      if (holder === s) {
+        this.holders.delete(dev);
+        this.broadcastChange(dev);
+      }
+    }
+  }
+
+  /** Number of connected, authenticated clients. */
+  get clientCount(): number {
+    return [...this.sessions].filter((s) => s.authenticated).length;
+  }
+
+  /** Releases every device (kernel drivers back), closes every connection and the endpoint. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.options.backend.off('attach', this.onAttach);
+    this.options.backend.off('detach', this.onDetach);
+    await Promise.all([...this.sessions].map((s) => s.shutdown()));
+    await this.endpoint?.close();
+    await this.acceptLoop;
+    this.log.info('bench daemon stopped');
+  }
+}
+
+export function describeDevice(d: { id: string; vendorId: number; productId: number; product?: string }): string {
+  const hex = (n: number): string => n.toString(16).padStart(4, '0');
+  return `${d.product ?? 'USB device'} ${hex(d.vendorId)}:${hex(d.productId)} at ${d.id}`;
+}

@@ -1,0 +1,54 @@
+/** The wire contract shared by the daemon (server/) and the client core (extension/core/). */
+
+/** QUIC ALPN: a peer speaking anything else is refused during the TLS handshake. */
+export const ALPN = 'remote-usb/1';
+
+/** Bumped on any incompatible message change; both sides refuse a different version with a clear error. */
+export const PROTOCOL_VERSION = 1;
+
+/** What this build can do; peers use this to switch optional behaviour on. */
+export const CAPABILITIES: readonly string[] = ['urb', 'hotplug', 'ping', 'pairing'];
+
+/** Largest URB data we carry in one message (usb-storage and DFU use up to a few hundred KiB). */
+export const MAX_URB_DATA = 4 * 1024 * 1024;
+
+/** Largest frame body accepted: one URB's data plus room for its header fields. */
+export const MAX_FRAME_BYTES = MAX_URB_DATA + 4096;
+
+/** Bytes of the big-endian length prefix in front of each msgpack body. */
+export const FRAME_HEADER_BYTES = 4;
+
+/** Most URBs one client may have in flight on one device; more are refused, not queued without bound. */
+export const MAX_URBS_IN_FLIGHT = 1024;
+
+/**
+ * URB completion status values: negative Linux errno, exactly as USB/IP's RET_SUBMIT carries them.
+ * kernel: include/uapi/asm-generic/errno-base.h, errno.h
+ */
+export const UrbStatus = {
+  ok: 0,
+  noEntry: -2, // -ENOENT: URB was cancelled before it started
+  noDevice: -19, // -ENODEV: device gone
+  invalid: -22, // -EINVAL: bad request
+  stall: -32, // -EPIPE: endpoint stalled
+  protocol: -71, // -EPROTO: bitstuff / CRC / unknown transfer error
+  overflow: -75, // -EOVERFLOW: device sent more than asked
+  cancelled: -104, // -ECONNRESET: unlinked by the submitter
+  shutdown: -108, // -ESHUTDOWN: connection to the bench lost
+  timedOut: -110, // -ETIMEDOUT
+} as const;
+
+/** Error codes in `error` messages; stable strings a client can switch on. */
+export type ErrorCode =
+  | 'unauthorized' // client id not on the allowlist and no valid pairing code
+  | 'pairing-failed' // code unknown, used or expired
+  | 'version' // protocol versions cannot talk
+  | 'bad-message' // malformed frame or message
+  | 'no-such-device'
+  | 'not-shared' // device sharing switched off in the bench config
+  | 'in-use' // claimed by another client
+  | 'not-claimed' // URB or release for a device this client does not hold
+  | 'unsupported' // e.g. isochronous endpoints
+  | 'busy' // too many URBs in flight
+  | 'usb-error' // the bench's USB stack refused (permission, device error)
+  | 'internal';

@@ -1,0 +1,101 @@
+/**
+ * Length-framed msgpack: each frame is a 4-byte big-endian body length, then a msgpack map.
+ * The decoder is incremental (`push(chunk)`, `next()` → message or undefined for "not yet") and copes
+ * with any split of the byte stream; it checks a frame's length against the limit before buffering it.
+ */
+import { Packr } from 'msgpackr';
+import { FRAME_HEADER_BYTES, MAX_FRAME_BYTES } from './constants.js';
+import { Message, parseMessage, ProtocolError } from './messages.js';
+
+// Plain MessagePack (no msgpackr records/structures), so any MessagePack implementation can talk to us.
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, variableMapSize: true });
+
+/** Encodes one message as a complete frame (length prefix + body) in a single Buffer. */
+export function encodeFrame(message: Message): Buffer {
+  const body = packr.pack(message);
+  if (body.length > MAX_FRAME_BYTES) {
+    throw new ProtocolError(`message '${message.t}' is ${body.length} bytes, over the ${MAX_FRAME_BYTES}-byte frame limit`);
+  }
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + body.length);
+  frame.writeUInt32BE(body.length, 0);
+  body.copy(frame, FRAME_HEADER_BYTES);
+  return frame;
+}
+
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(private readonly maxFrameBytes = MAX_FRAME_BYTES) {}
+
+  /** Bytes received but not yet returned as messages (a clean end of stream has none). */
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+  }
+
+  /** The next complete message, or undefined when more bytes are needed. Throws ProtocolError on bad input. */
+  next(): Message | undefined {
+    if (this.buffered < FRAME_HEADER_BYTES) return undefined;
+    const length = this.peekLength();
+    if (length > this.maxFrameBytes) {
+      throw new ProtocolError(`frame length ${length} exceeds the limit of ${this.maxFrameBytes} bytes`);
+    }
+    if (length === 0) throw new ProtocolError('empty frame (length 0)');
+    if (this.buffered < FRAME_HEADER_BYTES + length) return undefined;
+    this.take(FRAME_HEADER_BYTES);
+    const body = this.take(length);
+    let value: unknown;
+    try {
+      value = packr.unpack(body);
+    } catch (e) {
+      throw new ProtocolError(`frame body is not valid MessagePack: ${(e as Error).message}`);
+    }
+    return parseMessage(value);
+  }
+
+  private peekLength(): number {
+    const first = this.chunks[0];
+    if (first.length >= FRAME_HEADER_BYTES) return first.readUInt32BE(0);
+    const head = Buffer.alloc(FRAME_HEADER_BYTES);
+    let filled = 0;
+    for (const c of this.chunks) {
+      filled += c.copy(head, filled, 0, Math.min(c.length, FRAME_HEADER_BYTES - filled));
+      if (filled === FRAME_HEADER_BYTES) break;
+    }
+    return head.readUInt32BE(0);
+  }
+
+  /** Removes n buffered bytes; copies only when they span chunks. */
+  private take(n: number): Buffer {
+    const first = this.chunks[0];
+    this.buffered -= n;
+    if (first.length >= n) {
+      const out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      return out;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const c = this.chunks[0];
+      const want = n - filled;
+      if (c.length <= want) {
+        c.copy(out, filled);
+        filled += c.length;
+        this.chunks.shift();
+      } else {
+        c.copy(out, filled, 0, want);
+        this.chunks[0] = c.subarray(want);
+        filled += want;
+      }
+    }
+    return out;
+  }
+}

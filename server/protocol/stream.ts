@@ -1,0 +1,127 @@
+/**
+ * A message stream over one byte stream (a QUIC stream in production, an in-memory pipe in tests).
+ * Writes are serialised — one write in flight per stream, because concurrent writes on one Iroh stream
+ * can reorder bytes (FACTS.md) — and frames queued meanwhile are coalesced into one write, which
+ * matters because every write crosses the N-API binding.
+ */
+import { encodeFrame, FrameDecoder } from './framing.js';
+import { Message } from './messages.js';
+
+/** The byte-level operations a transport must offer. */
+export interface ByteStream {
+  /** Resolves once the bytes are handed to the transport. Never called concurrently. */
+  write(data: Buffer): Promise<void>;
+  /** Next chunk of bytes, or null at a clean end of stream. */
+  read(): Promise<Buffer | null>;
+  /** Finishes the send side (peer reads EOF). */
+  finish(): Promise<void>;
+  /** Aborts both directions. */
+  abort(): void;
+}
+
+/** Upper bound for one coalesced write: big enough to amortise the binding, small enough to keep latency. */
+const MAX_COALESCED_WRITE = 256 * 1024;
+
+export class MessageStream {
+  private readonly queue: Buffer[] = [];
+  private queuedBytes = 0;
+  private pumping = false;
+  private closed = false;
+  private idleWaiters: (() => void)[] = [];
+  /** Bytes handed to the transport and received (for throughput display). */
+  bytesSent = 0;
+  bytesReceived = 0;
+
+  constructor(private readonly io: ByteStream, private readonly onWriteError: (e: Error) => void = () => {}) {}
+
+  /** Queues a message; never blocks. Throws if the message cannot be encoded (too large). */
+  send(message: Message): void {
+    if (this.closed) return;
+    const frame = encodeFrame(message);
+    this.queue.push(frame);
+    this.queuedBytes += frame.length;
+    if (!this.pumping) void this.pump();
+  }
+
+  /** Bytes waiting to be written; callers use it for back-pressure. */
+  get backlog(): number {
+    return this.queuedBytes;
+  }
+
+  /** Resolves when everything queued so far has been written. */
+  drained(): Promise<void> {
+    if (!this.pumping && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private async pump(): Promise<void> {
+    this.pumping = true;
+    try {
+      while (this.queue.length > 0 && !this.closed) {
+        let chunk: Buffer;
+        if (this.queue.length === 1 || this.queue[0].length >= MAX_COALESCED_WRITE) {
+          chunk = this.queue.shift()!;
+        } else {
+          const parts: Buffer[] = [];
+          let size = 0;
+          while (this.queue.length > 0 && size + this.queue[0].length <= MAX_COALESCED_WRITE) {
+            const f = this.queue.shift()!;
+            parts.push(f);
+            size += f.length;
+          }
+          chunk = Buffer.concat(parts, size);
+        }
+        this.queuedBytes -= chunk.length;
+        await this.io.write(chunk);
+        this.bytesSent += chunk.length;
+      }
+    } catch (e) {
+      this.closed = true;
+      this.queue.length = 0;
+      this.queuedBytes = 0;
+      this.onWriteError(e as Error);
+    } finally {
+      this.pumping = false;
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /**
+   * Reads messages until the stream ends. Resolves on a clean end (EOF between frames); rejects with
+   * ProtocolError on malformed input or with the transport's error.
+   */
+  async readLoop(onMessage: (m: Message) => void): Promise<void> {
+    const decoder = new FrameDecoder();
+    for (;;) {
+      const chunk = await this.io.read();
+      if (chunk === null) {
+        if (decoder.pendingBytes > 0) {
+          throw new Error(`stream ended in the middle of a frame (${decoder.pendingBytes} bytes left over)`);
+        }
+        return;
+      }
+      this.bytesReceived += chunk.length;
+      decoder.push(chunk);
+      for (let m = decoder.next(); m !== undefined; m = decoder.next()) {
+        if (this.closed) return;
+        onMessage(m);
+      }
+    }
+  }
+
+  /** Flushes queued frames, then finishes the send side. */
+  async end(): Promise<void> {
+    await this.drained();
+    this.closed = true;
+    await this.io.finish().catch(() => {});
+  }
+
+  abort(): void {
+    this.closed = true;
+    this.queue.length = 0;
+    this.queuedBytes = 0;
+    this.io.abort();
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * One client connection on the bench: authentication, then requests. A session owns the devices it
+ * claimed and the URBs it has in flight; when the connection ends for any reason, everything is
+ * cancelled and every device is released (its kernel drivers given back) — nothing outlives the peer.
+ *
+ * URB / cancel strategy: every submit gets exactly one answer — a `complete` (status -ECONNRESET if the
+ * cancel won the race) or an `error` naming that URB. A cancel for a URB that already completed is
+ * ignored, because its completion is already on the way; the client must not expect a second reply.
+ */
+import { CAPABILITIES, ErrorCode, MAX_URBS_IN_FLIGHT, PROTOCOL_VERSION } from './protocol/constants.js';
+import type { BenchMessage, ClientMessage, DeviceInfo, Hello, Message, Submit } from './protocol/messages.js';
+import { parseSetup, ProtocolError } from './protocol/messages.js';
+import { MessageStream } from './protocol/stream.js';
+import { CloseCode, IrohConnection } from './net/iroh.js';
+import type { Logger } from './log.js';
+import type { OpenedDevice } from './usb/backend.js';
+import { executeUrb } from './usb/standard-requests.js';
+
+/** What a session needs from the daemon. */
+export interface SessionHost {
+  readonly benchName: string;
+  readonly log: Logger;
+  authorize(clientId: string, hello: Hello): { ok: true; name: string; paired: boolean } | { ok: false; code: ErrorCode; message: string };
+  devicesFor(session: Session): DeviceInfo[];
+  claim(session: Session, dev: string): Promise<{ ok: true; device: OpenedDevice } | { ok: false; code: ErrorCode; message: string }>;
+  release(session: Session, dev: string): Promise<void>;
+  deviceInfoFor(session: Session, dev: string): DeviceInfo | undefined;
+  sessionEnded(session: Session): void;
+}
+
+const MAX_STREAMS = 8;
+/** How long a refused peer gets to read our error before we close the connection on it. */
+const REFUSAL_GRACE_MS = 1000;
+
+interface Claim {
+  device: OpenedDevice;
+  inflight: Map<number, AbortController>;
+}
+
+export class Session {
+  clientName = '?';
+  authenticated = false;
+  private control?: MessageStream;
+  private readonly streams = new Set<MessageStream>();
+  private readonly claims = new Map<string, Claim>();
+  private ended = false;
+
+  constructor(readonly conn: IrohConnection, private readonly host: SessionHost) {}
+
+  get clientId(): string {
+    return this.conn.remoteId;
+  }
+
+  get label(): string {
+    return `${this.clientName} (${this.clientId.slice(0, 10)})`;
+  }
+
+  claimedDevices(): string[] {
+    return [...this.claims.keys()];
+  }
+
+  async run(): Promise<void> {
+    void this.conn.closed().then((why) => this.end(`connection closed: ${why}`));
+    for (let n = 0; !this.ended; n++) {
+      const io = await this.conn.acceptStream();
+      if (io === null) break;
+      if (n >= MAX_STREAMS || (n > 0 && !this.authenticated)) {
+        io.abort();
+        continue;
+      }
+      const stream = new MessageStream(io, (e) => this.end(`write failed: ${e.message}`));
+      this.streams.add(stream);
+      if (!this.control) this.control = stream;
+      void stream.readLoop((m) => this.onMessage(m, stream)).then(
+        () => { if (stream === this.control) this.end('client closed its stream'); },
+        (e: Error) => this.onStreamError(e),
+      );
+    }
+    this.end('connection closed');
+  }
+
+  /** Sends an unsolicited message (device events) on the control stream. */
+  notify(m: BenchMessage): void {
+    if (this.authenticated && !this.ended) this.trySend(this.control!, m);
+  }
+
+  private trySend(stream: MessageStream, m: BenchMessage): void {
+    try {
+      stream.send(m);
+    } catch (e) {
+      this.host.log.error(`cannot send '${m.t}' to ${this.label}: ${(e as Error).message}`);
+    }
+  }
+
+  private onStreamError(e: Error): void {
+    if (this.ended) return;
+    if (e instanceof ProtocolError) {
+      this.host.log.warn(`client ${this.label} sent a bad message: ${e.message}; dropping the connection`);
+      this.refuse('bad-message', `bad message: ${e.message}`, CloseCode.protocol);
+    } else {
+      this.end(`stream failed: ${e.message}`);
+    }
+  }
+
+  private onMessage(raw: Message, stream: MessageStream): void {
+    if (this.ended) return;
+    const m = raw as ClientMessage;
+    if (!this.authenticated) {
+      if (m.t !== 'hello') return this.refuse('bad-message', `expected 'hello' first, got '${raw.t}'`, CloseCode.protocol);
+      return this.onHello(m);
+    }
+    switch (m.t) {
+      case 'hello': return this.trySend(stream, { t: 'error', code: 'bad-message', message: 'already said hello' });
+      case 'list': return this.trySend(stream, { t: 'devices', req: m.req, devices: this.host.devicesFor(this) });
+      case 'claim': void this.onClaim(m.req, m.dev, stream); return;
+      case 'release': void this.onRelease(m.req, m.dev, stream); return;
+      case 'submit': return this.onSubmit(m, stream);
+      case 'cancel': this.claims.get(m.dev)?.inflight.get(m.id)?.abort(); return;
+      case 'ping': return this.trySend(stream, { t: 'pong', n: m.n });
+      default:
+        return this.trySend(stream, { t: 'error', code: 'bad-message', message: `'${raw.t}' is not a request a client can send` });
+    }
+  }
+
+  private onHello(m: Hello): void {
+    if (m.v !== PROTOCOL_VERSION) {
+      return this.refuse('version', `this bench speaks protocol version ${PROTOCOL_VERSION}, the client speaks ${m.v}: update the ${m.v < PROTOCOL_VERSION ? 'extension' : 'bench daemon'}`, CloseCode.version);
+    }
+    const auth = this.host.authorize(this.clientId, m);
+    if (!auth.ok) return this.refuse(auth.code, auth.message, CloseCode.unauthorized);
+    this.clientName = auth.name;
+    this.authenticated = true;
+    this.host.log.info(`client ${this.label} connected${auth.paired ? ' (newly paired)' : ''}`);
+    this.trySend(this.control!, {
+      t: 'welcome', v: PROTOCOL_VERSION, caps: [...CAPABILITIES], bench: this.host.benchName, you: this.clientId,
+      paired: auth.paired || undefined, devices: this.host.devicesFor(this),
+    });
+  }
+
+  private async onClaim(req: number, dev: string, stream: MessageStream): Promise<void> {
+    if (this.claims.has(dev)) {
+      this.trySend(stream, { t: 'claimed', req, device: this.host.deviceInfoFor(this, dev)! });
+      return;
+    }
+    const res = await this.host.claim(this, dev);
+    if (!res.ok) return this.trySend(stream, { t: 'error', req, code: res.code, message: res.message });
+    if (this.ended) {
+      await res.device.close();
+      await this.host.release(this, dev);
+      return;
+    }
+    this.claims.set(dev, { device: res.device, inflight: new Map() });
+    this.host.log.info(`${this.label} claimed ${dev}`);
+    this.trySend(stream, { t: 'claimed', req, device: this.host.deviceInfoFor(this, dev)! });
+  }
+
+  private async onRelease(req: number, dev: string, stream: MessageStream): Promise<void> {
+    if (!this.claims.has(dev)) {
+      return this.trySend(stream, { t: 'error', req, code: 'not-claimed', message: `device ${dev} is not claimed by this client` });
+    }
+    await this.releaseDevice(dev);
+    this.trySend(stream, { t: 'released', req, dev });
+  }
+
+  /** Cancels the device's URBs, gives it back to the bench's kernel, and tells the daemon. */
+  private async releaseDevice(dev: string): Promise<void> {
+    const claim = this.claims.get(dev);
+    if (!claim) return;
+    this.claims.delete(dev);
+    for (const c of claim.inflight.values()) c.abort();
+    try {
+      await claim.device.close();
+    } catch (e) {
+      this.host.log.warn(`releasing ${dev}: ${(e as Error).message}`);
+    }
+    await this.host.release(this, dev);
+    this.host.log.info(`${this.label} released ${dev}`);
+  }
+
+  /** The bench lost the device (unplugged): its URBs fail with -ENODEV from the backend; forget the claim. */
+  deviceGone(dev: string): void {
+    const claim = this.claims.get(dev);
+    if (!claim) return;
+    this.claims.delete(dev);
+    for (const c of claim.inflight.values()) c.abort();
+    void claim.device.close().catch(() => {});
+  }
+
+  private onSubmit(m: Submit, stream: MessageStream): void {
+    const claim = this.claims.get(m.dev);
+    const refuse = (code: ErrorCode, message: string): void => this.trySend(stream, { t: 'error', dev: m.dev, id: m.id, code, message });
+    if (!claim) return refuse('not-claimed', `URB ${m.id} for device ${m.dev}, which this client has not claimed`);
+    if (claim.inflight.has(m.id)) return refuse('bad-message', `URB id ${m.id} is already in flight on ${m.dev}`);
+    if (claim.inflight.size >= MAX_URBS_IN_FLIGHT) return refuse('busy', `more than ${MAX_URBS_IN_FLIGHT} URBs in flight on ${m.dev}`);
+    const isIn = (m.ep & 0x80) !== 0 || (m.type === 'control' && (m.setup![0] & 0x80) !== 0);
+    if (!isIn && m.data === undefined && m.len > 0) return refuse('bad-message', `OUT URB ${m.id} has no data`);
+    const abort = new AbortController();
+    claim.inflight.set(m.id, abort);
+    void executeUrb(claim.device, {
+      type: m.type, ep: m.ep, setup: m.setup ? parseSetup(m.setup) : undefined, data: m.data,
+      length: isIn ? m.len : 0, timeout: m.timeout ?? 0, signal: abort.signal,
+    }).then(
+      (r) => {
+        claim.inflight.delete(m.id);
+        this.trySend(stream, { t: 'complete', dev: m.dev, id: m.id, status: r.status, len: r.actual, data: r.data && r.data.length > 0 ? r.data : undefined });
+      },
+      (e: Error) => {
+        claim.inflight.delete(m.id);
+        refuse('usb-error', `URB ${m.id} on ${m.dev}: ${e.message}`);
+      },
+    );
+  }
+
+  /** Sends an error, gives the peer a moment to read it, then closes. */
+  private refuse(code: ErrorCode, message: string, closeCode: bigint): void {
+    if (this.ended) return;
+    this.host.log.info(`refusing ${this.clientId.slice(0, 10)}: ${message}`);
+    const stream = this.control;
+    if (stream) {
+      stream.send({ t: 'error', code, message });
+      void stream.end();
+    }
+    const timer = setTimeout(() => this.conn.close(closeCode, `${code}: ${message}`), REFUSAL_GRACE_MS);
+    void this.conn.closed().then(() => clearTimeout(timer));
+    void this.end(`refused (${code})`, false);
+  }
+
+  /** Ends the session: cancels URBs, releases every device. Idempotent. */
+  async end(why: string, closeConnection = true): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.authenticated) this.host.log.info(`client ${this.label} gone: ${why}`);
+    await Promise.all([...this.claims.keys()].map((d) => this.releaseDevice(d)));
+    if (closeConnection) {
+      for (const s of this.streams) void s.end();
+      this.conn.close(CloseCode.normal, 'bye');
+    }
+    this.host.sessionEnded(this);
+  }
+
+  /** Daemon shutdown: tell the peer why. */
+  async shutdown(): Promise<void> {
+    if (this.authenticated && this.control) this.control.send({ t: 'error', code: 'internal', message: 'bench daemon is shutting down' });
+    await this.control?.drained();
+    await this.end('bench shutting down', false);
+    this.conn.close(CloseCode.shutdown, 'bench daemon is shutting down');
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * The interface between the daemon and a USB stack. Two implementations sit behind it: the real one on
+ * the `usb` package (usb-real.ts) and simulated boards (simulated.ts) for tests and the demo.
+ */
+import { EventEmitter } from 'node:events';
+import type { DeviceInfo, SetupPacket, TransferType } from '../protocol/messages.js';
+
+/** A device as the backend sees it, before the daemon adds sharing and claim state. */
+export type BackendDevice = Omit<DeviceInfo, 'shared' | 'claimedBy' | 'mine'>;
+
+export interface TransferResult {
+  /** 0 or a negative errno (UrbStatus). */
+  status: number;
+  /** IN data (may be shorter than asked). */
+  data?: Uint8Array;
+  /** Bytes transferred (OUT: bytes written). */
+  actual: number;
+}
+
+export interface TransferRequest {
+  type: TransferType;
+  /** Endpoint address including the direction bit (0x80 = IN). */
+  ep: number;
+  setup?: SetupPacket;
+  data?: Uint8Array;
+  /** IN: buffer size. */
+  length: number;
+  /** ms; 0 = none. */
+  timeout: number;
+  signal: AbortSignal;
+}
+
+/** A device claimed for exclusive use: its kernel drivers are detached until close(). */
+export interface OpenedDevice {
+  /** Control/bulk/interrupt transfer. Resolves with a status, never rejects. */
+  transfer(request: TransferRequest): Promise<TransferResult>;
+  setConfiguration(value: number): Promise<void>;
+  setInterface(iface: number, alternate: number): Promise<void>;
+  clearHalt(ep: number): Promise<void>;
+  /** Releases interfaces, gives kernel drivers back, closes. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+export interface BackendEvents {
+  attach: [BackendDevice];
+  detach: [string];
+}
+
+export interface UsbBackend extends EventEmitter<BackendEvents> {
+  readonly kind: 'usb' | 'simulated';
+  list(): Promise<BackendDevice[]>;
+  /** Opens and claims every interface; throws a readable Error when the device cannot be had. */
+  open(id: string): Promise<OpenedDevice>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,214 @@
+/**
+ * Base class of a simulated board: answers the standard control requests from real descriptors and
+ * leaves class/vendor requests and data endpoints to subclasses. Pending IN transfers wait for data
+ * the way a real device NAKs, and end with -ECONNRESET when cancelled or -ENODEV when unplugged.
+ */
+import { UrbStatus } from '../protocol/constants.js';
+import type { SetupPacket } from '../protocol/messages.js';
+import type { BackendDevice, TransferRequest, TransferResult } from './backend.js';
+import { DescriptorType, deviceDescriptor, DeviceDescriptorFields, deviceQualifier, Request, stringDescriptor } from './descriptors.js';
+
+export interface SimBoardIdentity {
+  id: string;
+  busnum: number;
+  devnum: number;
+  speed: BackendDevice['speed'];
+  manufacturer: string;
+  product: string;
+  serial: string;
+}
+
+export abstract class SimBoard {
+  protected configuration = 0;
+  private readonly alternates = new Map<number, number>();
+  private readonly halted = new Set<number>();
+  private readonly waiters = new Set<() => void>();
+  unplugged = false;
+
+  protected abstract readonly deviceFields: DeviceDescriptorFields;
+  /** The one configuration descriptor (value 1) with its interfaces and endpoints. */
+  protected abstract readonly configDescriptor: Buffer;
+  protected abstract readonly interfaceSummary: BackendDevice['interfaces'];
+
+  constructor(readonly identity: SimBoardIdentity) {}
+
+  info(): BackendDevice {
+    const f = this.deviceFields;
+    return {
+      id: this.identity.id,
+      busnum: this.identity.busnum,
+      devnum: this.identity.devnum,
+      vendorId: f.vendorId,
+      productId: f.productId,
+      bcdDevice: f.bcdDevice,
+      manufacturer: this.identity.manufacturer,
+      product: this.identity.product,
+      serial: this.identity.serial,
+      speed: this.identity.speed,
+      class: f.deviceClass,
+      subclass: f.deviceSubClass,
+      protocol: f.deviceProtocol,
+      configuration: this.configuration,
+      interfaces: this.interfaceSummary,
+      simulated: true,
+    };
+  }
+
+  // ---- host operations ----
+  setConfiguration(value: number): void {
+    if (value !== 0 && value !== 1) throw new Error(`configuration ${value} does not exist`);
+    this.configuration = value;
+    this.halted.clear();
+    this.onConfigured(value);
+  }
+  setInterface(iface: number, alternate: number): void {
+    if (alternate !== 0) throw new Error(`interface ${iface} has no alternate setting ${alternate}`);
+    this.alternates.set(iface, alternate);
+  }
+  clearHalt(ep: number): void {
+    this.halted.delete(ep);
+  }
+  /** Called after SET_CONFIGURATION; boards reset their state here. */
+  protected onConfigured(_value: number): void {}
+
+  async transfer(r: TransferRequest): Promise<TransferResult> {
+    if (this.unplugged) return { status: UrbStatus.noDevice, actual: 0 };
+    if (r.signal.aborted) return { status: UrbStatus.cancelled, actual: 0 };
+    if (r.type === 'control') return this.control(r.setup!, r.data, r.length);
+    if (this.halted.has(r.ep)) return { status: UrbStatus.stall, actual: 0 };
+    return this.endpoint(r);
+  }
+
+  /** Bulk/interrupt traffic; subclasses implement their endpoints. */
+  protected abstract endpoint(r: TransferRequest): Promise<TransferResult>;
+
+  /** Class or vendor control requests; undefined means "not mine" (stall). */
+  protected classRequest(_s: SetupPacket, _data: Uint8Array | undefined): Uint8Array | 'ok' | undefined {
+    return undefined;
+  }
+
+  protected stringTable(): string[] {
+    return ['', this.identity.manufacturer, this.identity.product, this.identity.serial];
+  }
+
+  private control(s: SetupPacket, data: Uint8Array | undefined, length: number): TransferResult {
+    const isIn = (s.bmRequestType & 0x80) !== 0;
+    const type = (s.bmRequestType >> 5) & 3;
+    let reply: Uint8Array | 'ok' | undefined;
+    if (type === 0) reply = this.standardRequest(s);
+    else reply = this.classRequest(s, data);
+    if (reply === undefined) return { status: UrbStatus.stall, actual: 0 };
+    if (reply === 'ok') return { status: UrbStatus.ok, actual: isIn ? 0 : data?.length ?? 0 };
+    const out = reply.subarray(0, Math.min(reply.length, length, s.wLength));
+    return { status: UrbStatus.ok, data: out, actual: out.length };
+  }
+
+  private standardRequest(s: SetupPacket): Uint8Array | 'ok' | undefined {
+    switch (s.bRequest) {
+      case Request.GET_DESCRIPTOR: {
+        const kind = s.wValue >> 8;
+        const index = s.wValue & 0xff;
+        if (kind === DescriptorType.device) return deviceDescriptor(this.deviceFields);
+        if (kind === DescriptorType.configuration) return index === 0 ? this.configDescriptor : undefined;
+        if (kind === DescriptorType.string) {
+          const table = this.stringTable();
+          return index < table.length ? stringDescriptor(index, table[index]) : undefined;
+        }
+        if (kind === DescriptorType.deviceQualifier && this.identity.speed === 'high') return deviceQualifier(this.deviceFields);
+        return undefined;
+      }
+      case Request.GET_STATUS: return Buffer.from([0, 0]);
+      case Request.GET_CONFIGURATION: return Buffer.from([this.configuration]);
+      case Request.GET_INTERFACE: return Buffer.from([this.alternates.get(s.wIndex) ?? 0]);
+      case Request.SET_FEATURE: case Request.CLEAR_FEATURE: return 'ok';
+      // SET_ADDRESS / SET_CONFIGURATION / SET_INTERFACE arrive as host operations (standard-requests.ts);
+      // answering them here too keeps the board usable by callers that send them raw.
+      case Request.SET_ADDRESS: return 'ok';
+      case Request.SET_CONFIGURATION: this.setConfiguration(s.wValue & 0xff); return 'ok';
+      case Request.SET_INTERFACE: this.setInterface(s.wIndex, s.wValue); return 'ok';
+      default: return undefined;
+    }
+  }
+
+  // ---- waiting for data ----
+  /** Wakes every pending transfer so it re-checks its condition. */
+  protected wake(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  /**
+   * Waits until `ready()` returns a result, the transfer is cancelled, or the board is unplugged.
+   * `ready` is re-evaluated each time the board calls wake().
+   */
+  protected waitFor(r: TransferRequest, ready: () => TransferResult | undefined): Promise<TransferResult> {
+    const now = ready();
+    if (now) return Promise.resolve(now);
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (res: TransferResult): void => {
+        this.waiters.delete(check);
+        r.signal.removeEventListener('abort', onAbort);
+        if (timer) clearTimeout(timer);
+        resolve(res);
+      };
+      const check = (): void => {
+        if (this.unplugged) return finish({ status: UrbStatus.noDevice, actual: 0 });
+        const res = ready();
+        if (res) finish(res);
+      };
+      const onAbort = (): void => finish({ status: UrbStatus.cancelled, actual: 0 });
+      this.waiters.add(check);
+      r.signal.addEventListener('abort', onAbort, { once: true });
+      if (r.timeout > 0) timer = setTimeout(() => finish({ status: UrbStatus.timedOut, actual: 0 }), r.timeout);
+    });
+  }
+
+  unplug(): void {
+    this.unplugged = true;
+    this.wake();
+  }
+}
+
+/** A byte FIFO with a capacity, for loopback and serial echo. */
+export class ByteFifo {
+  private chunks: Buffer[] = [];
+  size = 0;
+
+  constructor(readonly capacity: number) {}
+
+  get free(): number {
+    return this.capacity - this.size;
+  }
+
+  push(data: Uint8Array): void {
+    if (data.length === 0) return;
+    this.chunks.push(Buffer.from(data));
+    this.size += data.length;
+  }
+
+  take(max: number): Buffer {
+    const n = Math.min(max, this.size);
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const c = this.chunks[0];
+      const want = n - filled;
+      if (c.length <= want) {
+        c.copy(out, filled);
+        filled += c.length;
+        this.chunks.shift();
+      } else {
+        c.copy(out, filled, 0, want);
+        this.chunks[0] = c.subarray(want);
+        filled += want;
+      }
+    }
+    this.size -= n;
+    return out;
+  }
+
+  clear(): void {
+    this.chunks = [];
+    this.size = 0;
+  }
+}

@@ -1,0 +1,85 @@
+/** The simulated USB backend: boards that live in memory, plug and unplug on demand. */
+import { EventEmitter } from 'node:events';
+import type { BackendDevice, BackendEvents, OpenedDevice, TransferRequest, TransferResult, UsbBackend } from './backend.js';
+import { SimBoard } from './sim-board.js';
+import { SimLoopbackBoard } from './sim-loopback-board.js';
+import { SimSerialBoard } from './sim-serial-board.js';
+
+export class SimulatedBackend extends EventEmitter<BackendEvents> implements UsbBackend {
+  readonly kind = 'simulated' as const;
+  private readonly boards = new Map<string, SimBoard>();
+  private readonly opened = new Set<string>();
+
+  constructor(boards: SimBoard[] = defaultBoards()) {
+    super();
+    for (const b of boards) this.boards.set(b.identity.id, b);
+  }
+
+  board(id: string): SimBoard | undefined {
+    return this.boards.get(id);
+  }
+
+  async list(): Promise<BackendDevice[]> {
+    return [...this.boards.values()].map((b) => b.info());
+  }
+
+  /** Hot-plugs a board (tests and the demo). */
+  plug(board: SimBoard): void {
+    this.boards.set(board.identity.id, board);
+    this.emit('attach', board.info());
+  }
+
+  /** Unplugs a board: its pending transfers end with -ENODEV. */
+  unplug(id: string): void {
+    const board = this.boards.get(id);
+    if (!board) return;
+    board.unplug();
+    this.boards.delete(id);
+    this.opened.delete(id);
+    this.emit('detach', id);
+  }
+
+  async open(id: string): Promise<OpenedDevice> {
+    const board = this.boards.get(id);
+    if (!board) throw new Error(`no device ${id}`);
+    if (this.opened.has(id)) throw new Error(`device ${id} is already open`);
+    this.opened.add(id);
+    let closed = false;
+    return {
+      transfer: (r: TransferRequest): Promise<TransferResult> => board.transfer(r),
+      setConfiguration: async (v: number) => board.setConfiguration(v),
+      setInterface: async (i: number, a: number) => board.setInterface(i, a),
+      clearHalt: async (ep: number) => board.clearHalt(ep),
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        this.opened.delete(id);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const b of this.boards.values()) b.unplug();
+  }
+}
+
+let nextDevnum = 10;
+
+/** A serial board and a loopback board, as the demo and `--simulate` show them. */
+export function defaultBoards(): SimBoard[] {
+  return [simSerialBoard(1), simLoopbackBoard(2)];
+}
+
+export function simSerialBoard(n: number): SimSerialBoard {
+  return new SimSerialBoard({
+    id: `sim-${n}`, busnum: 9, devnum: nextDevnum++, speed: 'full',
+    manufacturer: 'Remote USB', product: 'Simulated Serial Board', serial: `SIM${String(n).padStart(4, '0')}`,
+  });
+}
+
+export function simLoopbackBoard(n: number): SimLoopbackBoard {
+  return new SimLoopbackBoard({
+    id: `sim-${n}`, busnum: 9, devnum: nextDevnum++, speed: 'high',
+    manufacturer: 'Remote USB', product: 'Simulated Loopback Board', serial: `LOOP${String(n).padStart(4, '0')}`,
+  });
+}

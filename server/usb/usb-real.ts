@@ -1,0 +1,276 @@
+/**
+ * The real USB backend, on the `usb` package (3.x, nusb underneath). The only module that imports `usb`.
+ * Kernel driver names and bus ids come from sysfs, which `usb` does not expose.
+ *
+ * Cancellation: `usb` 3.x has no per-transfer cancel. A cancelled URB is answered at once with
+ * -ECONNRESET and the late completion of the underlying transfer is dropped; for an IN endpoint that
+ * means bytes arriving in that window are lost, as on a real host that unlinks a URB mid-transfer.
+ */
+import { EventEmitter } from 'node:events';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { basename } from 'node:path';
+import { usb } from 'usb';
+import { UrbStatus } from '../protocol/constants.js';
+import type { Speed } from '../protocol/messages.js';
+import type { BackendDevice, BackendEvents, OpenedDevice, TransferRequest, TransferResult, UsbBackend } from './backend.js';
+
+const SYSFS_DEVICES = '/sys/bus/usb/devices';
+
+/** What `usb` 3.x adds to a WebUSB device (its own typings do not export the type). */
+type Device = USBDevice & {
+  bus: string;
+  address: number;
+  ports: number[];
+  speed?: string;
+  detachKernelDriver(iface: number): Promise<void>;
+  attachKernelDriver(iface: number): Promise<void>;
+  // usb 3.x takes a timeout (ms) as an extra last argument
+  controlTransferIn(setup: USBControlTransferParameters, length: number, timeout: number): Promise<USBInTransferResult>;
+  controlTransferOut(setup: USBControlTransferParameters, data: Uint8Array, timeout: number): Promise<USBOutTransferResult>;
+  transferIn(endpointNumber: number, length: number, timeout: number): Promise<USBInTransferResult>;
+  transferOut(endpointNumber: number, data: Uint8Array, timeout: number): Promise<USBOutTransferResult>;
+};
+
+function busIdOf(d: Device): string {
+  // `bus` is the sysfs name ("1-1.2") in usb 3.x; build it from busnum + ports when it is not.
+  if (typeof d.bus === 'string' && /^\d+-[\d.]+$/.test(d.bus)) return d.bus;
+  return `${parseInt(String(d.bus), 10)}-${d.ports.join('.')}`;
+}
+
+function sysfsRead(busId: string, attr: string): string | undefined {
+  try {
+    return readFileSync(`${SYSFS_DEVICES}/${busId}/${attr}`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function driverOf(busId: string, config: number, iface: number): string | undefined {
+  try {
+    return basename(readlinkSync(`${SYSFS_DEVICES}/${busId}:${config}.${iface}/driver`));
+  } catch {
+    return undefined;
+  }
+}
+
+function mapSpeed(s: string | undefined): Speed {
+  switch (s) {
+    case 'low': case 'full': case 'high': case 'super': case 'superPlus': return s;
+    default: return 'unknown';
+  }
+}
+
+function describe(d: Device): BackendDevice {
+  const id = busIdOf(d);
+  const busnum = Number(sysfsRead(id, 'busnum') ?? id.split('-')[0]);
+  const devnum = Number(sysfsRead(id, 'devnum') ?? d.address);
+  let configuration = 0;
+  let interfaces: BackendDevice['interfaces'] = [];
+  try {
+    const cfg = d.configuration;
+    if (cfg) {
+      configuration = cfg.configurationValue;
+      interfaces = cfg.interfaces.map((i: USBInterface) => ({
+        number: i.interfaceNumber,
+        class: i.alternate.interfaceClass,
+        subclass: i.alternate.interfaceSubclass,
+        protocol: i.alternate.interfaceProtocol,
+        name: i.alternate.interfaceName ?? undefined,
+        driver: driverOf(id, cfg.configurationValue, i.interfaceNumber),
+      }));
+    }
+  } catch {
+    // unconfigured device: no interfaces to show
+  }
+  return {
+    id,
+    busnum,
+    devnum,
+    vendorId: d.vendorId,
+    productId: d.productId,
+    bcdDevice: (d.deviceVersionMajor << 8) | (d.deviceVersionMinor << 4) | d.deviceVersionSubminor,
+    manufacturer: d.manufacturerName ?? undefined,
+    product: d.productName ?? undefined,
+    serial: d.serialNumber ?? undefined,
+    speed: mapSpeed(d.speed),
+    class: d.deviceClass,
+    subclass: d.deviceSubclass,
+    protocol: d.deviceProtocol,
+    configuration,
+    interfaces,
+  };
+}
+
+/** "no USB on this machine" is an empty bench, not an error. */
+function isNoUsbError(e: unknown): boolean {
+  return /\/sys\/bus\/usb\/devices\/ not found/.test(String((e as Error)?.message ?? e));
+}
+
+export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBackend {
+  readonly kind = 'usb' as const;
+  private readonly known = new Map<string, Device>();
+  private readonly onConnect = (ev: USBConnectionEvent): void => {
+    const d = ev.device as Device;
+    const info = describe(d);
+    this.known.set(info.id, d);
+    this.emit('attach', info);
+  };
+  private readonly onDisconnect = (ev: USBConnectionEvent): void => {
+    for (const [id, d] of this.known) {
+      if (d === ev.device || busIdOf(d) === busIdOf(ev.device as Device)) {
+        this.known.delete(id);
+        this.emit('detach', id);
+      }
+    }
+  };
+
+  constructor() {
+    super();
+    usb.addEventListener('connect', this.onConnect);
+    usb.addEventListener('disconnect', this.onDisconnect);
+  }
+
+  async list(): Promise<BackendDevice[]> {
+    let devices: Device[];
+    try {
+      devices = (await usb.getDevices()) as Device[];
+    } catch (e) {
+      if (isNoUsbError(e)) return [];
+      throw e;
+    }
+    this.known.clear();
+    return devices.map((d) => {
+      const info = describe(d);
+      this.known.set(info.id, d);
+      return info;
+    });
+  }
+
+  async open(id: string): Promise<OpenedDevice> {
+    if (!this.known.has(id)) await this.list();
+    const d = this.known.get(id);
+    if (!d) throw new Error(`no device ${id} on this bench`);
+    try {
+      await d.open();
+    } catch (e) {
+      throw new Error(`cannot open ${id}: ${(e as Error).message} (does the daemon's user have access to /dev/bus/usb? see the udev rule in the README)`, { cause: e });
+    }
+    return new RealOpenedDevice(id, d);
+  }
+
+  async close(): Promise<void> {
+    usb.removeEventListener('connect', this.onConnect);
+    usb.removeEventListener('disconnect', this.onDisconnect);
+  }
+}
+
+class RealOpenedDevice implements OpenedDevice {
+  /** Interfaces we detached a kernel driver from, to give back on close. */
+  private readonly detached = new Set<number>();
+  private readonly claimed = new Set<number>();
+  private closed = false;
+
+  constructor(private readonly id: string, private readonly d: Device) {}
+
+  /** Detaches kernel drivers and claims every interface of the active configuration. */
+  async claimAll(): Promise<void> {
+    const cfg = this.d.configuration;
+    if (!cfg) return;
+    for (const i of cfg.interfaces) {
+      const n = i.interfaceNumber;
+      if (this.claimed.has(n)) continue;
+      if (driverOf(this.id, cfg.configurationValue, n) !== undefined) {
+        await this.d.detachKernelDriver(n);
+        this.detached.add(n);
+      }
+      await this.d.claimInterface(n);
+      this.claimed.add(n);
+    }
+  }
+
+  async releaseAll(): Promise<void> {
+    for (const n of this.claimed) await this.d.releaseInterface(n).catch(() => {});
+    this.claimed.clear();
+  }
+
+  async transfer(r: TransferRequest): Promise<TransferResult> {
+    if (this.claimed.size === 0) await this.claimAll().catch(() => {});
+    const work = this.run(r);
+    if (!r.signal.aborted) {
+      const cancelled = new Promise<TransferResult>((resolve) =>
+        r.signal.addEventListener('abort', () => resolve({ status: UrbStatus.cancelled, actual: 0 }), { once: true }));
+      return Promise.race([work, cancelled]);
+    }
+    return { status: UrbStatus.cancelled, actual: 0 };
+  }
+
+  private async run(r: TransferRequest): Promise<TransferResult> {
+    const timeout = r.timeout > 0 ? r.timeout : 0x7fffffff;
+    const isIn = (r.ep & 0x80) !== 0;
+    try {
+      if (r.type === 'control') {
+        const s = r.setup!;
+        const setup: USBControlTransferParameters = {
+          requestType: (['standard', 'class', 'vendor'] as const)[(s.bmRequestType >> 5) & 3] ?? 'vendor',
+          recipient: (['device', 'interface', 'endpoint', 'other'] as const)[s.bmRequestType & 3] ?? 'other',
+          request: s.bRequest, value: s.wValue, index: s.wIndex,
+        };
+        if ((s.bmRequestType & 0x80) !== 0) {
+          const res = await this.d.controlTransferIn(setup, r.length, timeout);
+          return fromInResult(res);
+        }
+        const res = await this.d.controlTransferOut(setup, r.data ?? new Uint8Array(0), timeout);
+        return fromOutResult(res);
+      }
+      if (isIn) return fromInResult(await this.d.transferIn(r.ep & 0x0f, r.length, timeout));
+      return fromOutResult(await this.d.transferOut(r.ep & 0x0f, r.data ?? new Uint8Array(0), timeout));
+    } catch (e) {
+      return { status: statusOfError(e), actual: 0 };
+    }
+  }
+
+  async setConfiguration(value: number): Promise<void> {
+    await this.releaseAll();
+    await this.d.selectConfiguration(value);
+    await this.claimAll();
+  }
+
+  async setInterface(iface: number, alternate: number): Promise<void> {
+    await this.d.selectAlternateInterface(iface, alternate);
+  }
+
+  async clearHalt(ep: number): Promise<void> {
+    await this.d.clearHalt((ep & 0x80) !== 0 ? 'in' : 'out', ep & 0x0f);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.releaseAll();
+    for (const n of this.detached) await this.d.attachKernelDriver(n).catch(() => {});
+    this.detached.clear();
+    await this.d.close().catch(() => {});
+  }
+}
+
+function fromInResult(res: USBInTransferResult): TransferResult {
+  if (res.status === 'stall') return { status: UrbStatus.stall, actual: 0 };
+  if (res.status === 'babble') return { status: UrbStatus.overflow, actual: 0 };
+  const v = res.data;
+  const data = v ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : new Uint8Array(0);
+  return { status: UrbStatus.ok, data, actual: data.length };
+}
+
+function fromOutResult(res: USBOutTransferResult): TransferResult {
+  if (res.status === 'stall') return { status: UrbStatus.stall, actual: 0 };
+  return { status: UrbStatus.ok, actual: res.bytesWritten };
+}
+
+function statusOfError(e: unknown): number {
+  const m = String((e as Error)?.message ?? e).toLowerCase();
+  if (m.includes('timed out') || m.includes('timeout')) return UrbStatus.timedOut;
+  if (m.includes('disconnected') || m.includes('no device') || m.includes('not found')) return UrbStatus.noDevice;
+  if (m.includes('stall') || m.includes('pipe')) return UrbStatus.stall;
+  if (m.includes('cancel')) return UrbStatus.cancelled;
+  return UrbStatus.protocol;
+}
