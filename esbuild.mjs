@@ -35,4 +35,7 @@ if (!process.argv.includes('--tests-only')) {
 if (process.argv.includes('--tests') || process.argv.includes('--tests-only')) {
   builds.push(esbuild.build({ ...common, entryPoints: testFiles('test'), outdir: 'out/test', outbase: 'test' }));
 }
+if (process.argv.includes('--bench')) {
+  builds.push(esbuild.build({ ...common, entryPoints: ['test/bench/bench.ts'], outdir: 'out/test/bench', outbase: 'test/bench' }));
+}
 await Promise.all(builds);

@@ -163,21 +163,23 @@ function resolveConfig(doc: Record<string, unknown>, file: string | undefined, t
   return { file, name, listen, stateDir, allowlistFile, logLevel, pairingMinutes: pm as number, relay, sharing: { allow, deny } };
 }
 
-/** 1-based line where `key` is set inside `[table]` (or at top level), 0 when not found. */
+/** 1-based line where `key` is set inside `[table]` (or at top level); else the table's header; else 0. */
 export function lineOf(text: string, table: string, key: string): number {
   const lines = text.split('\n');
   let current = '';
+  let tableLine = 0;
   for (let i = 0; i < lines.length; i++) {
     const l = lines[i].trim();
     const header = /^\[([^\]]+)\]/.exec(l);
     if (header) {
       current = header[1].trim();
       if (table === '' && current === key) return i + 1;
+      if (current === table) tableLine = i + 1;
       continue;
     }
     if (current === table && new RegExp(`^"?${key.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"?\\s*=`).test(l)) return i + 1;
   }
-  return 0;
+  return tableLine;
 }
 
 /** "shared" / "not shared (deny rule)" for `list`. */

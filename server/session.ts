@@ -7,7 +7,7 @@
  * cancel won the race) or an `error` naming that URB. A cancel for a URB that already completed is
  * ignored, because its completion is already on the way; the client must not expect a second reply.
  */
-import { CAPABILITIES, ErrorCode, MAX_URBS_IN_FLIGHT, PROTOCOL_VERSION } from './protocol/constants.js';
+import { CAPABILITIES, ErrorCode, MAX_URBS_IN_FLIGHT, PROTOCOL_VERSION, UrbStatus } from './protocol/constants.js';
 import type { BenchMessage, ClientMessage, DeviceInfo, Hello, Message, Submit } from './protocol/messages.js';
 import { parseSetup, ProtocolError } from './protocol/messages.js';
 import { MessageStream } from './protocol/stream.js';
@@ -163,11 +163,11 @@ export class Session {
   }
 
   /** Cancels the device's URBs, gives it back to the bench's kernel, and tells the daemon. */
-  private async releaseDevice(dev: string): Promise<void> {
+  private async releaseDevice(dev: string, why: 'released' | 'shutdown' = 'released'): Promise<void> {
     const claim = this.claims.get(dev);
     if (!claim) return;
     this.claims.delete(dev);
-    for (const c of claim.inflight.values()) c.abort();
+    for (const c of claim.inflight.values()) c.abort(why);
     try {
       await claim.device.close();
     } catch (e) {
@@ -202,7 +202,9 @@ export class Session {
     }).then(
       (r) => {
         claim.inflight.delete(m.id);
-        this.trySend(stream, { t: 'complete', dev: m.dev, id: m.id, status: r.status, len: r.actual, data: r.data && r.data.length > 0 ? r.data : undefined });
+        // URBs cut short because the session is ending fail as "shut down", not as "cancelled by you".
+        const status = r.status === UrbStatus.cancelled && abort.signal.reason === 'shutdown' ? UrbStatus.shutdown : r.status;
+        this.trySend(stream, { t: 'complete', dev: m.dev, id: m.id, status, len: r.actual, data: r.data && r.data.length > 0 ? r.data : undefined });
       },
       (e: Error) => {
         claim.inflight.delete(m.id);
@@ -230,7 +232,7 @@ export class Session {
     if (this.ended) return;
     this.ended = true;
     if (this.authenticated) this.host.log.info(`client ${this.label} gone: ${why}`);
-    await Promise.all([...this.claims.keys()].map((d) => this.releaseDevice(d)));
+    await Promise.all([...this.claims.keys()].map((d) => this.releaseDevice(d, 'shutdown')));
     if (closeConnection) {
       for (const s of this.streams) void s.end();
       this.conn.close(CloseCode.normal, 'bye');

@@ -7,7 +7,7 @@
  * means bytes arriving in that window are lost, as on a real host that unlinks a URB mid-transfer.
  */
 import { EventEmitter } from 'node:events';
-import { readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import { usb } from 'usb';
 import { UrbStatus } from '../protocol/constants.js';
@@ -124,13 +124,20 @@ export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBa
     }
   };
 
+  /** False on a machine without a USB subsystem (containers, CI): an empty bench, no hot-plug. */
+  private readonly present = existsSync(SYSFS_DEVICES);
+
   constructor() {
     super();
-    usb.addEventListener('connect', this.onConnect);
-    usb.addEventListener('disconnect', this.onDisconnect);
+    // `usb` rethrows hot-plug setup errors asynchronously (uncatchable) when there is no USB subsystem.
+    if (this.present) {
+      usb.addEventListener('connect', this.onConnect);
+      usb.addEventListener('disconnect', this.onDisconnect);
+    }
   }
 
   async list(): Promise<BackendDevice[]> {
+    if (!this.present) return [];
     let devices: Device[];
     try {
       devices = (await usb.getDevices()) as Device[];
@@ -159,6 +166,7 @@ export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBa
   }
 
   async close(): Promise<void> {
+    if (!this.present) return;
     usb.removeEventListener('connect', this.onConnect);
     usb.removeEventListener('disconnect', this.onDisconnect);
   }

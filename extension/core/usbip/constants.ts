@@ -1,0 +1,161 @@
+/**
+ * USB/IP constants, named as the Linux kernel names them, each with the file it comes from.
+ * Only what the client core needs once a device is attached to vhci_hcd (the URB traffic), plus the
+ * values that vhci's sysfs files print.
+ */
+
+// ---------------------------------------------------------------------------------------------------
+// Commands and directions
+// ---------------------------------------------------------------------------------------------------
+
+/** kernel: drivers/usb/usbip/usbip_common.h — vhci_hcd → us: submit a URB. */
+export const USBIP_CMD_SUBMIT = 0x00000001;
+/** kernel: drivers/usb/usbip/usbip_common.h — vhci_hcd → us: cancel a URB submitted earlier. */
+export const USBIP_CMD_UNLINK = 0x00000002;
+/** kernel: drivers/usb/usbip/usbip_common.h — us → vhci_hcd: a URB's result. */
+export const USBIP_RET_SUBMIT = 0x00000003;
+/** kernel: drivers/usb/usbip/usbip_common.h — us → vhci_hcd: the result of a CMD_UNLINK. */
+export const USBIP_RET_UNLINK = 0x00000004;
+
+/** kernel: drivers/usb/usbip/usbip_common.h */
+export const USBIP_DIR_OUT = 0x00;
+/** kernel: drivers/usb/usbip/usbip_common.h */
+export const USBIP_DIR_IN = 0x01;
+
+/** The name of a command code, for messages (`USBIP_CMD_SUBMIT`), or undefined for an unknown code. */
+export function usbipCommandName(command: number): string | undefined {
+  switch (command) {
+    case USBIP_CMD_SUBMIT:
+      return 'USBIP_CMD_SUBMIT';
+    case USBIP_CMD_UNLINK:
+      return 'USBIP_CMD_UNLINK';
+    case USBIP_RET_SUBMIT:
+      return 'USBIP_RET_SUBMIT';
+    case USBIP_RET_UNLINK:
+      return 'USBIP_RET_UNLINK';
+    default:
+      return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sizes and limits
+// ---------------------------------------------------------------------------------------------------
+
+/** kernel: drivers/usb/usbip/usbip_common.h — sizeof(struct usbip_header): every command's header. */
+export const USBIP_HEADER_SIZE = 48;
+
+/** kernel: drivers/usb/usbip/usbip_common.h — sizeof(struct usbip_iso_packet_descriptor). */
+export const USBIP_ISO_PACKET_DESCRIPTOR_SIZE = 16;
+
+/** The setup packet inside CMD_SUBMIT (`unsigned char setup[8]`). */
+export const USB_SETUP_PACKET_SIZE = 8;
+
+/**
+ * kernel: drivers/usb/usbip/usbip_common.h — most isochronous packets in one URB (stub_rx.c refuses
+ * more). We apply the same bound before reading the descriptors that follow an ISO CMD_SUBMIT.
+ */
+export const USBIP_MAX_ISO_PACKETS = 1024;
+
+/**
+ * Documentation/usb/usbip_protocol.rst: number_of_packets "shall be set to 0xffffffff if not ISO
+ * transfer". The field is `__s32`, so this is -1 once decoded. Linux's own vhci_tx.c sends
+ * `urb->number_of_packets` instead, which is 0 for every non-ISO URB, so decoders accept both.
+ */
+export const USBIP_NUMBER_OF_PACKETS_NON_ISO = -1;
+
+/**
+ * Ours, not the kernel's: the largest transfer_buffer_length a CMD_SUBMIT may carry (4 MiB).
+ * It equals the daemon protocol's per-URB data limit (server/protocol/constants.ts MAX_URB_DATA), so a
+ * bigger URB could not be forwarded anyway; kernel drivers stay far below it (usb-storage ≤ 1 MiB).
+ * usbfs (libusb programs) may legally submit up to `usbfs_memory_mb` (16 MiB by default) in one URB;
+ * such a program would lose the device here. Raise both limits together if that ever matters.
+ * The decoder checks every length against this before it buffers or allocates anything.
+ */
+export const MAX_TRANSFER_BUFFER_LENGTH = 4 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------------
+// transfer_flags
+// ---------------------------------------------------------------------------------------------------
+
+/** kernel: include/uapi/linux/usbip.h — the URB flags as USB/IP carries them (a stable mapping of URB_*). */
+export const USBIP_URB_SHORT_NOT_OK = 0x0001;
+export const USBIP_URB_ISO_ASAP = 0x0002;
+export const USBIP_URB_NO_TRANSFER_DMA_MAP = 0x0004;
+export const USBIP_URB_ZERO_PACKET = 0x0040;
+export const USBIP_URB_NO_INTERRUPT = 0x0080;
+export const USBIP_URB_FREE_BUFFER = 0x0100;
+export const USBIP_URB_DIR_IN = 0x0200;
+export const USBIP_URB_DIR_OUT = 0;
+export const USBIP_URB_DIR_MASK = USBIP_URB_DIR_IN;
+
+// ---------------------------------------------------------------------------------------------------
+// vhci port state and device speed (printed by /sys/devices/platform/vhci_hcd.0/status)
+// ---------------------------------------------------------------------------------------------------
+
+/** kernel: include/uapi/linux/usbip.h — enum usbip_device_status (stub side). */
+export const SDEV_ST_AVAILABLE = 0x01;
+export const SDEV_ST_USED = 0x02;
+export const SDEV_ST_ERROR = 0x03;
+/** kernel: include/uapi/linux/usbip.h — vhci port: free (nothing attached). The only state `attach` accepts. */
+export const VDEV_ST_NULL = 0x04;
+/** kernel: include/uapi/linux/usbip.h — vhci port: attached, USB address not assigned yet. */
+export const VDEV_ST_NOTASSIGNED = 0x05;
+/** kernel: include/uapi/linux/usbip.h — vhci port: attached and enumerated. */
+export const VDEV_ST_USED = 0x06;
+/** kernel: include/uapi/linux/usbip.h — vhci port: unusable after a fatal error. */
+export const VDEV_ST_ERROR = 0x07;
+
+/** kernel: include/uapi/linux/usb/ch9.h — enum usb_device_speed (the `speed` vhci's attach takes). */
+export const USB_SPEED_UNKNOWN = 0;
+export const USB_SPEED_LOW = 1;
+export const USB_SPEED_FULL = 2;
+export const USB_SPEED_HIGH = 3;
+export const USB_SPEED_WIRELESS = 4;
+export const USB_SPEED_SUPER = 5;
+export const USB_SPEED_SUPER_PLUS = 6;
+
+// ---------------------------------------------------------------------------------------------------
+// errno values carried in `status`
+// ---------------------------------------------------------------------------------------------------
+
+/*
+ * kernel: include/uapi/asm-generic/errno-base.h, include/uapi/asm-generic/errno.h
+ * vhci_hcd copies `status` straight into urb->status, which the local driver compares with its own
+ * kernel's values: these are right on x86, arm, arm64, riscv, powerpc and s390 (asm-generic), wrong
+ * on mips, sparc, alpha and parisc, which number the errno.h ones differently.
+ * Documentation/driver-api/usb/error-codes.rst says what each means for a URB.
+ */
+export const ENOENT = 2;
+export const EIO = 5;
+export const ENODEV = 19;
+export const EINVAL = 22;
+export const EPIPE = 32;
+export const EPROTO = 71;
+export const EOVERFLOW = 75;
+export const ECONNRESET = 104;
+export const ESHUTDOWN = 108;
+export const ETIMEDOUT = 110;
+export const EREMOTEIO = 121;
+
+/**
+ * URB status values as RET_SUBMIT / RET_UNLINK carry them: 0 or a negative errno.
+ * - ECONNRESET: unlinked (RET_UNLINK status for a URB we cancelled; see encodeRetUnlink).
+ * - ENOENT: killed before completion. EPIPE: endpoint stalled. EPROTO: transfer error.
+ * - EOVERFLOW: the device sent more than asked. EREMOTEIO: short packet with URB_SHORT_NOT_OK.
+ * - ENODEV / ESHUTDOWN: device or connection gone. ETIMEDOUT: timed out. EINVAL: refused request.
+ */
+export const UsbipStatus = {
+  OK: 0,
+  ENOENT: -ENOENT,
+  EIO: -EIO,
+  ENODEV: -ENODEV,
+  EINVAL: -EINVAL,
+  EPIPE: -EPIPE,
+  EPROTO: -EPROTO,
+  EOVERFLOW: -EOVERFLOW,
+  ECONNRESET: -ECONNRESET,
+  ESHUTDOWN: -ESHUTDOWN,
+  ETIMEDOUT: -ETIMEDOUT,
+  EREMOTEIO: -EREMOTEIO,
+} as const;

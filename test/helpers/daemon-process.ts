@@ -1,0 +1,66 @@
+/** Runs the real `remote-usb-server` (dist/server.js) as a child process, for restart and kill tests. */
+import { ChildProcess, spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { existsSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+/** The repository root (tests run bundled from out/test/…, so walk up to package.json). */
+export function repoRoot(): string {
+  let dir = __dirname;
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the repository root');
+    dir = up;
+  }
+  return dir;
+}
+
+export const SERVER_JS = join(repoRoot(), 'dist', 'server.js');
+
+/** A UDP port that was free a moment ago. */
+export async function freeUdpPort(): Promise<number> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const port = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+export class DaemonProcess {
+  child?: ChildProcess;
+  output = '';
+  readonly configFile: string;
+
+  constructor(readonly stateDir: string, readonly port: number, extraToml = '') {
+    this.configFile = join(stateDir, 'server.toml');
+    writeFileSync(this.configFile, `name = "proc-bench"\nlisten = "127.0.0.1:${port}"\nstate_dir = "${stateDir}"\nlog_level = "debug"\n[relay]\nmode = "disabled"\n${extraToml}`);
+  }
+
+  /** Starts it and resolves once it serves. */
+  async start(): Promise<void> {
+    this.output = '';
+    const child = spawn(process.execPath, [SERVER_JS, 'run', '--simulate', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    child.stdout!.on('data', (d: Buffer) => { this.output += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { this.output += d.toString(); });
+    const deadline = Date.now() + 15_000;
+    while (!this.output.includes('serving as')) {
+      if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode}:\n${this.output}`);
+      if (Date.now() > deadline) throw new Error(`daemon did not start:\n${this.output}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** SIGTERM (clean stop) or SIGKILL (crash); resolves when it is gone. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null;
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.kill(signal);
+    return exited;
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    this.child?.kill(signal);
+  }
+}

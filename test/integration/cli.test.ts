@@ -1,0 +1,80 @@
+/** `remote-usb-server` as a user runs it (the bundled dist/server.js in a child process). */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { parsePeerAddress } from '../../server/net/iroh.js';
+import { SERVER_JS } from '../helpers/daemon-process.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'remote-usb-cli-'));
+const config = join(dir, 'server.toml');
+writeFileSync(config, `name = "cli-bench"\nlisten = "0.0.0.0:47999"\nstate_dir = "${dir}/state"\n`);
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function cli(...args: string[]): { code: number | null; out: string; err: string } {
+  const r = spawnSync(process.execPath, [SERVER_JS, ...args], { encoding: 'utf8', timeout: 20_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+test('id is stable and ticket carries it with the configured port', () => {
+  const id = cli('id', '-c', config);
+  assert.equal(id.code, 0, id.err);
+  assert.match(id.out.trim(), /^[0-9a-f]{64}$/);
+  assert.equal(cli('id', '-c', config).out, id.out);
+  const ticket = cli('ticket', '-c', config);
+  assert.equal(ticket.code, 0, ticket.err);
+  const addr = parsePeerAddress(ticket.out.trim());
+  assert.equal(addr.id, id.out.trim());
+  assert.ok(addr.addrs.every((a) => a.endsWith(':47999')), addr.addrs.join());
+});
+
+test('pair prints a one-time code and the ticket', () => {
+  const r = cli('pair', '-c', config, '--minutes', '3');
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /Pairing code: [0-9A-Z]{5}-[0-9A-Z]{5} {3}\(single use, valid until/);
+  assert.match(r.out, /Bench ticket: endpoint/);
+  assert.equal(cli('pair', '-c', config, '--minutes', 'soon').code, 2);
+});
+
+test('list shows simulated boards as a table and as JSON', () => {
+  const table = cli('list', '--simulate', '-c', config);
+  assert.equal(table.code, 0, table.err);
+  assert.match(table.out, /sim-1 +1209:0001 +Simulated Serial Board +SIM0001 +full/);
+  const json = JSON.parse(cli('list', '--simulate', '--json', '-c', config).out);
+  assert.deepEqual(json.map((d: { id: string }) => d.id), ['sim-1', 'sim-2']);
+});
+
+test('real USB backend on a machine without USB: an empty list, not a crash', () => {
+  const r = cli('list', '-c', config);
+  assert.equal(r.code, 0, r.err);
+});
+
+test('clients and revoke manage the allowlist', () => {
+  assert.match(cli('clients', '-c', config).out, /no clients allowed yet/);
+  const r = cli('revoke', 'nobody', '-c', config);
+  assert.equal(r.code, 1);
+  assert.match(r.err, /no client 'nobody'/);
+});
+
+test('bad command lines and configs exit 2 with the problem named', () => {
+  const unknown = cli('frobnicate');
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.err, /unknown command 'frobnicate'/);
+  assert.equal(cli('--no-such-flag').code, 2);
+  assert.equal(cli('id', 'extra').code, 2);
+  const bad = join(dir, 'bad.toml');
+  writeFileSync(bad, '[relay]\nmode = "sometimes"\n');
+  const r = cli('run', '-c', bad);
+  assert.equal(r.code, 2);
+  assert.equal(r.err.trim(), `remote-usb-server: ${bad}:2: relay.mode: 'sometimes' must be "default", "custom" or "disabled"`);
+  const missing = cli('id', '-c', join(dir, 'missing.toml'));
+  assert.equal(missing.code, 2);
+  assert.match(missing.err, /missing\.toml: cannot read config \(ENOENT\)/);
+});
+
+test('--help and --version', () => {
+  assert.match(cli('--help').out, /Usage: remote-usb-server \[command\]/);
+  assert.match(cli('--version').out.trim(), /^\d+\.\d+\.\d+$/);
+});

@@ -1,0 +1,90 @@
+/** A hand-driven peer over real Iroh: what the daemon says to clients that break the rules. */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { IrohConnection, IrohEndpoint } from '../../server/net/iroh.js';
+import { Message } from '../../server/protocol/messages.js';
+import { MessageStream } from '../../server/protocol/stream.js';
+import { BenchFixture } from '../helpers/bench-fixture.js';
+
+const bench = new BenchFixture();
+let endpoint: IrohEndpoint;
+before(async () => {
+  await bench.start();
+  endpoint = await IrohEndpoint.bind({ secretKey: bench.allowedKey('raw'), relay: { mode: 'disabled' } });
+});
+after(async () => {
+  await endpoint.close();
+  await bench.stop();
+});
+
+/** Opens a connection and a stream; collects what the bench sends until it closes or `ms` pass. */
+async function talk(send: (s: MessageStream, raw: (b: Buffer) => Promise<void>) => Promise<void>, ms = 1500): Promise<{ got: Message[]; closed: string }> {
+  const conn: IrohConnection = await endpoint.connect(bench.daemon.address());
+  const io = await conn.openStream();
+  const s = new MessageStream(io);
+  const got: Message[] = [];
+  const reading = s.readLoop((m) => got.push(m)).catch(() => {});
+  await send(s, (b) => io.write(b));
+  const closed = await Promise.race([conn.closed(), new Promise<string>((r) => setTimeout(() => r('still open'), ms))]);
+  conn.close();
+  await reading;
+  return { got, closed };
+}
+
+const hello = { t: 'hello' as const, v: 1, caps: [], name: 'raw' };
+
+test('a different protocol version gets a clear error and the connection closes', async () => {
+  const { got, closed } = await talk(async (s) => s.send({ ...hello, v: 99 }));
+  assert.equal(got[0].t, 'error');
+  assert.match((got[0] as { message: string }).message, /this bench speaks protocol version 1, the client speaks 99: update the bench daemon/);
+  assert.notEqual(closed, 'still open');
+});
+
+test('anything before hello is refused', async () => {
+  const { got, closed } = await talk(async (s) => s.send({ t: 'list', req: 1 }));
+  assert.deepEqual(got.map((m) => m.t), ['error']);
+  assert.match((got[0] as { message: string }).message, /expected 'hello' first, got 'list'/);
+  assert.notEqual(closed, 'still open');
+});
+
+test('a malformed frame drops the connection with a reason', async () => {
+  const { got, closed } = await talk(async (s, raw) => {
+    s.send(hello);
+    await s.drained();
+    await raw(Buffer.from([0, 0, 0, 3, 0x92, 0x01, 0x02])); // [1, 2]: msgpack, but not a message map
+  });
+  const err = got.find((m) => m.t === 'error') as { message: string } | undefined;
+  assert.match(err!.message, /bad message: message must be a map, got an array of 2/);
+  assert.notEqual(closed, 'still open');
+});
+
+test('an oversized frame length is refused without buffering it', async () => {
+  const { got, closed } = await talk(async (s, raw) => {
+    s.send(hello);
+    await s.drained();
+    await raw(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+  });
+  const err = got.find((m) => m.t === 'error') as { message: string } | undefined;
+  assert.match(err!.message, /frame length 4294967295 exceeds the limit/);
+  assert.notEqual(closed, 'still open');
+});
+
+test('URBs for an unclaimed device and duplicate URB ids are refused one by one; the session lives on', async () => {
+  const { got, closed } = await talk(async (s) => {
+    s.send(hello);
+    s.send({ t: 'submit', dev: 'sim-2', id: 1, ep: 0x82, type: 'bulk', len: 8 });
+    s.send({ t: 'claim', req: 5, dev: 'sim-2' });
+    await new Promise((r) => setTimeout(r, 200));
+    s.send({ t: 'submit', dev: 'sim-2', id: 2, ep: 0x81, type: 'bulk', len: 8 }); // waits: FIFO empty
+    s.send({ t: 'submit', dev: 'sim-2', id: 2, ep: 0x81, type: 'bulk', len: 8 }); // duplicate id
+    s.send({ t: 'ping', n: 42 });
+  }, 800);
+  const errors = got.filter((m) => m.t === 'error') as { id?: number; code: string; message: string }[];
+  assert.equal(errors[0].code, 'not-claimed');
+  assert.equal(errors[0].id, 1);
+  assert.match(errors[0].message, /URB 1 for device sim-2, which this client has not claimed/);
+  assert.equal(errors[1].code, 'bad-message');
+  assert.match(errors[1].message, /URB id 2 is already in flight on sim-2/);
+  assert.ok(got.some((m) => m.t === 'pong'));
+  assert.equal(closed, 'still open');
+});
