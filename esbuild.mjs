@@ -13,6 +13,7 @@ const entryPoints = {
   server: 'server/cli.ts',
   helper: 'helper/cli.ts',
   demo: 'extension/demo.ts',
+  'remote-usb': 'extension/cli.ts',
 };
 
 function testFiles(dir) {

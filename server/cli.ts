@@ -28,6 +28,7 @@ Commands:
   ticket           print a ticket (id + addresses) clients can connect with
   pair             print a one-time pairing code that lets a new client add itself
   clients          list the clients allowed to connect
+  allow <id>       allow a client by its endpoint id (\`remote-usb id\` prints it), e.g. for CI machines
   revoke <client>  remove a client (id, id prefix of 8+ digits, or name) from the allowlist
 
 Options:
@@ -35,6 +36,7 @@ Options:
   --simulate           use simulated boards instead of real USB (demo, tests, machines without USB)
   --json               machine-readable output (list, clients)
   --minutes <n>        pairing code lifetime (pair; default from config, 10)
+  --name <name>        client name shown on the bench (allow)
   -h, --help           this help
   -v, --version        print the version
 `;
@@ -52,6 +54,7 @@ async function main(argv: string[]): Promise<number> {
         simulate: { type: 'boolean' },
         json: { type: 'boolean' },
         minutes: { type: 'string' },
+        name: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -63,9 +66,9 @@ async function main(argv: string[]): Promise<number> {
   if (values.help) { process.stdout.write(HELP); return 0; }
   if (values.version) { process.stdout.write(`${VERSION}\n`); return 0; }
   const [command = 'run', ...rest] = positionals;
-  const wantsArg = command === 'revoke';
+  const wantsArg = command === 'revoke' || command === 'allow';
   if (rest.length > (wantsArg ? 1 : 0) || (wantsArg && rest.length !== 1)) {
-    throw new UsageError(wantsArg ? `'revoke' takes exactly one client` : `'${command}' takes no arguments (got '${rest.join(' ')}')`);
+    throw new UsageError(wantsArg ? `'${command}' takes exactly one client` : `'${command}' takes no arguments (got '${rest.join(' ')}')`);
   }
   const config = loadConfig(values.config ?? defaultConfigPath());
   const backend = (): UsbBackend => (values.simulate ? new SimulatedBackend() : loadRealBackend());
@@ -106,6 +109,15 @@ async function main(argv: string[]): Promise<number> {
       if (values.json) process.stdout.write(JSON.stringify(clients, null, 2) + '\n');
       else if (clients.length === 0) process.stdout.write(`no clients allowed yet (allowlist: ${config.allowlistFile}); run 'remote-usb-server pair'\n`);
       else for (const c of clients) process.stdout.write(`${c.id}  ${c.name}  (added ${c.added})\n`);
+      return 0;
+    }
+    case 'allow': {
+      const id = rest[0].toLowerCase();
+      if (!/^[0-9a-f]{64}$/.test(id)) throw new UsageError(`'${rest[0].slice(0, 80)}' is not a client endpoint id (64 hex digits, from 'remote-usb id')`);
+      const name = values.name ?? id.slice(0, 10);
+      if (name.length > 128 || /[\x00-\x1f]/.test(name)) throw new UsageError('--name must be at most 128 printable characters');
+      new TrustStore(config.allowlistFile, config.stateDir).allow(id, name);
+      process.stdout.write(`allowed ${name} (${id})\n`);
       return 0;
     }
     case 'revoke': {

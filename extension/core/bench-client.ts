@@ -193,6 +193,12 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
       this.requests.delete(0);
     }
     if (w.t !== 'welcome') throw new BenchError('bad-message', `expected welcome, got '${w.t}'`);
+    if (w.v !== PROTOCOL_VERSION) {
+      conn.close();
+      this.closed = true;
+      this.setState('refused', `bench speaks protocol version ${w.v}, this client ${PROTOCOL_VERSION}`);
+      throw new BenchError('version', `the bench speaks protocol version ${w.v}, this client speaks ${PROTOCOL_VERSION}: update the ${w.v > PROTOCOL_VERSION ? 'extension' : 'bench daemon'}`);
+    }
     // The data stream carries bulk/interrupt URBs. Opening it is local (QUIC announces it with its
     // first frame), so it costs nothing until used.
     const data = new MessageStream(await conn.openStream(), (e) => this.connectionLost(generation, `write failed: ${e.message}`));

@@ -51,11 +51,19 @@ test('real USB backend on a machine without USB: an empty list, not a crash', ()
   assert.equal(r.code, 0, r.err);
 });
 
-test('clients and revoke manage the allowlist', () => {
+test('clients, allow and revoke manage the allowlist', () => {
   assert.match(cli('clients', '-c', config).out, /no clients allowed yet/);
   const r = cli('revoke', 'nobody', '-c', config);
   assert.equal(r.code, 1);
   assert.match(r.err, /no client 'nobody'/);
+  const id = 'c'.repeat(64);
+  assert.equal(cli('allow', id, '--name', 'ci-runner', '-c', config).code, 0);
+  assert.match(cli('clients', '-c', config).out, new RegExp(`${id}  ci-runner`));
+  const bad = cli('allow', 'xyz', '-c', config);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /'xyz' is not a client endpoint id/);
+  assert.equal(cli('revoke', 'ci-runner', '-c', config).code, 0);
+  assert.match(cli('clients', '-c', config).out, /no clients allowed yet/);
 });
 
 test('bad command lines and configs exit 2 with the problem named', () => {

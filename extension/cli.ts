@@ -1,0 +1,87 @@
+/**
+ * `remote-usb`: the client core from a terminal — for scripts, CI and the real-kernel tests.
+ * Exit codes: 0 ok, 1 failure (bench unreachable, refused, attach failed), 2 bad command line.
+ */
+import { homedir, hostname, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { deviceTable } from '../server/device-table.js';
+import { loadOrCreateSecretKey } from '../server/identity.js';
+import { endpointIdOf, parsePeerAddress, RelayChoice } from '../server/net/iroh.js';
+import { BenchClient } from './core/bench-client.js';
+
+const HELP = `remote-usb — use a Remote USB bench from the command line
+
+Usage: remote-usb <command> [options]
+
+Commands:
+  id                      print this client's endpoint id (for 'remote-usb-server allow')
+  pair                    pair with a bench using a one-time code (--bench, --code)
+  list                    list the bench's devices (--bench) [--json]
+
+Options:
+  -b, --bench <ticket>    bench ticket, endpoint id, or id@host:port (default: $REMOTE_USB_BENCH)
+  --code <code>           pairing code from 'remote-usb-server pair'
+  --relay <mode>          default | disabled (default: default)
+  --key-dir <dir>         where this client's identity lives (default: ~/.config/remote-usb)
+  --name <name>           name shown on the bench (default: user@host)
+  --json                  machine-readable output
+  -h, --help
+`;
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv, allowPositionals: true,
+      options: {
+        bench: { type: 'string', short: 'b' }, code: { type: 'string' }, relay: { type: 'string' },
+        'key-dir': { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help || positionals.length === 0) { process.stdout.write(HELP); return values.help ? 0 : 2; }
+  const [command, ...rest] = positionals;
+  if (rest.length > 0) throw new UsageError(`'${command}' takes no arguments (got '${rest.join(' ')}')`);
+  const keyDir = values['key-dir'] ?? join(homedir(), '.config', 'remote-usb');
+  const key = (): Uint8Array => loadOrCreateSecretKey(keyDir).key;
+  if (command === 'id') { process.stdout.write(endpointIdOf(key()) + '\n'); return 0; }
+  if (command !== 'pair' && command !== 'list') throw new UsageError(`unknown command '${command}'`);
+
+  const benchText = values.bench ?? process.env.REMOTE_USB_BENCH;
+  if (!benchText) throw new UsageError('which bench? pass --bench <ticket> (from remote-usb-server ticket) or set REMOTE_USB_BENCH');
+  let bench;
+  try { bench = parsePeerAddress(benchText); } catch (e) { throw new UsageError((e as Error).message); }
+  const relayMode = values.relay ?? 'default';
+  if (relayMode !== 'default' && relayMode !== 'disabled') throw new UsageError(`--relay must be 'default' or 'disabled', got '${relayMode}'`);
+  if (command === 'pair' && !values.code) throw new UsageError(`'pair' needs --code <code> from 'remote-usb-server pair'`);
+  const client = await BenchClient.connect({
+    secretKey: key(), bench, relay: { mode: relayMode } as RelayChoice,
+    clientName: values.name ?? `${userInfo().username}@${hostname()}`,
+    pairingCode: command === 'pair' ? values.code : undefined,
+  });
+  try {
+    if (command === 'pair') {
+      process.stdout.write(`paired with bench '${client.benchName}' (${bench.id}); ${client.devices.length} device(s)\n`);
+    } else {
+      const devices = await client.list();
+      process.stdout.write(values.json ? JSON.stringify(devices, null, 2) + '\n' : `bench '${client.benchName}':\n${deviceTable(devices)}\n`);
+    }
+  } finally {
+    await client.close();
+  }
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e: Error) => {
+    process.stderr.write(`remote-usb: ${e.message}${e instanceof UsageError ? `\nTry 'remote-usb --help'.` : ''}\n`);
+    process.exitCode = e instanceof UsageError ? 2 : 1;
+  },
+);
