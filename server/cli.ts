@@ -115,7 +115,7 @@ async function main(argv: string[]): Promise<number> {
       const id = rest[0].toLowerCase();
       if (!/^[0-9a-f]{64}$/.test(id)) throw new UsageError(`'${rest[0].slice(0, 80)}' is not a client endpoint id (64 hex digits, from 'remote-usb id')`);
       const name = values.name ?? id.slice(0, 10);
-      if (name.length > 128 || /[\x00-\x1f]/.test(name)) throw new UsageError('--name must be at most 128 printable characters');
+      if (name.length > 128 || [...name].some((ch) => ch.charCodeAt(0) < 0x20)) throw new UsageError('--name must be at most 128 printable characters');
       new TrustStore(config.allowlistFile, config.stateDir).allow(id, name);
       process.stdout.write(`allowed ${name} (${id})\n`);
       return 0;
