@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# Thin wrapper: run-guest.sh <guest-script> [timeout-seconds] [options]  ==  node run-guest.mjs ...
+exec node "$(dirname "${BASH_SOURCE[0]}")/run-guest.mjs" "$@"
