@@ -36,6 +36,12 @@ if (!process.argv.includes('--tests-only')) {
 if (process.argv.includes('--tests') || process.argv.includes('--tests-only')) {
   builds.push(esbuild.build({ ...common, entryPoints: testFiles('test'), outdir: 'out/test', outbase: 'test' }));
 }
+if (process.argv.includes('--kernel')) {
+  // programs the qemu guest runs (test/kernel/guest/*.ts)
+  const dir = 'test/kernel/guest';
+  const guest = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.ts')).map((f) => join(dir, f)) : [];
+  builds.push(esbuild.build({ ...common, entryPoints: guest, outdir: 'out/test/kernel/guest', outbase: dir }));
+}
 if (process.argv.includes('--bench')) {
   builds.push(esbuild.build({ ...common, entryPoints: ['test/bench/bench.ts'], outdir: 'out/test/bench', outbase: 'test/bench' }));
 }

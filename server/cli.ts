@@ -177,7 +177,8 @@ async function run(config: ServerConfig, backend: UsbBackend): Promise<number> {
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGTERM', () => stop('SIGTERM'));
   });
-  return 0;
+  // Every device is released; native modules (usb's hot-plug thread) could keep the event loop alive.
+  process.exit(0);
 }
 
 main(process.argv.slice(2)).then(

@@ -202,6 +202,7 @@ export class Session {
     }).then(
       (r) => {
         claim.inflight.delete(m.id);
+        if (r.error) this.host.log.debug(`URB ${m.id} on ${m.dev} ep 0x${m.ep.toString(16)}: ${r.error} (status ${r.status})`);
         // URBs cut short because the session is ending fail as "shut down", not as "cancelled by you".
         const status = r.status === UrbStatus.cancelled && abort.signal.reason === 'shutdown' ? UrbStatus.shutdown : r.status;
         this.trySend(stream, { t: 'complete', dev: m.dev, id: m.id, status, len: r.actual, data: r.data && r.data.length > 0 ? r.data : undefined });

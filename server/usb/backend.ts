@@ -15,6 +15,8 @@ export interface TransferResult {
   data?: Uint8Array;
   /** Bytes transferred (OUT: bytes written). */
   actual: number;
+  /** The USB stack's own words for a failure, for the bench's debug log. */
+  error?: string;
 }
 
 export interface TransferRequest {

@@ -2,6 +2,10 @@
  * The real USB backend, on the `usb` package (3.x, nusb underneath). The only module that imports `usb`.
  * Kernel driver names and bus ids come from sysfs, which `usb` does not expose.
  *
+ * One transfer at a time per endpoint: `usb` 3.x fails a second concurrent transfer on the same endpoint
+ * ("endpoint not found", seen in the real-kernel suite), so URBs for one endpoint queue here in order —
+ * which is also the order USB requires — while different endpoints run concurrently.
+ *
  * Cancellation: `usb` 3.x has no per-transfer cancel. A cancelled URB is answered at once with
  * -ECONNRESET and the late completion of the underlying transfer is dropped; for an IN endpoint that
  * means bytes arriving in that window are lost, as on a real host that unlinks a URB mid-transfer.
@@ -162,7 +166,14 @@ export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBa
     } catch (e) {
       throw new Error(`cannot open ${id}: ${(e as Error).message} (does the daemon's user have access to /dev/bus/usb? see the udev rule in the README)`, { cause: e });
     }
-    return new RealOpenedDevice(id, d);
+    const opened = new RealOpenedDevice(id, d);
+    try {
+      await opened.claimAll();
+    } catch (e) {
+      await opened.close();
+      throw new Error(`cannot claim ${id}: ${(e as Error).message}`, { cause: e });
+    }
+    return opened;
   }
 
   async close(): Promise<void> {
@@ -177,6 +188,8 @@ class RealOpenedDevice implements OpenedDevice {
   private readonly detached = new Set<number>();
   private readonly claimed = new Set<number>();
   private closed = false;
+  /** Tail of each endpoint's queue (key: endpoint address; control transfers share key 0). */
+  private readonly queues = new Map<number, Promise<unknown>>();
 
   constructor(private readonly id: string, private readonly d: Device) {}
 
@@ -202,8 +215,13 @@ class RealOpenedDevice implements OpenedDevice {
   }
 
   async transfer(r: TransferRequest): Promise<TransferResult> {
-    if (this.claimed.size === 0) await this.claimAll().catch(() => {});
-    const work = this.run(r);
+    const key = r.type === 'control' ? 0 : r.ep;
+    const previous = this.queues.get(key) ?? Promise.resolve();
+    // A URB cancelled while still queued never reaches the device.
+    const work = previous.then(() => (r.signal.aborted ? { status: UrbStatus.cancelled, actual: 0 } : this.run(r)));
+    const tail = work.catch(() => {});
+    this.queues.set(key, tail);
+    void tail.then(() => { if (this.queues.get(key) === tail) this.queues.delete(key); });
     if (!r.signal.aborted) {
       const cancelled = new Promise<TransferResult>((resolve) =>
         r.signal.addEventListener('abort', () => resolve({ status: UrbStatus.cancelled, actual: 0 }), { once: true }));
@@ -233,11 +251,17 @@ class RealOpenedDevice implements OpenedDevice {
       if (isIn) return fromInResult(await this.d.transferIn(r.ep & 0x0f, r.length, timeout));
       return fromOutResult(await this.d.transferOut(r.ep & 0x0f, r.data ?? new Uint8Array(0), timeout));
     } catch (e) {
-      return { status: statusOfError(e), actual: 0 };
+      let status = statusOfError(e);
+      // nusb implements a timeout by cancelling the transfer: report it as the timeout it is.
+      if (status === UrbStatus.cancelled && !r.signal.aborted && r.timeout > 0) status = UrbStatus.timedOut;
+      return { status, actual: 0, error: String((e as Error)?.message ?? e) };
     }
   }
 
   async setConfiguration(value: number): Promise<void> {
+    // The bench's kernel already configured the device; re-selecting the active configuration would
+    // make the kernel re-probe its drivers, so (like usbip-host for an unchanged value) do nothing.
+    if (this.d.configuration?.configurationValue === value) return;
     await this.releaseAll();
     await this.d.selectConfiguration(value);
     await this.claimAll();

@@ -1,0 +1,46 @@
+#!/bin/bash
+# ktest-timeout: 240
+# ktest-ftdi: none
+#
+# Our daemon with its REAL `usb` backend (not usbip-host) serving the configfs CDC-ACM gadget, and the real
+# client core over real Iroh on loopback: list (with kernel driver), claim (cdc_acm detached), control IN/OUT,
+# SET_CONFIGURATION as a host operation, 1 MiB bulk each way byte-identical, release (cdc_acm back).
+. "$KTEST_LIB"
+W=/run/ktest/ours-real
+mkdir -p "$W/state" "$W/client"
+load_modules || exit 1
+make_acm_gadget || exit 1
+tty_raw "$ACM_GADGET_TTY"
+
+PORT=47310
+cat > "$W/server.toml" <<TOML
+name = "ktest-bench"
+listen = "127.0.0.1:$PORT"
+state_dir = "$W/state"
+log_level = "debug"
+[relay]
+mode = "disabled"
+TOML
+NODE=${KTEST_NODE:-node}
+SERVER="$NODE $KTEST_REPO/dist/server.js"
+CLIENT="$NODE $KTEST_REPO/dist/remote-usb.js"
+$SERVER list -c "$W/server.toml" | sed 's/^/  /'
+$SERVER run -c "$W/server.toml" > "$W/daemon.log" 2>&1 & DAEMON=$!   # the node process itself, so signals reach it
+wait_until 15 grep -q 'serving as' "$W/daemon.log" || { cat "$W/daemon.log"; ktest_fail real.daemon_start "daemon did not start"; exit 1; }
+ktest_pass real.daemon_start "$(grep -o 'serving as [0-9a-f]\{10\}' "$W/daemon.log")"
+BENCH_ID=$($SERVER id -c "$W/server.toml")
+$SERVER allow "$($CLIENT id --key-dir "$W/client")" --name ktest -c "$W/server.toml" >/dev/null
+
+timeout 150 "${KTEST_NODE:-node}" "$KTEST_REPO/out/test/kernel/guest/real-backend.js" "$BENCH_ID@127.0.0.1:$PORT" "$W/client" "$ACM_LOCAL_BUSID" "$ACM_GADGET_TTY" 1048576 \
+  | while IFS= read -r line; do
+      case $line in KTEST\ *) ktest_emit ${line#KTEST } ;; *) echo "  $line" ;; esac
+    done
+[ "${PIPESTATUS[0]}" = 124 ] && ktest_fail real.client_timeout "the guest client program did not finish within 150 s"
+
+sed 's/^/  daemon: /' "$W/daemon.log" | grep -v 'debug device' | tail -60
+kill -TERM $DAEMON
+if wait_until 10 _ktest_absent /proc/$DAEMON; then wait $DAEMON; rc=$?; else rc=timeout; kill -KILL $DAEMON; fi
+[ "$rc" = 0 ] && ktest_pass real.daemon_stop "clean exit on SIGTERM" || ktest_fail real.daemon_stop "exit $rc"
+tail -5 "$W/daemon.log" | sed 's/^/  daemon: /'
+ktest_check gadget.remove remove_acm_gadget
+exit 0
