@@ -8,7 +8,9 @@ import { parseArgs } from 'node:util';
 import { deviceTable } from '../server/device-table.js';
 import { loadOrCreateSecretKey } from '../server/identity.js';
 import { endpointIdOf, parsePeerAddress, RelayChoice } from '../server/net/iroh.js';
+import { createLogger, LOG_LEVELS, LogLevel } from '../server/log.js';
 import { BenchClient } from './core/bench-client.js';
+import { AttachError, attachDevice, AttachOptions } from './core/usbip/attach.js';
 
 const HELP = `remote-usb — use a Remote USB bench from the command line
 
@@ -18,6 +20,8 @@ Commands:
   id                      print this client's endpoint id (for 'remote-usb-server allow')
   pair                    pair with a bench using a one-time code (--bench, --code)
   list                    list the bench's devices (--bench) [--json]
+  attach <device>         claim a device (bus id from 'list') and attach it to this machine's kernel
+                          through vhci_hcd until Ctrl-C / SIGTERM, then detach and release it
 
 Options:
   -b, --bench <ticket>    bench ticket, endpoint id, or id@host:port (default: $REMOTE_USB_BENCH)
@@ -26,6 +30,9 @@ Options:
   --key-dir <dir>         where this client's identity lives (default: ~/.config/remote-usb)
   --name <name>           name shown on the bench (default: user@host)
   --json                  machine-readable output
+  --helper <path>         remote-usb-helper launcher (default: where 'remote-usb-helper install' puts it)
+  --direct                run the helper directly (already root) instead of through pkexec
+  --log-level <level>     error | warn | info | debug (attach; default info)
   -h, --help
 `;
 
@@ -39,6 +46,7 @@ async function main(argv: string[]): Promise<number> {
       options: {
         bench: { type: 'string', short: 'b' }, code: { type: 'string' }, relay: { type: 'string' },
         'key-dir': { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        helper: { type: 'string' }, direct: { type: 'boolean' }, 'log-level': { type: 'string' },
       },
     });
   } catch (e) {
@@ -47,11 +55,15 @@ async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parsed;
   if (values.help || positionals.length === 0) { process.stdout.write(HELP); return values.help ? 0 : 2; }
   const [command, ...rest] = positionals;
-  if (rest.length > 0) throw new UsageError(`'${command}' takes no arguments (got '${rest.join(' ')}')`);
+  if (command === 'attach' ? rest.length !== 1 : rest.length > 0) {
+    throw new UsageError(command === 'attach' ? `'attach' takes exactly one device (its bus id from 'remote-usb list')` : `'${command}' takes no arguments (got '${rest.join(' ')}')`);
+  }
   const keyDir = values['key-dir'] ?? join(homedir(), '.config', 'remote-usb');
   const key = (): Uint8Array => loadOrCreateSecretKey(keyDir).key;
   if (command === 'id') { process.stdout.write(endpointIdOf(key()) + '\n'); return 0; }
-  if (command !== 'pair' && command !== 'list') throw new UsageError(`unknown command '${command}'`);
+  if (command !== 'pair' && command !== 'list' && command !== 'attach') throw new UsageError(`unknown command '${command}'`);
+  const logLevel = (values['log-level'] ?? 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
 
   const benchText = values.bench ?? process.env.REMOTE_USB_BENCH;
   if (!benchText) throw new UsageError('which bench? pass --bench <ticket> (from remote-usb-server ticket) or set REMOTE_USB_BENCH');
@@ -66,6 +78,7 @@ async function main(argv: string[]): Promise<number> {
     pairingCode: command === 'pair' ? values.code : undefined,
   });
   try {
+    if (command === 'attach') return await attach(client, rest[0], { helperPath: values.helper, runAsRoot: values.direct ? 'direct' : undefined, log: createLogger(logLevel) });
     if (command === 'pair') {
       process.stdout.write(`paired with bench '${client.benchName}' (${bench.id}); ${client.devices.length} device(s)\n`);
     } else {
@@ -76,6 +89,31 @@ async function main(argv: string[]): Promise<number> {
     await client.close();
   }
   return 0;
+}
+
+/** Attaches until a signal or until the device leaves; returns the exit code. */
+async function attach(client: BenchClient, id: string, options: AttachOptions): Promise<number> {
+  if (!client.device(id)) throw new Error(`bench '${client.benchName}' has no device '${id}' (see 'remote-usb list')`);
+  const dev = await client.claim(id);
+  let attachment;
+  try {
+    attachment = await attachDevice(dev, options);
+  } catch (e) {
+    await dev.release().catch(() => {});
+    if (e instanceof AttachError) throw new Error(`${e.message} ${e.hint}`, { cause: e });
+    throw e;
+  }
+  process.stdout.write(`attached ${id} from bench '${client.benchName}' as vhci port ${attachment.port} (devid ${attachment.devid}); Ctrl-C detaches\n`);
+  const stopped = await new Promise<'signal' | 'closed'>((resolve) => {
+    process.once('SIGINT', () => resolve('signal'));
+    process.once('SIGTERM', () => resolve('signal'));
+    void attachment.closed.then(() => resolve('closed'));
+  });
+  const info = stopped === 'closed' ? await attachment.closed : undefined;
+  await attachment.detach();
+  await dev.release().catch(() => {});
+  process.stdout.write(stopped === 'signal' ? `detached ${id}\n` : `${id} left the kernel: ${info?.reason}${info?.message ? ` (${info.message})` : ''}\n`);
+  return stopped === 'signal' ? 0 : 1;
 }
 
 main(process.argv.slice(2)).then(

@@ -331,10 +331,14 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
     await this.request((req) => ({ t: 'release', req, dev }));
   }
 
-  /** @internal queues a URB on the right stream: control traffic never waits behind bulk data. */
-  sendUrb(m: Extract<Message, { t: 'submit' | 'cancel' }>): boolean {
+  /**
+   * @internal queues a URB message on its stream: bulk/interrupt on the data stream, so control traffic
+   * never waits behind bulk data. A cancel travels on the stream of the URB it cancels, so it can never
+   * overtake that URB's submit.
+   */
+  sendUrb(m: Extract<Message, { t: 'submit' | 'cancel' }>, dataLane = isDataLane(m)): boolean {
     if (this._state !== 'online' || !this.control || !this.data) return false;
-    (isDataLane(m) ? this.data : this.control).send(m);
+    (dataLane ? this.data : this.control).send(m);
     return true;
   }
 
@@ -421,7 +425,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
     }
     this.connectionGeneration++;
     this.conn?.close();
-    for (const d of this.claimed.values()) d.suspend();
+    for (const d of this.claimed.values()) d.markLost('client closed');
     this.setState('closed');
     if (this.ownsEndpoint) await this.endpoint?.close();
   }
@@ -431,6 +435,8 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
 export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: []; resumed: [] }> {
   private nextId = 1;
   private readonly pending = new Map<number, (r: UrbResult) => void>();
+  /** URBs in flight on the data stream (bulk/interrupt), whose cancels must follow them there. */
+  private readonly onDataLane = new Set<number>();
   lost = false;
   lostReason?: string;
 
@@ -453,6 +459,7 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
     if (this.lost) return { id, done: Promise.resolve({ status: UrbStatus.noDevice, actual: 0, data: EMPTY, error: this.lostReason }) };
     const isIn = urb.type === 'control' ? (urb.setup!.bmRequestType & 0x80) !== 0 : (urb.ep & 0x80) !== 0;
     const done = new Promise<UrbResult>((resolve) => this.pending.set(id, resolve));
+    if (urb.type !== 'control') this.onDataLane.add(id);
     const sent = this.client.sendUrb({
       t: 'submit', dev: this.id, id, ep: urb.ep, type: urb.type,
       setup: urb.setup ? encodeSetup(urb.setup) : undefined,
@@ -470,7 +477,7 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
 
   /** Asks the bench to cancel a URB; its completion (status -ECONNRESET if the cancel won) still arrives. */
   cancel(id: number): void {
-    if (this.pending.has(id)) this.client.sendUrb({ t: 'cancel', dev: this.id, id });
+    if (this.pending.has(id)) this.client.sendUrb({ t: 'cancel', dev: this.id, id }, this.onDataLane.has(id));
   }
 
   /** @internal */
@@ -478,6 +485,7 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
     const resolve = this.pending.get(id);
     if (!resolve) return;
     this.pending.delete(id);
+    this.onDataLane.delete(id);
     resolve(r);
   }
 
@@ -507,9 +515,9 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
     this.emit('lost', reason);
   }
 
+  /** Gives the device back to the bench. Emits 'lost' ('released') so users of the handle stop. */
   async release(): Promise<void> {
-    this.lost = true;
-    this.lostReason = 'released';
+    this.markLost('released');
     await this.client.sendRelease(this.id);
   }
 }
