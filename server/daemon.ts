@@ -17,6 +17,8 @@ export interface DaemonOptions {
   backend: UsbBackend;
   secretKey: Uint8Array;
   log: Logger;
+  /** How long a silent client keeps its devices (default CLIENT_SILENCE_LIMIT_MS; tests shorten it). */
+  clientSilenceLimitMs?: number;
 }
 
 export class Daemon implements SessionHost {
@@ -73,7 +75,7 @@ export class Daemon implements SessionHost {
       const conn = await this.endpoint!.accept().catch(() => null);
       if (conn === null) return;
       if (this.stopping) { conn.close(); continue; }
-      const session = new Session(conn, this);
+      const session = new Session(conn, this, this.options.clientSilenceLimitMs);
       this.sessions.add(session);
       void session.run().catch((e: Error) => this.log.error(`session ${session.label}: ${e.message}`));
     }

@@ -29,6 +29,11 @@ export interface SessionHost {
 }
 
 const MAX_STREAMS = 8;
+/**
+ * A client pings every 5 s; one silent for this long is gone (crashed, killed, network down), and its
+ * devices go back to the bench's kernel instead of waiting for QUIC's much longer idle timeout.
+ */
+export const CLIENT_SILENCE_LIMIT_MS = 20_000;
 /** How long a refused peer gets to read our error before we close the connection on it. */
 const REFUSAL_GRACE_MS = 1000;
 
@@ -44,8 +49,10 @@ export class Session {
   private readonly streams = new Set<MessageStream>();
   private readonly claims = new Map<string, Claim>();
   private ended = false;
+  private lastHeard = performance.now();
+  private silenceTimer?: NodeJS.Timeout;
 
-  constructor(readonly conn: IrohConnection, private readonly host: SessionHost) {}
+  constructor(readonly conn: IrohConnection, private readonly host: SessionHost, private readonly silenceLimitMs = CLIENT_SILENCE_LIMIT_MS) {}
 
   get clientId(): string {
     return this.conn.remoteId;
@@ -61,6 +68,11 @@ export class Session {
 
   async run(): Promise<void> {
     void this.conn.closed().then((why) => this.end(`connection closed: ${why}`));
+    this.silenceTimer = setInterval(() => {
+      const silent = performance.now() - this.lastHeard;
+      if (silent > this.silenceLimitMs) void this.end(`nothing heard for ${Math.round(silent / 1000)} s`);
+    }, Math.min(5000, this.silenceLimitMs / 2));
+    this.silenceTimer.unref();
     for (let n = 0; !this.ended; n++) {
       const io = await this.conn.acceptStream();
       if (io === null) break;
@@ -104,6 +116,7 @@ export class Session {
 
   private onMessage(raw: Message, stream: MessageStream): void {
     if (this.ended) return;
+    this.lastHeard = performance.now();
     const m = raw as ClientMessage;
     if (!this.authenticated) {
       if (m.t !== 'hello') return this.refuse('bad-message', `expected 'hello' first, got '${raw.t}'`, CloseCode.protocol);
@@ -232,6 +245,7 @@ export class Session {
   async end(why: string, closeConnection = true): Promise<void> {
     if (this.ended) return;
     this.ended = true;
+    clearInterval(this.silenceTimer);
     if (this.authenticated) this.host.log.info(`client ${this.label} gone: ${why}`);
     await Promise.all([...this.claims.keys()].map((d) => this.releaseDevice(d, 'shutdown')));
     if (closeConnection) {

@@ -7,8 +7,9 @@
  * which is also the order USB requires — while different endpoints run concurrently.
  *
  * Cancellation: `usb` 3.x has no per-transfer cancel. A cancelled URB is answered at once with
- * -ECONNRESET and the late completion of the underlying transfer is dropped; for an IN endpoint that
- * means bytes arriving in that window are lost, as on a real host that unlinks a URB mid-transfer.
+ * -ECONNRESET; the transfer underneath keeps running, and for IN endpoints its bytes go to the next URB
+ * on that endpoint (see inTransfer), so a driver that unlinks and resubmits reads (cdc_acm does on every
+ * open/close) loses nothing.
  */
 import { EventEmitter } from 'node:events';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
@@ -19,6 +20,8 @@ import type { Speed } from '../protocol/messages.js';
 import type { BackendDevice, BackendEvents, OpenedDevice, TransferRequest, TransferResult, UsbBackend } from './backend.js';
 
 const SYSFS_DEVICES = '/sys/bus/usb/devices';
+/** Longest single IN transfer on the device; longer waits are re-submitted slices (see boundedIn). */
+const IN_SLICE_MS = 1000;
 
 /** What `usb` 3.x adds to a WebUSB device (its own typings do not export the type). */
 type Device = USBDevice & {
@@ -190,6 +193,10 @@ class RealOpenedDevice implements OpenedDevice {
   private closed = false;
   /** Tail of each endpoint's queue (key: endpoint address; control transfers share key 0). */
   private readonly queues = new Map<number, Promise<unknown>>();
+  /** IN transfers still running on the device after their URB was cancelled, per endpoint. */
+  private readonly orphans = new Map<number, Promise<TransferResult>>();
+  /** IN bytes the device delivered beyond what the adopting URB could take, per endpoint. */
+  private readonly leftovers = new Map<number, Uint8Array>();
 
   constructor(private readonly id: string, private readonly d: Device) {}
 
@@ -216,18 +223,73 @@ class RealOpenedDevice implements OpenedDevice {
 
   async transfer(r: TransferRequest): Promise<TransferResult> {
     const key = r.type === 'control' ? 0 : r.ep;
+    const isBulkOrInterruptIn = r.type !== 'control' && (r.ep & 0x80) !== 0;
     const previous = this.queues.get(key) ?? Promise.resolve();
-    // A URB cancelled while still queued never reaches the device.
-    const work = previous.then(() => (r.signal.aborted ? { status: UrbStatus.cancelled, actual: 0 } : this.run(r)));
-    const tail = work.catch(() => {});
+    const cancelled = (): TransferResult => ({ status: UrbStatus.cancelled, actual: 0 });
+    // IN: the job ends as soon as the URB has its answer (an abandoned transfer is adopted by the next
+    // URB, see inTransfer). OUT and control: the job ends when the device is done, so order holds.
+    const job = previous.then(() => (r.signal.aborted ? cancelled() : isBulkOrInterruptIn ? this.inTransfer(r) : this.run(r)));
+    const tail = job.catch(() => {});
     this.queues.set(key, tail);
     void tail.then(() => { if (this.queues.get(key) === tail) this.queues.delete(key); });
-    if (!r.signal.aborted) {
-      const cancelled = new Promise<TransferResult>((resolve) =>
-        r.signal.addEventListener('abort', () => resolve({ status: UrbStatus.cancelled, actual: 0 }), { once: true }));
-      return Promise.race([work, cancelled]);
+    if (r.signal.aborted) return cancelled();
+    const onAbort = new Promise<TransferResult>((resolve) => r.signal.addEventListener('abort', () => resolve(cancelled()), { once: true }));
+    return Promise.race([job, onAbort]);
+  }
+
+  /**
+   * A bulk/interrupt IN URB. `usb` cannot cancel a transfer in flight, so when the URB is cancelled the
+   * transfer is left running as the endpoint's orphan, and whatever it brings back is handed to the next
+   * IN URB on that endpoint (split if larger) — the device's bytes are delivered late, never lost, and
+   * only one transfer per endpoint is ever in flight.
+   */
+  private async inTransfer(r: TransferRequest): Promise<TransferResult> {
+    const cancelled: TransferResult = { status: UrbStatus.cancelled, actual: 0 };
+    const take = (res: TransferResult): TransferResult => {
+      const data = res.data ?? new Uint8Array(0);
+      if (res.status !== UrbStatus.ok || data.length <= r.length) return res;
+      this.leftovers.set(r.ep, data.subarray(r.length));
+      const head = data.subarray(0, r.length);
+      return { status: UrbStatus.ok, data: head, actual: head.length };
+    };
+    const left = this.leftovers.get(r.ep);
+    if (left) {
+      this.leftovers.delete(r.ep);
+      return take({ status: UrbStatus.ok, data: left, actual: left.length });
     }
-    return { status: UrbStatus.cancelled, actual: 0 };
+    let pending = this.orphans.get(r.ep);
+    this.orphans.delete(r.ep);
+    const abort = new Promise<'aborted'>((resolve) => r.signal.addEventListener('abort', () => resolve('aborted'), { once: true }));
+    for (;;) {
+      pending ??= this.boundedIn(r);
+      const first = await Promise.race([pending, abort]);
+      if (first === 'aborted') {
+        this.orphans.set(r.ep, pending);
+        return cancelled;
+      }
+      // An adopted orphan that ended empty (its own URB was cancelled): read for this URB instead.
+      if (first.status === UrbStatus.cancelled && !r.signal.aborted && !this.closed) {
+        pending = undefined;
+        continue;
+      }
+      return take(first);
+    }
+  }
+
+  /**
+   * An IN transfer as slices of at most IN_SLICE_MS, re-submitted while nobody cancelled it: a
+   * transfer the URB abandoned then ends within one slice, so release and close never wait on a
+   * device that has nothing to say. (A slice that times out after the device sent some full packets
+   * but no short one loses those packets; nusb reports a timeout without its partial data.)
+   */
+  private async boundedIn(r: TransferRequest): Promise<TransferResult> {
+    const deadline = r.timeout > 0 ? Date.now() + r.timeout : Infinity;
+    for (;;) {
+      const slice = Math.max(1, Math.min(IN_SLICE_MS, deadline - Date.now()));
+      const res = await this.run({ ...r, timeout: slice });
+      if (res.status !== UrbStatus.timedOut || Date.now() >= deadline) return res;
+      if (this.closed || r.signal.aborted) return { status: UrbStatus.cancelled, actual: 0 };
+    }
   }
 
   private async run(r: TransferRequest): Promise<TransferResult> {
@@ -278,6 +340,11 @@ class RealOpenedDevice implements OpenedDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Abandoned IN transfers end within one slice now that `closed` is set.
+    await Promise.all([...this.orphans.values()]);
+    await Promise.all([...this.queues.values()]);
+    this.orphans.clear();
+    this.leftovers.clear();
     await this.releaseAll();
     for (const n of this.detached) await this.d.attachKernelDriver(n).catch(() => {});
     this.detached.clear();

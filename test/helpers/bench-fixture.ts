@@ -29,12 +29,12 @@ export class BenchFixture {
   config!: ServerConfig;
   private readonly clients: BenchClient[] = [];
 
-  async start(opts: { port?: number; extraToml?: string } = {}): Promise<this> {
+  async start(opts: { port?: number; extraToml?: string; clientSilenceLimitMs?: number } = {}): Promise<this> {
     this.config = parseConfig(
       `name = "test-bench"\nlisten = "127.0.0.1:${opts.port ?? 0}"\nstate_dir = "${this.stateDir}"\n[relay]\nmode = "disabled"\n${opts.extraToml ?? ''}`,
       'test.toml',
     );
-    this.daemon = new Daemon({ config: this.config, backend: this.backend, secretKey: this.secretKey, log: this.log });
+    this.daemon = new Daemon({ config: this.config, backend: this.backend, secretKey: this.secretKey, log: this.log, clientSilenceLimitMs: opts.clientSilenceLimitMs });
     await this.daemon.start();
     return this;
   }

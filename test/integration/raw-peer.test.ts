@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import { IrohConnection, IrohEndpoint } from '../../server/net/iroh.js';
 import { Message } from '../../server/protocol/messages.js';
 import { MessageStream } from '../../server/protocol/stream.js';
-import { BenchFixture } from '../helpers/bench-fixture.js';
+import { BenchFixture, until } from '../helpers/bench-fixture.js';
 
 const bench = new BenchFixture();
 let endpoint: IrohEndpoint;
@@ -87,4 +87,27 @@ test('URBs for an unclaimed device and duplicate URB ids are refused one by one;
   assert.match(errors[1].message, /URB id 2 is already in flight on sim-2/);
   assert.ok(got.some((m) => m.t === 'pong'));
   assert.equal(closed, 'still open');
+});
+
+test('a client that falls silent loses its devices (crashed or killed clients do not hold boards)', async () => {
+  const quiet = await new BenchFixture().start({ clientSilenceLimitMs: 2000 });
+  const ep = await IrohEndpoint.bind({ secretKey: quiet.allowedKey('ghost'), relay: { mode: 'disabled' } });
+  try {
+    const conn = await ep.connect(quiet.daemon.address());
+    const s = new MessageStream(await conn.openStream());
+    const got: Message[] = [];
+    void s.readLoop((m) => got.push(m)).catch(() => {});
+    s.send(hello);
+    s.send({ t: 'claim', req: 1, dev: 'sim-1' });
+    const other = await quiet.connect({ clientName: 'next', pingIntervalMs: 300 }); // pings well within the limit
+    await until(() => other.device('sim-1')?.claimedBy === 'ghost', 3000, 'the ghost to hold sim-1');
+    // the ghost never pings: after the silence limit the bench ends its session and frees the board
+    await until(() => other.device('sim-1')?.claimedBy === undefined, 8000, 'sim-1 to be freed');
+    assert.ok(got.some((m) => m.t === 'claimed'));
+    assert.ok(quiet.log.lines.some((l) => /ghost \(\w+\) gone: nothing heard for \d+ s/.test(l)), quiet.log.lines.join('\n'));
+    await (await other.claim('sim-1')).release();
+  } finally {
+    await ep.close();
+    await quiet.stop();
+  }
 });

@@ -142,7 +142,7 @@ vhci_ports_in_use() { vhci_status | awk '$3 != "004"' ; }
 # `usbip attach -r 127.0.0.1 -b 1-1`, or our own client), then wait for the imported copy's tty in /dev.
 # Emits METRIC NAME_attach_cmd_ms (CMD's own duration; omitted with --bg), METRIC NAME_enum_ms (CMD start
 # -> /dev/tty* of the imported copy exists) and PASS/FAIL NAME.enumerate. With --bg CMD keeps running
-# (a client that relays while attached): its pid is left in ATTACH_PID. Sets IMP_BUSID IMP_TTY IMP_PORT.
+# (a client that relays while attached): its pid is left in ATTACH_PID. Sets IMP_BUSID IMP_TTY IMP_PORT ENUM_MS.
 # Timeout: ATTACH_TIMEOUT_S (default 30).
 time_attach() {
   local name=$1 vid=$2 pid=$3 bg= t0 t1 t2 out r rc
@@ -167,7 +167,8 @@ time_attach() {
   IMP_BUSID=${r% *} IMP_TTY=${r#* }
   IMP_PORT=$(vhci_port_of_busid "$IMP_BUSID")
   [ -z "$bg" ] && ktest_metric "${name}_attach_cmd_ms" $(( (t1 - t0) / 1000 )) ms
-  ktest_metric "${name}_enum_ms" $(( (t2 - t0) / 1000 )) ms
+  ENUM_MS=$(( (t2 - t0) / 1000 ))
+  ktest_metric "${name}_enum_ms" "$ENUM_MS" ms
   ktest_pass "$name.enumerate" "imported as $IMP_BUSID (vhci port $IMP_PORT, $(cat "/sys/bus/usb/devices/$IMP_BUSID/speed") Mbit/s), driver $(driver_of "$IMP_BUSID:1.0") -> /dev/$IMP_TTY in $(( (t2 - t0) / 1000 )) ms"
 }
 # time_detach NAME VID PID PORT CMD... : run CMD (e.g. `usbip detach -p 0`, or stopping our client), then
