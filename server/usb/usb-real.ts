@@ -12,7 +12,7 @@
  * open/close) loses nothing.
  */
 import { EventEmitter } from 'node:events';
-import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
 import { usb } from 'usb';
 import { UrbStatus } from '../protocol/constants.js';
@@ -22,6 +22,12 @@ import type { BackendDevice, BackendEvents, OpenedDevice, TransferRequest, Trans
 const SYSFS_DEVICES = '/sys/bus/usb/devices';
 /** Longest single IN transfer on the device; longer waits are re-submitted slices (see boundedIn). */
 const IN_SLICE_MS = 1000;
+/**
+ * Timeout for OUT and control transfers whose URB has none. It must be finite: `usb` refuses to
+ * release or close a device while any transfer is pending ("cannot be borrowed mutably"), so a device
+ * that never accepts an OUT would otherwise keep its interfaces from the kernel forever.
+ */
+const DEFAULT_TIMEOUT_MS = 5000;
 
 /** What `usb` 3.x adds to a WebUSB device (its own typings do not export the type). */
 type Device = USBDevice & {
@@ -109,60 +115,97 @@ function describe(d: Device): BackendDevice {
 }
 
 /** "no USB on this machine" is an empty bench, not an error. */
+/** Bus ids and device numbers under /sys/bus/usb/devices, as one string that changes on any (re)plug. */
+function sysfsSnapshot(): string {
+  try {
+    return readdirSync(SYSFS_DEVICES)
+      .filter((n) => /^\d+-[\d.]+$/.test(n))
+      .sort()
+      .map((n) => `${n}#${sysfsRead(n, 'devnum') ?? ''}`)
+      .join(',');
+  } catch {
+    return '';
+  }
+}
+
 function isNoUsbError(e: unknown): boolean {
   return /\/sys\/bus\/usb\/devices\/ not found/.test(String((e as Error)?.message ?? e));
 }
 
 export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBackend {
   readonly kind = 'usb' as const;
-  private readonly known = new Map<string, Device>();
-  private readonly onConnect = (ev: USBConnectionEvent): void => {
-    const d = ev.device as Device;
-    const info = describe(d);
-    this.known.set(info.id, d);
-    this.emit('attach', info);
-  };
-  private readonly onDisconnect = (ev: USBConnectionEvent): void => {
-    for (const [id, d] of this.known) {
-      if (d === ev.device || busIdOf(d) === busIdOf(ev.device as Device)) {
-        this.known.delete(id);
-        this.emit('detach', id);
-      }
-    }
-  };
+  /** Devices by bus id, with the devnum they had (a re-enumerated board gets a new one). */
+  private readonly known = new Map<string, { device: Device; devnum: number }>();
+  private syncing?: Promise<void>;
+  private resync = false;
+  private pollTimer?: NodeJS.Timeout;
+  private sysfsSnapshot = '';
+  // `usb`'s hot-plug events need udev's netlink messages; machines without udevd (containers, minimal
+  // images, our qemu guest) never send them, so a cheap sysfs poll backs them up. Both only trigger a
+  // sync(), which diffs against what we know, so an event is reported once whichever notices first.
+  private readonly onHotplug = (): void => void this.sync();
 
   /** False on a machine without a USB subsystem (containers, CI): an empty bench, no hot-plug. */
   private readonly present = existsSync(SYSFS_DEVICES);
 
-  constructor() {
+  constructor(pollMs = 2000) {
     super();
     // `usb` rethrows hot-plug setup errors asynchronously (uncatchable) when there is no USB subsystem.
     if (this.present) {
-      usb.addEventListener('connect', this.onConnect);
-      usb.addEventListener('disconnect', this.onDisconnect);
+      usb.addEventListener('connect', this.onHotplug);
+      usb.addEventListener('disconnect', this.onHotplug);
+      this.pollTimer = setInterval(() => {
+        const snap = sysfsSnapshot();
+        if (snap !== this.sysfsSnapshot) void this.sync();
+      }, pollMs);
+      this.pollTimer.unref();
     }
   }
 
   async list(): Promise<BackendDevice[]> {
     if (!this.present) return [];
-    let devices: Device[];
-    try {
-      devices = (await usb.getDevices()) as Device[];
-    } catch (e) {
-      if (isNoUsbError(e)) return [];
-      throw e;
+    await this.sync(false);
+    return [...this.known.values()].map((k) => describe(k.device));
+  }
+
+  /** Re-reads the devices and reports what appeared and what went since the last look. */
+  private sync(emit = true): Promise<void> {
+    if (this.syncing) {
+      this.resync = true;
+      return this.syncing;
     }
-    this.known.clear();
-    return devices.map((d) => {
-      const info = describe(d);
-      this.known.set(info.id, d);
-      return info;
-    });
+    this.syncing = (async () => {
+      do {
+        this.resync = false;
+        this.sysfsSnapshot = sysfsSnapshot();
+        let devices: Device[];
+        try {
+          devices = (await usb.getDevices()) as Device[];
+        } catch (e) {
+          if (!isNoUsbError(e)) throw e;
+          devices = [];
+        }
+        const now = new Map(devices.map((d) => [busIdOf(d), d]));
+        for (const [id, k] of this.known) {
+          const d = now.get(id);
+          if (!d || d.address !== k.devnum) {
+            this.known.delete(id);
+            if (emit) this.emit('detach', id);
+          }
+        }
+        for (const [id, d] of now) {
+          if (this.known.has(id)) continue;
+          this.known.set(id, { device: d, devnum: d.address });
+          if (emit) this.emit('attach', describe(d));
+        }
+      } while (this.resync);
+    })().finally(() => { this.syncing = undefined; });
+    return this.syncing;
   }
 
   async open(id: string): Promise<OpenedDevice> {
     if (!this.known.has(id)) await this.list();
-    const d = this.known.get(id);
+    const d = this.known.get(id)?.device;
     if (!d) throw new Error(`no device ${id} on this bench`);
     try {
       await d.open();
@@ -181,8 +224,9 @@ export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBa
 
   async close(): Promise<void> {
     if (!this.present) return;
-    usb.removeEventListener('connect', this.onConnect);
-    usb.removeEventListener('disconnect', this.onDisconnect);
+    clearInterval(this.pollTimer);
+    usb.removeEventListener('connect', this.onHotplug);
+    usb.removeEventListener('disconnect', this.onHotplug);
   }
 }
 
@@ -293,7 +337,7 @@ class RealOpenedDevice implements OpenedDevice {
   }
 
   private async run(r: TransferRequest): Promise<TransferResult> {
-    const timeout = r.timeout > 0 ? r.timeout : 0x7fffffff;
+    const timeout = r.timeout > 0 ? r.timeout : DEFAULT_TIMEOUT_MS;
     const isIn = (r.ep & 0x80) !== 0;
     try {
       if (r.type === 'control') {
@@ -340,9 +384,9 @@ class RealOpenedDevice implements OpenedDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    // Abandoned IN transfers end within one slice now that `closed` is set.
-    await Promise.all([...this.orphans.values()]);
-    await Promise.all([...this.queues.values()]);
+    // Every transfer is bounded (IN slices end once `closed` is set; OUT/control have a finite timeout),
+    // and `usb` cannot release interfaces while one is pending: wait for them all.
+    await Promise.all([...this.orphans.values(), ...this.queues.values()]);
     this.orphans.clear();
     this.leftovers.clear();
     await this.releaseAll();
