@@ -56,7 +56,7 @@ grep -v 'repeated' /run/ktest/ours_acm.attach.log | sed 's/^/  client: /' | tail
 # ---------------------------------------------------------------- FTDI (full speed, ftdi_sio): attach, echo, detach
 if [ -n "${FTDI_LOCAL_BUSID:-}" ] && time_attach ours_ftdi $FTDI_VID $FTDI_PID --bg "${CLIENT[@]}" "$FTDI_LOCAL_BUSID"; then
   FTDI_CLIENT=$ATTACH_PID FTDI_PORT=$IMP_PORT
-  tty_echo_xfer "/dev/$IMP_TTY" "${FTDI_BYTES:-262144}" ours_ftdi_echo 240
+  tty_echo_xfer "/dev/$IMP_TTY" "${FTDI_BYTES:-1048576}" ours_ftdi_echo 300
   time_detach ours_ftdi $FTDI_VID $FTDI_PID "$FTDI_PORT" stop_client "$FTDI_CLIENT"
   driver_back "$FTDI_LOCAL_BUSID" 15 ftdi_sio && ktest_pass ours_ftdi.driver_back "ftdi_sio bound again on the bench side" \
     || ktest_fail ours_ftdi.driver_back "bench-side driver: $(driver_of "$FTDI_LOCAL_BUSID:1.0")"
