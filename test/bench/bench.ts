@@ -4,6 +4,7 @@
  * over real Iroh on 127.0.0.1. Prints a table; asserts nothing.
  *   --quick   fewer/shorter runs (CI)
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,6 +43,37 @@ function conversions(): void {
   row('receive conversion Array→Buffer: loop into allocUnsafe (ours)', `${time(() => fromWireArray(arr), buf.length).toFixed(0)} MB/s`);
 }
 
+/** Raw binding ceiling: bench.ts → raw-peer.js processes (bare Iroh stream, our conversions). */
+async function rawCeiling(): Promise<{ mbps: number; p50: number; p99: number }> {
+  const js = join(__dirname, 'raw-peer.js');
+  const server = spawn(process.execPath, [js, 'serve'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines: string[] = [];
+  let buf = '';
+  server.stdout!.on('data', (d: Buffer) => { buf += d; let i; while ((i = buf.indexOf('\n')) >= 0) { lines.push(buf.slice(0, i)); buf = buf.slice(i + 1); } });
+  while (lines.length === 0) await new Promise((r) => setTimeout(r, 20));
+  const { id, port } = JSON.parse(lines[0]) as { id: string; port: number };
+  const run = ([mode, arg]: string[]): Promise<string> => new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [js, mode, id, String(port), arg], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    c.stdout!.on('data', (d: Buffer) => { out += d; });
+    c.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`raw-peer ${mode} exited ${code}`))));
+  });
+  try {
+    const rates: number[] = [];
+    for (let r = 0; r < RUNS; r++) {
+      const before = lines.length;
+      await run(['send', String(SECONDS)]);
+      while (lines.length === before) await new Promise((res) => setTimeout(res, 20));
+      const { bytes, secs } = JSON.parse(lines[lines.length - 1]) as { bytes: number; secs: number };
+      rates.push(bytes / 1e6 / secs);
+    }
+    const { rtts } = JSON.parse(await run(['ping', '500'])) as { rtts: number[] };
+    return { mbps: median(rates), p50: median(rtts), p99: pct(rtts, 99) };
+  } finally {
+    server.kill();
+  }
+}
+
 async function bulk(dev: ClaimedDevice, dir: 'in' | 'out', inflight: number, urb: number): Promise<number> {
   const data = Buffer.alloc(urb, 0x5a);
   let bytes = 0;
@@ -62,6 +94,9 @@ async function bulk(dev: ClaimedDevice, dir: 'in' | 'out', inflight: number, urb
 async function main(): Promise<void> {
   process.stdout.write(`Remote USB data-path bench — node ${process.version}, ${RUNS} run(s) per figure, medians\n\n`);
   conversions();
+  const raw = await rawCeiling();
+  row('raw Iroh ceiling: one stream, one way, 256 KiB writes (2 processes)', `${raw.mbps.toFixed(1)} MB/s`);
+  row('raw Iroh 64-byte round trip p50 / p99', `${raw.p50.toFixed(3)} / ${raw.p99.toFixed(3)} ms`);
   const stateDir = mkdtempSync(join(tmpdir(), 'remote-usb-bench-'));
   const daemon = new DaemonProcess(stateDir, await freeUdpPort());
   await daemon.start();
@@ -97,19 +132,20 @@ async function main(): Promise<void> {
     row('app ping round trip p50 / p99', `${median(pings).toFixed(3)} / ${pct(pings, 99).toFixed(3)} ms`);
     row('control URB round trip (GET_STATUS) p50 / p99', `${median(ctl).toFixed(3)} / ${pct(ctl, 99).toFixed(3)} ms`);
     row('control URB / ping (p50)', `${(median(ctl) / median(pings)).toFixed(2)}×`);
+    row('control URB / raw round trip (p50 / p99)', `${(median(ctl) / raw.p50).toFixed(2)}× / ${(pct(ctl, 99) / raw.p99).toFixed(2)}×`);
 
     for (const pattern of [1, 2]) {
       await dev.submit({ type: 'control', ep: 0, setup: { bmRequestType: 0x40, bRequest: VENDOR_SET_PATTERN, wValue: pattern, wIndex: 0, wLength: 0 } });
       for (const inflight of [1, 8, 32]) {
         const runs: number[] = [];
         for (let r = 0; r < RUNS; r++) runs.push(await bulk(dev, 'in', inflight, 64 * 1024));
-        row(`bulk IN 64 KiB URBs, ${String(inflight).padStart(2)} in flight, ${pattern === 1 ? 'random' : 'firmware-like'} data`, `${median(runs).toFixed(1)} MB/s`);
+        row(`bulk IN 64 KiB URBs, ${String(inflight).padStart(2)} in flight, ${pattern === 1 ? 'random' : 'firmware-like'} data`, `${median(runs).toFixed(1)} MB/s (${((100 * median(runs)) / raw.mbps).toFixed(0)} % of raw)`);
       }
     }
     for (const inflight of [1, 8, 32]) {
       const runs: number[] = [];
       for (let r = 0; r < RUNS; r++) runs.push(await bulk(dev, 'out', inflight, 64 * 1024));
-      row(`bulk OUT 64 KiB URBs, ${String(inflight).padStart(2)} in flight`, `${median(runs).toFixed(1)} MB/s`);
+      row(`bulk OUT 64 KiB URBs, ${String(inflight).padStart(2)} in flight`, `${median(runs).toFixed(1)} MB/s (${((100 * median(runs)) / raw.mbps).toFixed(0)} % of raw)`);
     }
     void LOOP_EP_OUT;
     await c.close();
