@@ -201,12 +201,12 @@ export class Session {
 
   private onSubmit(m: Submit, stream: MessageStream): void {
     const claim = this.claims.get(m.dev);
-    const refuse = (code: ErrorCode, message: string): void => this.trySend(stream, { t: 'error', dev: m.dev, id: m.id, code, message });
-    if (!claim) return refuse('not-claimed', `URB ${m.id} for device ${m.dev}, which this client has not claimed`);
-    if (claim.inflight.has(m.id)) return refuse('bad-message', `URB id ${m.id} is already in flight on ${m.dev}`);
-    if (claim.inflight.size >= MAX_URBS_IN_FLIGHT) return refuse('busy', `more than ${MAX_URBS_IN_FLIGHT} URBs in flight on ${m.dev}`);
+    const refuseUrb = (code: ErrorCode, message: string): void => this.trySend(stream, { t: 'error', dev: m.dev, id: m.id, code, message });
+    if (!claim) return refuseUrb('not-claimed', `URB ${m.id} for device ${m.dev}, which this client has not claimed`);
+    if (claim.inflight.has(m.id)) return refuseUrb('bad-message', `URB id ${m.id} is already in flight on ${m.dev}`);
+    if (claim.inflight.size >= MAX_URBS_IN_FLIGHT) return refuseUrb('busy', `more than ${MAX_URBS_IN_FLIGHT} URBs in flight on ${m.dev}`);
     const isIn = (m.ep & 0x80) !== 0 || (m.type === 'control' && (m.setup![0] & 0x80) !== 0);
-    if (!isIn && m.data === undefined && m.len > 0) return refuse('bad-message', `OUT URB ${m.id} has no data`);
+    if (!isIn && m.data === undefined && m.len > 0) return refuseUrb('bad-message', `OUT URB ${m.id} has no data`);
     const abort = new AbortController();
     claim.inflight.set(m.id, abort);
     void executeUrb(claim.device, {
@@ -222,7 +222,7 @@ export class Session {
       },
       (e: Error) => {
         claim.inflight.delete(m.id);
-        refuse('usb-error', `URB ${m.id} on ${m.dev}: ${e.message}`);
+        refuseUrb('usb-error', `URB ${m.id} on ${m.dev}: ${e.message}`);
       },
     );
   }

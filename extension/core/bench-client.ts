@@ -312,8 +312,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
   async claim(dev: string): Promise<ClaimedDevice> {
     const existing = this.claimed.get(dev);
     if (existing && !existing.lost) return existing;
-    const m = await this.request<Extract<BenchMessage, { t: 'claimed' }>>((req) => ({ t: 'claim', req, dev }));
-    const handle = new ClaimedDevice(this, m.device);
+    const handle = new ClaimedDevice(this, await this.sendClaim(dev));
     this.claimed.set(dev, handle);
     return handle;
   }
@@ -377,11 +376,11 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
     this.conn = undefined;
     this.control = undefined;
     this.data = undefined;
+    // Every pending request fails; the handshake's entry (0) is removed by connectOnce itself.
     for (const [req, r] of this.requests) {
-      if (req !== 0) r.reject(new BenchError('offline', `connection to the bench lost: ${why}`));
+      r.reject(new BenchError('offline', `connection to the bench lost: ${why}`));
+      if (req !== 0) this.requests.delete(req);
     }
-    for (const [req] of this.requests) if (req !== 0) this.requests.delete(req);
-    this.requests.get(0)?.reject(new BenchError('offline', `connection to the bench lost: ${why}`));
     for (const p of this.pings.values()) p.resolve(NaN);
     this.pings.clear();
     for (const d of this.claimed.values()) d.suspend();

@@ -164,12 +164,15 @@ export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBa
 
   async list(): Promise<BackendDevice[]> {
     if (!this.present) return [];
-    await this.sync(false);
+    await this.sync();
     return [...this.known.values()].map((k) => describe(k.device));
   }
 
-  /** Re-reads the devices and reports what appeared and what went since the last look. */
-  private sync(emit = true): Promise<void> {
+  /**
+   * Re-reads the devices and reports what appeared and what went since the last look — whoever asked
+   * (an event, the poll, list(), open()), so no change is ever swallowed.
+   */
+  private sync(): Promise<void> {
     if (this.syncing) {
       this.resync = true;
       return this.syncing;
@@ -190,13 +193,13 @@ export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBa
           const d = now.get(id);
           if (!d || d.address !== k.devnum) {
             this.known.delete(id);
-            if (emit) this.emit('detach', id);
+            this.emit('detach', id);
           }
         }
         for (const [id, d] of now) {
           if (this.known.has(id)) continue;
           this.known.set(id, { device: d, devnum: d.address });
-          if (emit) this.emit('attach', describe(d));
+          this.emit('attach', describe(d));
         }
       } while (this.resync);
     })().finally(() => { this.syncing = undefined; });

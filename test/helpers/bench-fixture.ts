@@ -39,14 +39,6 @@ export class BenchFixture {
     return this;
   }
 
-  /** Stops the daemon and starts a new one with the same identity, state and UDP port (a restart). */
-  async restart(downtimeMs = 0): Promise<void> {
-    const port = this.daemon.port;
-    await this.daemon.stop();
-    if (downtimeMs) await new Promise((r) => setTimeout(r, downtimeMs));
-    await this.start({ port });
-  }
-
   /** A client key already on the allowlist. */
   allowedKey(name = 'test-client'): Uint8Array {
     const key = generateSecretKey();
