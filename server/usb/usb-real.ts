@@ -23,11 +23,12 @@ const SYSFS_DEVICES = '/sys/bus/usb/devices';
 /** Longest single IN transfer on the device; longer waits are re-submitted slices (see boundedIn). */
 const IN_SLICE_MS = 1000;
 /**
- * Timeout for OUT and control transfers whose URB has none. It must be finite: `usb` refuses to
+ * Timeout for OUT and control transfers whose URB has none. Long, because a device may NAK a write for
+ * a while (a serial board whose far end reads slowly) and a timed-out write loses its data; finite: `usb` refuses to
  * release or close a device while any transfer is pending ("cannot be borrowed mutably"), so a device
  * that never accepts an OUT would otherwise keep its interfaces from the kernel forever.
  */
-const DEFAULT_TIMEOUT_MS = 5000;
+const DEFAULT_TIMEOUT_MS = 20_000;
 
 /** What `usb` 3.x adds to a WebUSB device (its own typings do not export the type). */
 type Device = USBDevice & {
@@ -264,7 +265,7 @@ class RealOpenedDevice implements OpenedDevice {
   }
 
   async releaseAll(): Promise<void> {
-    for (const n of this.claimed) await this.d.releaseInterface(n).catch(() => {});
+    for (const n of this.claimed) await whenNotBorrowed(() => this.d.releaseInterface(n)).catch(() => {});
     this.claimed.clear();
   }
 
@@ -393,9 +394,26 @@ class RealOpenedDevice implements OpenedDevice {
     this.orphans.clear();
     this.leftovers.clear();
     await this.releaseAll();
-    for (const n of this.detached) await this.d.attachKernelDriver(n).catch(() => {});
+    for (const n of this.detached) await whenNotBorrowed(() => this.d.attachKernelDriver(n)).catch(() => {});
     this.detached.clear();
-    await this.d.close().catch(() => {});
+    await whenNotBorrowed(() => this.d.close()).catch(() => {});
+  }
+}
+
+/**
+ * Runs a native call that needs the device to itself. `usb` refuses such calls — synchronously, with
+ * "cannot be borrowed mutably while another borrow is active" — while any other native call on the
+ * device is in flight (seen in the real-kernel suite on release); retry for up to 5 s instead of
+ * leaving the bench's kernel driver detached.
+ */
+async function whenNotBorrowed<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (e) {
+      if (attempt >= 25 || !/borrow/i.test(String((e as Error)?.message ?? e))) throw e;
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 }
 
