@@ -12,7 +12,7 @@
  * open/close) loses nothing.
  */
 import { EventEmitter } from 'node:events';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { basename } from 'node:path';
 import { usb } from 'usb';
 import { UrbStatus } from '../protocol/constants.js';
@@ -129,6 +129,18 @@ function sysfsSnapshot(): string {
   }
 }
 
+/**
+ * A device on a vhci_hcd bus is one this machine imported over USB/IP: never share it back (a loop),
+ * and never read its strings from the daemon, since those reads could travel through this daemon itself.
+ */
+function isImported(busId: string): boolean {
+  try {
+    return realpathSync(`${SYSFS_DEVICES}/${busId}`).includes('/vhci_hcd.');
+  } catch {
+    return false;
+  }
+}
+
 function isNoUsbError(e: unknown): boolean {
   return /\/sys\/bus\/usb\/devices\/ not found/.test(String((e as Error)?.message ?? e));
 }
@@ -189,7 +201,7 @@ export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBa
           if (!isNoUsbError(e)) throw e;
           devices = [];
         }
-        const now = new Map(devices.map((d) => [busIdOf(d), d]));
+        const now = new Map(devices.map((d) => [busIdOf(d), d] as const).filter(([id]) => !isImported(id)));
         for (const [id, k] of this.known) {
           const d = now.get(id);
           if (!d || d.address !== k.devnum) {
