@@ -1,12 +1,16 @@
 // Bundles the entry points into dist/ (and, with --tests, every test file into out/test/) as CommonJS.
 // Native modules stay external: they load from node_modules (or the per-platform package) at run time.
 // Tests are bundled too, so they run exactly the code the bundles contain (ESM-only deps included).
+// --production (for the .vsix, see extension/packaging/) minifies, drops source maps and writes the entry
+// points to out/production/ instead, so it never replaces the dist/ that tests and debugging use.
 import * as esbuild from 'esbuild';
 import { readdirSync, statSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 
-const external = ['vscode', '@number0/iroh', '@number0/iroh/index.js', 'usb', 'msgpackr-extract'];
-const common = { bundle: true, platform: 'node', target: 'node20', format: 'cjs', sourcemap: true, external, logLevel: 'warning' };
+// serialport too: its bindings find their prebuilt binary relative to their own __dirname.
+const external = ['vscode', '@number0/iroh', '@number0/iroh/index.js', 'usb', 'serialport', '@serialport/*', 'msgpackr-extract'];
+const production = process.argv.includes('--production');
+const common = { bundle: true, platform: 'node', target: 'node20', format: 'cjs', sourcemap: !production, minify: production, external, logLevel: 'warning' };
 
 const entryPoints = {
   extension: 'extension/extension.ts',
@@ -30,7 +34,7 @@ if (!process.argv.includes('--tests-only')) {
   builds.push(esbuild.build({
     ...common,
     entryPoints: Object.fromEntries(Object.entries(entryPoints).filter(([, f]) => existsSync(f))),
-    outdir: 'dist',
+    outdir: production ? 'out/production' : 'dist',
   }));
 }
 if (process.argv.includes('--tests') || process.argv.includes('--tests-only')) {
