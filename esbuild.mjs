@@ -1,4 +1,6 @@
 // Bundles the entry points into dist/ (and, with --tests, every test file into out/test/) as CommonJS.
+// --vscode bundles the real VS Code suite (test/vscode/suite/*.ts, run inside the extension host) and its
+// @vscode/test-electron runner into out/test/vscode/.
 // Native modules stay external: they load from node_modules (or the per-platform package) at run time.
 // Tests are bundled too, so they run exactly the code the bundles contain (ESM-only deps included).
 // --production (for the .vsix, see extension/packaging/) minifies, drops source maps and writes the entry
@@ -24,7 +26,8 @@ function testFiles(dir) {
   if (!existsSync(dir)) return [];
   return readdirSync(dir).flatMap((f) => {
     const p = join(dir, f);
-    if (statSync(p).isDirectory()) return testFiles(p);
+    // test/vscode/ runs inside a real VS Code extension host (--vscode), not under node --test
+    if (statSync(p).isDirectory()) return p === join('test', 'vscode') ? [] : testFiles(p);
     return p.endsWith('.test.ts') ? [p] : [];
   });
 }
@@ -48,5 +51,13 @@ if (process.argv.includes('--kernel')) {
 }
 if (process.argv.includes('--bench')) {
   builds.push(esbuild.build({ ...common, entryPoints: ['test/bench/bench.ts', 'test/bench/raw-peer.ts'], outdir: 'out/test/bench', outbase: 'test/bench' }));
+}
+if (process.argv.includes('--vscode')) {
+  const dir = 'test/vscode/suite';
+  const suite = readdirSync(dir).filter((f) => f.endsWith('.ts')).map((f) => join(dir, f));
+  builds.push(esbuild.build({
+    ...common, entryPoints: [...suite, 'test/vscode/electron.ts'], outdir: 'out/test/vscode', outbase: 'test/vscode',
+    external: [...external, 'mocha', '@vscode/test-electron'],
+  }));
 }
 await Promise.all(builds);

@@ -16,6 +16,8 @@ import { MessageStream } from '../../server/protocol/stream.js';
 import { IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
 import { Logger, silentLogger } from '../../server/log.js';
 import { Backoff } from './backoff.js';
+import { DEFAULT_SERIAL_PARAMS, SerialParams, SerialSession } from './serial.js';
+import { RemoteSerialSession, SerialLink } from './serial-session.js';
 
 export type BenchState = 'connecting' | 'online' | 'offline' | 'refused' | 'closed';
 
@@ -87,7 +89,7 @@ export interface BenchClientEvents {
 
 const EMPTY = Buffer.alloc(0);
 
-export class BenchClient extends EventEmitter<BenchClientEvents> {
+export class BenchClient extends EventEmitter<BenchClientEvents> implements SerialLink {
   private endpoint?: IrohEndpoint;
   private readonly ownsEndpoint: boolean;
   private conn?: IrohConnection;
@@ -109,6 +111,10 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
   private connectionGeneration = 0;
   private pairingCode?: string;
   benchName = '';
+  /** Tty paths the bench's config shares besides its devices' own (serial ports to open by path). */
+  ttys: string[] = [];
+  private readonly serialSessions = new Set<RemoteSerialSession>();
+  private readonly serialBySid = new Map<number, RemoteSerialSession>();
   /** Our endpoint id as the bench sees it. */
   clientId = '';
   /** Last measured application-level round trip, ms. */
@@ -206,6 +212,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
     this.readFrom(data, generation);
     this.pairingCode = undefined;
     this.benchName = w.bench;
+    this.ttys = w.ttys ?? [];
     this.clientId = w.you;
     this.deviceTable.clear();
     for (const d of w.devices) this.deviceTable.set(d.id, d);
@@ -216,6 +223,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
     this.emit('devices', this.devices);
     this.log.info(`connected to bench '${w.bench}' (${this.options.bench.id.slice(0, 10)}), ${w.devices.length} device(s)`);
     for (const dev of this.claimed.values()) void dev.reclaim();
+    for (const s of this.serialSessions) s.resume();
   }
 
   private readFrom(stream: MessageStream, generation: number): void {
@@ -253,6 +261,9 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
         this.emit('removed', m.dev);
         this.emit('devices', this.devices);
         return;
+      case 'serial-opened': case 'serial-ok': this.settle(m.req, m); return;
+      case 'serial-data': this.serialBySid.get(m.sid)?.onData(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength)); return;
+      case 'serial-state': this.serialBySid.get(m.sid)?.onState(m.state, m.detail); return;
       case 'error': return this.onError(m);
     }
   }
@@ -287,8 +298,10 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
     r.resolve(m);
   }
 
-  private request<T extends BenchMessage>(build: (req: number) => Message, timeoutMs = 15_000): Promise<T> {
-    if (this._state !== 'online' || !this.control) return Promise.reject(new BenchError('offline', `bench is ${this._state}`));
+  /** `onReply` runs as the reply is read, before any later message (a serial session binds its id there). */
+  private request<T extends BenchMessage>(build: (req: number) => Message, timeoutMs = 15_000, onDataStream = false, onReply?: (m: T) => void): Promise<T> {
+    const stream = onDataStream ? this.data : this.control;
+    if (this._state !== 'online' || !stream) return Promise.reject(new BenchError('offline', `bench is ${this._state}`));
     const req = this.nextReq++;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -296,10 +309,10 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
         reject(new BenchError('timeout', `bench did not answer within ${timeoutMs} ms`));
       }, timeoutMs);
       this.requests.set(req, {
-        resolve: (m) => { clearTimeout(timer); resolve(m as T); },
+        resolve: (m) => { clearTimeout(timer); onReply?.(m as T); resolve(m as T); },
         reject: (e) => { clearTimeout(timer); reject(e); },
       });
-      this.control!.send(build(req));
+      stream.send(build(req));
     });
   }
 
@@ -339,6 +352,45 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
     if (this._state !== 'online' || !this.control || !this.data) return false;
     (dataLane ? this.data : this.control).send(m);
     return true;
+  }
+
+  /**
+   * Opens a serial port on the bench: a device id with a tty (`1-1.2`, `sim-1`; see DeviceInfo.tty) or
+   * a tty the bench shares (`ttys`). Rejects with BenchError ('busy', 'no-such-port', 'not-shared', …).
+   */
+  async openSerial(port: string, params: SerialParams = DEFAULT_SERIAL_PARAMS): Promise<SerialSession> {
+    const s = new RemoteSerialSession(this, port, params);
+    await s.open();
+    this.serialSessions.add(s);
+    return s;
+  }
+
+  /** @internal SerialLink */
+  get online(): boolean {
+    return this._state === 'online';
+  }
+
+  /** @internal SerialLink */
+  serialRequest<T extends BenchMessage>(build: (req: number) => Message, onReply?: (m: T) => void): Promise<T> {
+    return this.request<T>(build, 15_000, true, onReply);
+  }
+
+  /** @internal SerialLink */
+  sendSerial(m: Message): boolean {
+    if (this._state !== 'online' || !this.data) return false;
+    this.data.send(m);
+    return true;
+  }
+
+  /** @internal SerialLink */
+  bindSerial(sid: number, session: RemoteSerialSession | undefined): void {
+    if (session) this.serialBySid.set(sid, session);
+    else this.serialBySid.delete(sid);
+  }
+
+  /** @internal SerialLink */
+  forgetSerial(session: RemoteSerialSession): void {
+    this.serialSessions.delete(session);
   }
 
   /** Measures an application-level round trip (ms). */
@@ -384,6 +436,8 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
     for (const p of this.pings.values()) p.resolve(NaN);
     this.pings.clear();
     for (const d of this.claimed.values()) d.suspend();
+    this.serialBySid.clear();
+    for (const s of this.serialSessions) s.suspend();
     if (this.closed) return;
     this.setState('offline', why);
     this.log.warn(`bench ${this.benchName || this.options.bench.id.slice(0, 10)} offline: ${why}`);
@@ -417,7 +471,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> {
     clearInterval(this.pingTimer);
     if (wasOnline) {
       await Promise.race([
-        Promise.all([...this.claimed.values()].map((d) => d.release().catch(() => {}))),
+        Promise.all([...[...this.claimed.values()].map((d) => d.release().catch(() => {})), ...[...this.serialSessions].map((s) => s.close())]),
         new Promise((r) => setTimeout(r, 2000)),
       ]);
       await this.control?.drained();

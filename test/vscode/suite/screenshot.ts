@@ -1,0 +1,60 @@
+/**
+ * Screenshots of the real workbench, asked for by tests running inside the extension host.
+ *
+ * The extension host cannot see the browser; the runner (test/vscode/run.mjs) drives it. It tells the
+ * suite a private directory in $REMOTE_USB_VSCODE_REQUESTS (the payload's extensionEnvironment), and they
+ * talk through files there:
+ *   1. this side writes <id>.json  {"name", "selector"?}   (to a temp name first, then renamed)
+ *   2. the runner takes the shot, saves <screenshots>/<name>.png (out/test/vscode/screenshots/ unless
+ *      $REMOTE_USB_VSCODE_SCREENSHOTS says otherwise), then writes <id>.done {"ok": true, "path"} or
+ *      {"ok": false, "error"}
+ *   3. this side reads the answer and removes both files.
+ * Without a runner ($REMOTE_USB_VSCODE_REQUESTS unset: the @vscode/test-electron runner, which has no
+ * browser to drive) screenshot() logs a line and does nothing.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+const TIMEOUT_MS = 30_000;
+
+export interface ScreenshotOptions {
+  /** CSS (Playwright) selector of one element to capture instead of the whole window; its first match. */
+  selector?: string;
+}
+
+/**
+ * Saves a PNG of the workbench window (1400×850), or of one element, as <name>.png. Resolves once the file
+ * is written; rejects if the runner reports an error (e.g. no element matches the selector) or does not
+ * answer within 30 s. `name`: 1-100 letters, digits, '.', '_', '-'; the same name overwrites.
+ */
+export async function screenshot(name: string, opts: ScreenshotOptions = {}): Promise<void> {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(name)) {
+    throw new Error(`screenshot name '${name}' must be 1-100 letters, digits, '.', '_' or '-'`);
+  }
+  const dir = process.env.REMOTE_USB_VSCODE_REQUESTS;
+  if (!dir) {
+    console.log(`[screenshot] no screenshot runner (REMOTE_USB_VSCODE_REQUESTS is unset): skipping '${name}'`);
+    return;
+  }
+  const id = `${Date.now()}-${randomBytes(4).toString('hex')}`;
+  const request = path.join(dir, `${id}.json`);
+  const done = path.join(dir, `${id}.done`);
+  fs.writeFileSync(`${request}.tmp`, JSON.stringify({ name, selector: opts.selector }));
+  fs.renameSync(`${request}.tmp`, request);
+
+  const deadline = Date.now() + TIMEOUT_MS;
+  try {
+    while (!fs.existsSync(done)) {
+      if (Date.now() > deadline) {
+        throw new Error(`screenshot '${name}': the runner did not answer within ${TIMEOUT_MS / 1000} s (request ${request})`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const answer = JSON.parse(fs.readFileSync(done, 'utf8')) as { ok: boolean; path?: string; error?: string };
+    if (!answer.ok) throw new Error(`screenshot '${name}' failed: ${answer.error}`);
+  } finally {
+    fs.rmSync(request, { force: true });
+    fs.rmSync(done, { force: true });
+  }
+}
