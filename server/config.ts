@@ -20,6 +20,8 @@ export interface ServerConfig {
   pairingMinutes: number;
   relay: RelayChoice;
   sharing: SharingRules;
+  /** Extra ttys shared as serial ports (the Pi's own UART, a hat's RS-485), beyond USB devices' own. */
+  serialPorts: string[];
 }
 
 export interface SharingRules {
@@ -70,9 +72,10 @@ export function isShared(rules: SharingRules, d: { id: string; vendorId: number;
 }
 
 const KNOWN: Record<string, readonly string[]> = {
-  '': ['name', 'listen', 'state_dir', 'allowlist', 'log_level', 'pairing_minutes', 'relay', 'sharing'],
+  '': ['name', 'listen', 'state_dir', 'allowlist', 'log_level', 'pairing_minutes', 'relay', 'sharing', 'serial'],
   relay: ['mode', 'urls'],
   sharing: ['allow', 'deny'],
+  serial: ['ports'],
 };
 
 export function loadConfig(file?: string): ServerConfig {
@@ -160,7 +163,13 @@ function resolveConfig(doc: Record<string, unknown>, file: string | undefined, t
   for (const p of allow) { const e = checkDevicePattern(p); if (e) bad('sharing', 'allow', e); }
   for (const p of deny) { const e = checkDevicePattern(p); if (e) bad('sharing', 'deny', e); }
 
-  return { file, name, listen, stateDir, allowlistFile, logLevel, pairingMinutes: pm as number, relay, sharing: { allow, deny } };
+  const serialPorts = strList('serial', 'ports');
+  for (const p of serialPorts) {
+    if (!p.startsWith('/') || p.split('/').includes('..')) bad('serial', 'ports', `'${p}' must be an absolute tty path, e.g. "/dev/ttyAMA0"`);
+  }
+  if (new Set(serialPorts).size !== serialPorts.length) bad('serial', 'ports', 'lists a path twice');
+
+  return { file, name, listen, stateDir, allowlistFile, logLevel, pairingMinutes: pm as number, relay, sharing: { allow, deny }, serialPorts };
 }
 
 /** 1-based line where `key` is set inside `[table]` (or at top level); else the table's header; else 0. */

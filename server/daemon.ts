@@ -10,7 +10,14 @@ import { isShared } from './config.js';
 import type { Logger } from './log.js';
 import { TrustStore } from './trust.js';
 import type { BackendDevice, OpenedDevice, UsbBackend } from './usb/backend.js';
+import { SimulatedBackend } from './usb/simulated.js';
 import { Session, SessionHost } from './session.js';
+import type { SerialOpen } from './protocol/messages.js';
+import type { SerialBackend } from './serial/backend.js';
+import type { ChannelOptions } from './serial/channel.js';
+import { SerialOpenResult, SerialRegistry } from './serial/registry.js';
+import { RealSerialBackend } from './serial/serial-real.js';
+import { SimSerialBackend } from './serial/serial-sim.js';
 
 export interface DaemonOptions {
   config: ServerConfig;
@@ -19,6 +26,11 @@ export interface DaemonOptions {
   log: Logger;
   /** How long a silent client keeps its devices (default CLIENT_SILENCE_LIMIT_MS; tests shorten it). */
   clientSilenceLimitMs?: number;
+  /** Opens ttys (default: `serialport`, plus the simulated boards' with a simulated USB backend). */
+  serial?: SerialBackend;
+  /** How often ttys are checked: gone while open, back while waiting, appeared on a device (default 1 s). */
+  serialPollMs?: number;
+  serialChannel?: ChannelOptions;
 }
 
 export class Daemon implements SessionHost {
@@ -29,9 +41,20 @@ export class Daemon implements SessionHost {
   readonly trust: TrustStore;
   private stopping = false;
   private acceptLoop?: Promise<void>;
+  private readonly serial: SerialRegistry;
+  private serialTimer?: NodeJS.Timeout;
+  /** Each device's tty at the last look, to tell clients when a driver binds or drops one. */
+  private readonly lastTty = new Map<string, string | undefined>();
 
   constructor(private readonly options: DaemonOptions) {
     this.trust = new TrustStore(options.config.allowlistFile, options.config.stateDir);
+    const { backend } = options;
+    const serialBackend = options.serial ?? (backend instanceof SimulatedBackend ? new SimSerialBackend(backend, new RealSerialBackend()) : new RealSerialBackend());
+    this.serial = new SerialRegistry(serialBackend, options.config.serialPorts, (id) => {
+      const d = this.devices.get(id);
+      if (!d) return undefined;
+      return { label: describeDevice(d), shared: isShared(options.config.sharing, d), claimedBy: this.holders.get(id), tty: backend.ttyOf(id) };
+    }, options.config.name, options.serialChannel);
   }
 
   get log(): Logger {
@@ -65,6 +88,9 @@ export class Daemon implements SessionHost {
     for (const d of await backend.list()) this.devices.set(d.id, d);
     backend.on('attach', this.onAttach);
     backend.on('detach', this.onDetach);
+    for (const d of this.devices.values()) this.lastTty.set(d.id, backend.ttyOf(d.id));
+    this.serialTimer = setInterval(() => this.checkTtys(), this.options.serialPollMs ?? 1000);
+    this.serialTimer.unref();
     this.endpoint = await IrohEndpoint.bind({ secretKey: this.options.secretKey, relay: config.relay, bindAddr: config.listen, accept: true });
     this.log.info(`bench '${config.name}' serving as ${this.endpoint.id} on ${this.endpoint.boundSockets.join(', ')} (relay: ${config.relay.mode}); ${this.devices.size} device(s), backend: ${backend.kind}`);
     this.acceptLoop = this.accept();
@@ -84,7 +110,9 @@ export class Daemon implements SessionHost {
   private readonly onAttach = (d: BackendDevice): void => {
     this.devices.set(d.id, d);
     this.log.info(`device plugged in: ${describeDevice(d)}`);
+    this.lastTty.set(d.id, this.options.backend.ttyOf(d.id));
     for (const s of this.sessions) s.notify({ t: 'added', device: this.view(d, s) });
+    this.serial.check();
   };
 
   private readonly onDetach = (id: string): void => {
@@ -95,8 +123,24 @@ export class Daemon implements SessionHost {
     const holder = this.holders.get(id);
     this.holders.delete(id);
     holder?.deviceGone(id);
+    this.lastTty.delete(id);
     for (const s of this.sessions) s.notify({ t: 'removed', dev: id });
+    this.serial.check();
   };
+
+  /**
+   * The poll behind serial: channels notice ttys that went or came back, and clients hear when a device's
+   * tty appears or goes (a driver binds a moment after the device enumerates, and again after a release).
+   */
+  private checkTtys(): void {
+    this.serial.check();
+    for (const d of this.devices.values()) {
+      const tty = this.options.backend.ttyOf(d.id);
+      if (this.lastTty.get(d.id) === tty) continue;
+      this.lastTty.set(d.id, tty);
+      this.broadcastChange(d.id);
+    }
+  }
 
   private view(d: BackendDevice, s: Session): DeviceInfo {
     const holder = this.holders.get(d.id);
@@ -105,10 +149,23 @@ export class Daemon implements SessionHost {
       shared: isShared(this.options.config.sharing, d),
       claimedBy: holder?.clientName,
       mine: holder ? holder === s : undefined,
+      tty: this.options.backend.ttyOf(d.id),
     };
   }
 
   // ---- SessionHost ----
+  get sharedTtys(): readonly string[] {
+    return this.serial.sharedTtys;
+  }
+
+  serialOpen(s: Session, m: SerialOpen): Promise<SerialOpenResult> {
+    return this.serial.open(s, m);
+  }
+
+  serialClose(sid: number, detail?: string): Promise<void> {
+    return this.serial.close(sid, detail);
+  }
+
   authorize(clientId: string, hello: Hello): { ok: true; name: string; paired: boolean } | { ok: false; code: ErrorCode; message: string } {
     try {
       if (this.trust.isAllowed(clientId)) return { ok: true, name: this.trust.nameOf(clientId) ?? hello.name, paired: false };
@@ -146,8 +203,15 @@ export class Daemon implements SessionHost {
     if (!isShared(this.options.config.sharing, d)) return { ok: false, code: 'not-shared', message: `${describeDevice(d)} is not shared by this bench's config` };
     const holder = this.holders.get(dev);
     if (holder && holder !== s) return { ok: false, code: 'in-use', message: `${describeDevice(d)} is in use by ${holder.clientName}` };
+    const serialHolder = this.serial.holderOf(dev);
+    if (serialHolder && serialHolder !== s) {
+      return { ok: false, code: 'busy', message: `the serial port of ${describeDevice(d)} is open by ${serialHolder.clientName}` };
+    }
     this.holders.set(dev, s); // reserve before the await, so two claims cannot both win
     try {
+      // The claimer's own serial session on it ends first: once attached, its tty lives on the client.
+      const sid = this.serial.sidOf(dev);
+      if (sid !== undefined) await this.serial.close(sid, 'you claimed (attached) the device: use its tty on your machine');
       const device = await this.options.backend.open(dev);
       this.broadcastChange(dev);
       return { ok: true, device };
@@ -191,7 +255,9 @@ export class Daemon implements SessionHost {
     this.stopping = true;
     this.options.backend.off('attach', this.onAttach);
     this.options.backend.off('detach', this.onDetach);
+    clearInterval(this.serialTimer);
     await Promise.all([...this.sessions].map((s) => s.shutdown()));
+    await this.serial.closeAll();
     await this.endpoint?.close();
     await this.acceptLoop;
     this.log.info('bench daemon stopped');

@@ -8,13 +8,15 @@
  * ignored, because its completion is already on the way; the client must not expect a second reply.
  */
 import { CAPABILITIES, ErrorCode, MAX_URBS_IN_FLIGHT, PROTOCOL_VERSION, UrbStatus } from './protocol/constants.js';
-import type { BenchMessage, ClientMessage, DeviceInfo, Hello, Message, Submit } from './protocol/messages.js';
+import type { BenchMessage, ClientMessage, DeviceInfo, Hello, Message, SerialClose, SerialOpen, SerialSet, SerialWrite, Submit } from './protocol/messages.js';
 import { parseSetup, ProtocolError } from './protocol/messages.js';
 import { MessageStream } from './protocol/stream.js';
 import { CloseCode, IrohConnection } from './net/iroh.js';
 import type { Logger } from './log.js';
 import type { OpenedDevice } from './usb/backend.js';
 import { executeUrb } from './usb/standard-requests.js';
+import type { SerialChannel } from './serial/channel.js';
+import type { SerialOpenResult } from './serial/registry.js';
 
 /** What a session needs from the daemon. */
 export interface SessionHost {
@@ -26,6 +28,11 @@ export interface SessionHost {
   release(session: Session, dev: string): Promise<void>;
   deviceInfoFor(session: Session, dev: string): DeviceInfo | undefined;
   sessionEnded(session: Session): void;
+  /** Tty paths the config shares (sent in the welcome). */
+  readonly sharedTtys: readonly string[];
+  serialOpen(session: Session, m: SerialOpen): Promise<SerialOpenResult>;
+  /** Closes a serial session; its channel emits 'closed' with `detail`. */
+  serialClose(sid: number, detail?: string): Promise<void>;
 }
 
 const MAX_STREAMS = 8;
@@ -42,12 +49,24 @@ interface Claim {
   inflight: Map<number, AbortController>;
 }
 
+/** A serial port this client has open; its data and state go out on the stream its open came on. */
+interface SerialUse {
+  channel: SerialChannel;
+  stream: MessageStream;
+  /** Set while the client is told its writes are being dropped (queue full), so it is told once. */
+  overflowing: boolean;
+}
+
+/** Bytes queued towards the client past which a serial port stops being read until the stream drains. */
+const SERIAL_BACKLOG_LIMIT = 1024 * 1024;
+
 export class Session {
   clientName = '?';
   authenticated = false;
   private control?: MessageStream;
   private readonly streams = new Set<MessageStream>();
   private readonly claims = new Map<string, Claim>();
+  private readonly serials = new Map<number, SerialUse>();
   private ended = false;
   private lastHeard = performance.now();
   private silenceTimer?: NodeJS.Timeout;
@@ -130,6 +149,10 @@ export class Session {
       case 'submit': return this.onSubmit(m, stream);
       case 'cancel': this.claims.get(m.dev)?.inflight.get(m.id)?.abort(); return;
       case 'ping': return this.trySend(stream, { t: 'pong', n: m.n });
+      case 'serial-open': void this.onSerialOpen(m, stream); return;
+      case 'serial-write': return this.onSerialWrite(m, stream);
+      case 'serial-set': void this.onSerialSet(m, stream); return;
+      case 'serial-close': void this.onSerialClose(m, stream); return;
       default:
         return this.trySend(stream, { t: 'error', code: 'bad-message', message: `'${raw.t}' is not a request a client can send` });
     }
@@ -147,6 +170,7 @@ export class Session {
     this.trySend(this.control!, {
       t: 'welcome', v: PROTOCOL_VERSION, caps: [...CAPABILITIES], bench: this.host.benchName, you: this.clientId,
       paired: auth.paired || undefined, devices: this.host.devicesFor(this),
+      ttys: this.host.sharedTtys.length > 0 ? [...this.host.sharedTtys] : undefined,
     });
   }
 
@@ -227,6 +251,66 @@ export class Session {
     );
   }
 
+  // ---- serial ports ----
+  private async onSerialOpen(m: SerialOpen, stream: MessageStream): Promise<void> {
+    const res = await this.host.serialOpen(this, m);
+    if (!res.ok) return this.trySend(stream, { t: 'error', req: m.req, code: res.code, message: res.message });
+    const { sid, channel } = res;
+    if (this.ended) return void this.host.serialClose(sid);
+    const use: SerialUse = { channel, stream, overflowing: false };
+    this.serials.set(sid, use);
+    channel.on('data', (data) => {
+      if (this.serials.get(sid) !== use) return;
+      this.trySend(stream, { t: 'serial-data', sid, data });
+      // Back-pressure: a client that reads slower than the tty talks stops the tty being read.
+      if (stream.backlog > SERIAL_BACKLOG_LIMIT) {
+        channel.pause();
+        void stream.drained().then(() => channel.resume());
+      }
+    });
+    channel.on('state', (state, detail) => {
+      if (this.serials.get(sid) !== use) return;
+      if (state === 'closed') this.serials.delete(sid);
+      this.trySend(stream, { t: 'serial-state', sid, state, detail });
+    });
+    this.host.log.info(`${this.label} opened serial port ${m.port} (${channel.path}, ${m.baud} ${m.dataBits}${m.parity[0].toUpperCase()}${m.stopBits}) as session ${sid}`);
+    this.trySend(stream, { t: 'serial-opened', req: m.req, sid, port: m.port, path: channel.path });
+  }
+
+  private notOpen(stream: MessageStream, sid: number, req?: number): void {
+    this.trySend(stream, { t: 'error', req, sid: req === undefined ? sid : undefined, code: 'not-open', message: `serial session ${sid} is not open by this client` });
+  }
+
+  private onSerialWrite(m: SerialWrite, stream: MessageStream): void {
+    const use = this.serials.get(m.sid);
+    if (!use) return this.notOpen(stream, m.sid);
+    if (use.channel.write(m.data)) {
+      use.overflowing = false;
+    } else if (use.channel.state === 'open' && m.data.length > 0 && !use.overflowing) {
+      use.overflowing = true;
+      this.trySend(stream, { t: 'error', sid: m.sid, code: 'busy', message: `serial session ${m.sid}: the tty is not keeping up; writes are dropped until it catches up` });
+    }
+  }
+
+  private async onSerialSet(m: SerialSet, stream: MessageStream): Promise<void> {
+    const use = this.serials.get(m.sid);
+    if (!use) return this.notOpen(stream, m.sid, m.req);
+    try {
+      await use.channel.set(m);
+      this.trySend(stream, { t: 'serial-ok', req: m.req });
+    } catch (e) {
+      this.trySend(stream, { t: 'error', req: m.req, code: 'serial-error', message: `serial session ${m.sid}: ${(e as Error).message}` });
+    }
+  }
+
+  private async onSerialClose(m: SerialClose, stream: MessageStream): Promise<void> {
+    if (!this.serials.has(m.sid)) return this.notOpen(stream, m.sid, m.req);
+    this.serials.delete(m.sid); // the client asked: no 'closed' state message, just the reply
+    await this.host.serialClose(m.sid);
+    this.host.log.info(`${this.label} closed serial session ${m.sid}`);
+    this.trySend(stream, { t: 'serial-ok', req: m.req });
+  }
+
   /** Sends an error, gives the peer a moment to read it, then closes. */
   private refuse(code: ErrorCode, message: string, closeCode: bigint): void {
     if (this.ended) return;
@@ -247,7 +331,9 @@ export class Session {
     this.ended = true;
     clearInterval(this.silenceTimer);
     if (this.authenticated) this.host.log.info(`client ${this.label} gone: ${why}`);
-    await Promise.all([...this.claims.keys()].map((d) => this.releaseDevice(d, 'shutdown')));
+    const sids = [...this.serials.keys()];
+    this.serials.clear();
+    await Promise.all([...sids.map((sid) => this.host.serialClose(sid)), ...[...this.claims.keys()].map((d) => this.releaseDevice(d, 'shutdown'))]);
     if (closeConnection) {
       for (const s of this.streams) void s.end();
       this.conn.close(CloseCode.normal, 'bye');

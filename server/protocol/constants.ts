@@ -7,7 +7,7 @@ export const ALPN = 'remote-usb/1';
 export const PROTOCOL_VERSION = 1;
 
 /** What this build can do; peers use this to switch optional behaviour on. */
-export const CAPABILITIES: readonly string[] = ['urb', 'hotplug', 'ping', 'pairing'];
+export const CAPABILITIES: readonly string[] = ['urb', 'hotplug', 'ping', 'pairing', 'serial'];
 
 /** Largest URB data we carry in one message (usb-storage and DFU use up to a few hundred KiB). */
 export const MAX_URB_DATA = 4 * 1024 * 1024;
@@ -17,6 +17,15 @@ export const MAX_FRAME_BYTES = MAX_URB_DATA + 4096;
 
 /** Bytes of the big-endian length prefix in front of each msgpack body. */
 export const FRAME_HEADER_BYTES = 4;
+
+/** Largest `data` in one serial-write / serial-data message (the bench batches reads far below this). */
+export const MAX_SERIAL_DATA = 64 * 1024;
+
+/** Highest baud rate a serial-open / serial-set may ask for (FTDI's fastest UARTs run 12 Mbaud). */
+export const MAX_BAUD = 20_000_000;
+
+/** Most serial ports one client may have open on one bench at a time. */
+export const MAX_SERIAL_PER_CLIENT = 32;
 
 /** Most URBs one client may have in flight on one device; more are refused, not queued without bound. */
 export const MAX_URBS_IN_FLIGHT = 1024;
@@ -49,6 +58,9 @@ export type ErrorCode =
   | 'in-use' // claimed by another client
   | 'not-claimed' // URB or release for a device this client does not hold
   | 'unsupported' // e.g. isochronous endpoints
-  | 'busy' // too many URBs in flight
+  | 'busy' // too many URBs in flight; serial port open by someone else, or its device claimed
+  | 'no-such-port' // serial-open for a port that is neither a device here nor a tty the config shares
+  | 'not-open' // serial request for a session id this client does not have open
+  | 'serial-error' // the bench's OS refused to open or configure the tty
   | 'usb-error' // the bench's USB stack refused (permission, device error)
   | 'internal';

@@ -3,7 +3,7 @@
  * with a `t` tag. Replies to a request carry its `req` number; URB traffic is keyed by (`dev`, `id`).
  * A peer never trusts the other side's shapes: `parseMessage` checks every field it relies on.
  */
-import { ErrorCode, MAX_URB_DATA } from './constants.js';
+import { ErrorCode, MAX_BAUD, MAX_SERIAL_DATA, MAX_URB_DATA } from './constants.js';
 
 export type Speed = 'low' | 'full' | 'high' | 'super' | 'superPlus' | 'unknown';
 export type TransferType = 'control' | 'bulk' | 'interrupt';
@@ -43,6 +43,8 @@ export interface DeviceInfo {
   mine?: boolean;
   /** True for a simulated board. */
   simulated?: boolean;
+  /** The bench's tty for this device (`/dev/ttyACM0`, `sim:sim-1`), when it has one and nobody claimed it. */
+  tty?: string;
 }
 
 export interface SetupPacket {
@@ -73,8 +75,26 @@ export interface Submit {
 export interface Cancel { t: 'cancel'; dev: string; id: number }
 export interface Ping { t: 'ping'; n: number }
 
+// ---- serial ports on the bench (capability 'serial') ----
+export type Parity = 'none' | 'even' | 'odd' | 'mark' | 'space';
+export type DataBits = 5 | 6 | 7 | 8;
+export type StopBits = 1 | 1.5 | 2;
+export type SerialState = 'open' | 'waiting' | 'closed';
+/** Line settings of a serial port; `dtr` / `rts` are the modem control lines (true = asserted). */
+export interface SerialLine { baud: number; dataBits: DataBits; parity: Parity; stopBits: StopBits }
+/**
+ * `port` is a device id whose tty the bench resolves (`1-1.2`, `sim-1`) or a tty path the bench's config
+ * shares (`/dev/ttyAMA0`). All serial messages of a session travel on one stream (the data stream, see
+ * isDataLane), so writes, settings changes and close stay in the order the client sent them.
+ */
+export interface SerialOpen extends SerialLine { t: 'serial-open'; req: number; port: string; dtr?: boolean; rts?: boolean }
+export interface SerialWrite { t: 'serial-write'; sid: number; data: Uint8Array }
+export interface SerialSet extends Partial<SerialLine> { t: 'serial-set'; req: number; sid: number; dtr?: boolean; rts?: boolean; brk?: boolean }
+export interface SerialClose { t: 'serial-close'; req: number; sid: number }
+
 // ---- bench -> client ----
-export interface Welcome { t: 'welcome'; v: number; caps: string[]; bench: string; you: string; paired?: boolean; devices: DeviceInfo[] }
+/** `ttys`: tty paths the bench's config shares besides its devices' own (e.g. the Pi's UART /dev/ttyAMA0). */
+export interface Welcome { t: 'welcome'; v: number; caps: string[]; bench: string; you: string; paired?: boolean; devices: DeviceInfo[]; ttys?: string[] }
 export interface DeviceList { t: 'devices'; req: number; devices: DeviceInfo[] }
 export interface DeviceAdded { t: 'added'; device: DeviceInfo }
 export interface DeviceRemoved { t: 'removed'; dev: string }
@@ -83,13 +103,24 @@ export interface Claimed { t: 'claimed'; req: number; device: DeviceInfo }
 export interface Released { t: 'released'; req: number; dev: string }
 export interface Complete { t: 'complete'; dev: string; id: number; status: number; len: number; data?: Uint8Array }
 export interface Pong { t: 'pong'; n: number }
-/** A refusal. `req` names the request it answers; `dev` + `id` the URB it answers (that URB is over). */
-export interface ErrorMessage { t: 'error'; req?: number; dev?: string; id?: number; code: ErrorCode; message: string }
+/** `path`: the tty the bench opened (`/dev/ttyACM0`, `sim:sim-1`). */
+export interface SerialOpened { t: 'serial-opened'; req: number; sid: number; port: string; path: string }
+export interface SerialOk { t: 'serial-ok'; req: number }
+export interface SerialData { t: 'serial-data'; sid: number; data: Uint8Array }
+/** 'waiting': the tty vanished (board reset, unplug) and the bench reopens it when it returns; 'closed' is final. */
+export interface SerialStateMessage { t: 'serial-state'; sid: number; state: SerialState; detail?: string }
+/**
+ * A refusal. `req` names the request it answers; `dev` + `id` the URB it answers (that URB is over);
+ * `sid` the serial session a request-less message (serial-write) was refused for.
+ */
+export interface ErrorMessage { t: 'error'; req?: number; dev?: string; id?: number; sid?: number; code: ErrorCode; message: string }
 
-export type ClientMessage = Hello | ListRequest | ClaimRequest | ReleaseRequest | Submit | Cancel | Ping;
+export type ClientMessage =
+  | Hello | ListRequest | ClaimRequest | ReleaseRequest | Submit | Cancel | Ping
+  | SerialOpen | SerialWrite | SerialSet | SerialClose;
 export type BenchMessage =
   | Welcome | DeviceList | DeviceAdded | DeviceRemoved | DeviceChanged | Claimed | Released | Complete | Pong
-  | ErrorMessage;
+  | SerialOpened | SerialOk | SerialData | SerialStateMessage | ErrorMessage;
 export type Message = ClientMessage | BenchMessage;
 
 /** Thrown for a message that decodes as msgpack but is not a valid protocol message. */
@@ -155,7 +186,7 @@ function device(v: unknown): DeviceInfo {
     uint(d, k, 0xffff);
   }
   str(d, 'speed', 16);
-  optStr(d, 'manufacturer'); optStr(d, 'product'); optStr(d, 'serial'); optStr(d, 'claimedBy');
+  optStr(d, 'manufacturer'); optStr(d, 'product'); optStr(d, 'serial'); optStr(d, 'claimedBy'); optStr(d, 'tty', 256);
   if (typeof d.shared !== 'boolean') fail(`field 'shared' of device must be a boolean`);
   for (const i of list(d, 'interfaces', 64)) {
     if (typeof i !== 'object' || i === null) fail('interface must be an object');
@@ -165,6 +196,30 @@ function device(v: unknown): DeviceInfo {
 }
 
 const TRANSFER_TYPES: readonly string[] = ['control', 'bulk', 'interrupt'];
+const PARITIES: readonly unknown[] = ['none', 'even', 'odd', 'mark', 'space'];
+const DATA_BITS: readonly unknown[] = [5, 6, 7, 8];
+const STOP_BITS: readonly unknown[] = [1, 1.5, 2];
+const SERIAL_STATES: readonly unknown[] = ['open', 'waiting', 'closed'];
+
+function oneOf(o: Obj, key: string, allowed: readonly unknown[]): void {
+  if (!allowed.includes(o[key])) {
+    fail(`field '${key}' of '${String(o.t)}' must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${describe(o[key])}`);
+  }
+}
+function optBool(o: Obj, key: string): void {
+  if (o[key] !== undefined && typeof o[key] !== 'boolean') fail(`field '${key}' of '${String(o.t)}' must be a boolean, got ${describe(o[key])}`);
+}
+function baud(o: Obj): void {
+  if (uint(o, 'baud', MAX_BAUD) === 0) fail(`field 'baud' of '${String(o.t)}' must be an integer 1..${MAX_BAUD}, got 0`);
+}
+/** Line settings: all required in serial-open, each optional in serial-set. */
+function serialLine(o: Obj, required: boolean): void {
+  if (required || o.baud !== undefined) baud(o);
+  if (required || o.dataBits !== undefined) oneOf(o, 'dataBits', DATA_BITS);
+  if (required || o.parity !== undefined) oneOf(o, 'parity', PARITIES);
+  if (required || o.stopBits !== undefined) oneOf(o, 'stopBits', STOP_BITS);
+  optBool(o, 'dtr'); optBool(o, 'rts');
+}
 
 /** Checks a decoded value is a well-formed message; throws ProtocolError naming the first problem. */
 export function parseMessage(value: unknown): Message {
@@ -189,9 +244,17 @@ export function parseMessage(value: unknown): Message {
     }
     case 'cancel': str(o, 'dev', 64); uint(o, 'id'); break;
     case 'ping': case 'pong': uint(o, 'n'); break;
+    case 'serial-open': uint(o, 'req'); str(o, 'port', 256); serialLine(o, true); break;
+    case 'serial-write': case 'serial-data': uint(o, 'sid'); bytes(o, 'data', MAX_SERIAL_DATA); break;
+    case 'serial-set': uint(o, 'req'); uint(o, 'sid'); serialLine(o, false); optBool(o, 'brk'); break;
+    case 'serial-close': uint(o, 'req'); uint(o, 'sid'); break;
+    case 'serial-opened': uint(o, 'req'); uint(o, 'sid'); str(o, 'port', 256); str(o, 'path', 256); break;
+    case 'serial-ok': uint(o, 'req'); break;
+    case 'serial-state': uint(o, 'sid'); oneOf(o, 'state', SERIAL_STATES); optStr(o, 'detail', 4096); break;
     case 'welcome':
       uint(o, 'v'); str(o, 'bench', 128); str(o, 'you', 128);
       list(o, 'caps', 64); list(o, 'devices', 1024).forEach(device);
+      if (o.ttys !== undefined) for (const p of list(o, 'ttys', 64)) if (typeof p !== 'string' || p.length > 256) fail(`tty paths must be strings of at most 256 characters`);
       break;
     case 'devices': uint(o, 'req'); list(o, 'devices', 1024).forEach(device); break;
     case 'added': case 'changed': device(o.device); break;
@@ -202,6 +265,7 @@ export function parseMessage(value: unknown): Message {
     case 'error':
       if (o.req !== undefined) uint(o, 'req');
       if (o.id !== undefined) uint(o, 'id');
+      if (o.sid !== undefined) uint(o, 'sid');
       optStr(o, 'dev', 64);
       str(o, 'code', 64); str(o, 'message', 4096);
       break;
@@ -224,7 +288,12 @@ export function encodeSetup(s: SetupPacket): Buffer {
   return b;
 }
 
-/** Messages that carry bulk/interrupt data travel on the data stream, so control traffic never queues behind them. */
+/**
+ * Messages that carry bulk/interrupt or serial data travel on the data stream, so control traffic never
+ * queues behind them. Every serial message rides there too: a session's open, writes, settings and close
+ * then stay in order (a baud change never overtakes the bytes written before it), and the bench sends
+ * the session's data and state on the stream its open came on.
+ */
 export function isDataLane(m: Message): boolean {
-  return m.t === 'submit' && m.type !== 'control';
+  return (m.t === 'submit' && m.type !== 'control') || m.t.startsWith('serial-');
 }

@@ -53,5 +53,10 @@ export interface UsbBackend extends EventEmitter<BackendEvents> {
   list(): Promise<BackendDevice[]>;
   /** Opens and claims every interface; throws a readable Error when the device cannot be had. */
   open(id: string): Promise<OpenedDevice>;
+  /**
+   * The bench's tty for a device right now (read fresh: a driver binds its tty a moment after the device
+   * appears, and it is gone while the device is claimed), or undefined.
+   */
+  ttyOf(id: string): string | undefined;
   close(): Promise<void>;
 }

@@ -20,13 +20,19 @@ export class SimulatedBackend extends EventEmitter<BackendEvents> implements Usb
   }
 
   async list(): Promise<BackendDevice[]> {
-    return [...this.boards.values()].map((b) => b.info());
+    return [...this.boards.values()].map((b) => ({ ...b.info(), tty: this.ttyOf(b.identity.id) }));
+  }
+
+  /** A serial board's bench "tty" (see serial/serial-sim.ts); like a real one, it is gone while claimed. */
+  ttyOf(id: string): string | undefined {
+    const b = this.boards.get(id);
+    return b instanceof SimSerialBoard && !b.unplugged && !this.opened.has(id) ? `sim:${id}` : undefined;
   }
 
   /** Hot-plugs a board (tests and the demo). */
   plug(board: SimBoard): void {
     this.boards.set(board.identity.id, board);
-    this.emit('attach', board.info());
+    this.emit('attach', { ...board.info(), tty: this.ttyOf(board.identity.id) });
   }
 
   /** Unplugs a board: its pending transfers end with -ENODEV. */

@@ -18,6 +18,7 @@ import { usb } from 'usb';
 import { UrbStatus } from '../protocol/constants.js';
 import type { Speed } from '../protocol/messages.js';
 import type { BackendDevice, BackendEvents, OpenedDevice, TransferRequest, TransferResult, UsbBackend } from './backend.js';
+import { ttyOfUsbDevice } from '../serial/sysfs-tty.js';
 
 const SYSFS_DEVICES = '/sys/bus/usb/devices';
 /** Longest single IN transfer on the device; longer waits are re-submitted slices (see boundedIn). */
@@ -112,6 +113,7 @@ function describe(d: Device): BackendDevice {
     protocol: d.deviceProtocol,
     configuration,
     interfaces,
+    tty: ttyOfUsbDevice(id),
   };
 }
 
@@ -236,6 +238,10 @@ export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBa
       throw new Error(`cannot claim ${id}: ${(e as Error).message}`, { cause: e });
     }
     return opened;
+  }
+
+  ttyOf(id: string): string | undefined {
+    return this.known.has(id) ? ttyOfUsbDevice(id) : undefined;
   }
 
   async close(): Promise<void> {

@@ -8,6 +8,12 @@ test('defaults work without a file', () => {
   assert.deepEqual(c.relay, { mode: 'default' });
   assert.equal(c.logLevel, 'info');
   assert.equal(c.pairingMinutes, 10);
+  assert.deepEqual(c.serialPorts, []);
+});
+
+test('[serial] ports shares extra ttys', () => {
+  const c = parseConfig(`[serial]\nports = ["/dev/ttyAMA0", "/dev/serial0"]\n`);
+  assert.deepEqual(c.serialPorts, ['/dev/ttyAMA0', '/dev/serial0']);
 });
 
 test('a full config is read', () => {
@@ -47,6 +53,11 @@ test('semantic errors name file, line and key', () => {
     ['state_dir = "relative/dir"\n', /^s\.toml:1: state_dir: must be an absolute path/],
     ['pairing_minutes = 0\n', /^s\.toml:1: pairing_minutes: must be a whole number/],
     ['relay = 5\n', /^s\.toml:1: relay: must be a table/],
+    ['[serial]\nports = "/dev/ttyAMA0"\n', /^s\.toml:2: serial\.ports: must be a list of strings/],
+    ['[serial]\n\nports = ["ttyAMA0"]\n', /^s\.toml:3: serial\.ports: 'ttyAMA0' must be an absolute tty path, e\.g\. "\/dev\/ttyAMA0"/],
+    ['[serial]\nports = ["/dev/../etc/passwd"]\n', /^s\.toml:2: serial\.ports: '\/dev\/\.\.\/etc\/passwd' must be an absolute tty path/],
+    ['[serial]\nports = ["/dev/ttyS0", "/dev/ttyS0"]\n', /^s\.toml:2: serial\.ports: lists a path twice/],
+    ['[serial]\nbaud = 9600\n', /^s\.toml:2: serial\.baud: unknown key \(known: ports\)/],
   ];
   for (const [text, re] of cases) {
     assert.throws(() => parseConfig(text, 's.toml'), { message: re }, text);

@@ -41,6 +41,10 @@ const protocolSeeds: Message[] = [
   { t: 'claim', req: 4, dev: 'sim-1' },
   { t: 'error', req: 1, code: 'in-use', message: 'in use by bob' },
   { t: 'cancel', dev: 'sim-2', id: 77 },
+  { t: 'serial-open', req: 5, port: 'sim-1', baud: 115200, dataBits: 8, parity: 'none', stopBits: 1, dtr: true },
+  { t: 'serial-write', sid: 3, data: seededBytes(200) },
+  { t: 'serial-set', req: 6, sid: 3, baud: 9600, parity: 'even', stopBits: 1.5, brk: false },
+  { t: 'serial-state', sid: 3, state: 'waiting', detail: '/dev/ttyACM0 went away' },
 ];
 
 test(`protocol framer: ${INPUTS} generated and mutated inputs`, (t) => {
