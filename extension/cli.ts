@@ -11,6 +11,7 @@ import { endpointIdOf, parsePeerAddress, RelayChoice } from '../server/net/iroh.
 import { createLogger, LOG_LEVELS, LogLevel } from '../server/log.js';
 import { BenchClient } from './core/bench-client.js';
 import { AttachError, attachDevice, AttachOptions } from './core/usbip/attach.js';
+import { DEFAULT_SERIAL_PARAMS } from './core/serial.js';
 
 const HELP = `remote-usb — use a Remote USB bench from the command line
 
@@ -22,6 +23,9 @@ Commands:
   list                    list the bench's devices (--bench) [--json]
   attach <device>         claim a device (bus id from 'list') and attach it to this machine's kernel
                           through vhci_hcd until Ctrl-C / SIGTERM, then detach and release it
+  serial [<bench>] <port> open a serial port on the bench (a device id with a tty, or a tty the bench
+                          shares) at --baud (default 115200) 8N1: stdin → port, port → stdout, raw bytes;
+                          Ctrl-] quits when stdin is a terminal, else end of stdin (after 0.5 s)
 
 Options:
   -b, --bench <ticket>    bench ticket, endpoint id, or id@host:port (default: $REMOTE_USB_BENCH)
@@ -33,6 +37,7 @@ Options:
   --helper <path>         remote-usb-helper launcher (default: where 'remote-usb-helper install' puts it)
   --direct                run the helper directly (already root) instead of through pkexec
   --log-level <level>     error | warn | info | debug (attach; default info)
+  --baud <n>              serial: baud rate (default 115200)
   -h, --help
 `;
 
@@ -46,7 +51,7 @@ async function main(argv: string[]): Promise<number> {
       options: {
         bench: { type: 'string', short: 'b' }, code: { type: 'string' }, relay: { type: 'string' },
         'key-dir': { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-        helper: { type: 'string' }, direct: { type: 'boolean' }, 'log-level': { type: 'string' },
+        helper: { type: 'string' }, direct: { type: 'boolean' }, 'log-level': { type: 'string' }, baud: { type: 'string' },
       },
     });
   } catch (e) {
@@ -55,13 +60,18 @@ async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parsed;
   if (values.help || positionals.length === 0) { process.stdout.write(HELP); return values.help ? 0 : 2; }
   const [command, ...rest] = positionals;
-  if (command === 'attach' ? rest.length !== 1 : rest.length > 0) {
+  if (command === 'serial') {
+    if (rest.length < 1 || rest.length > 2) throw new UsageError(`'serial' takes a port (device id or bench tty), optionally after the bench: serial [<bench>] <port>`);
+    if (rest.length === 2) values.bench = rest.shift();
+  } else if (command === 'attach' ? rest.length !== 1 : rest.length > 0) {
     throw new UsageError(command === 'attach' ? `'attach' takes exactly one device (its bus id from 'remote-usb list')` : `'${command}' takes no arguments (got '${rest.join(' ')}')`);
   }
   const keyDir = values['key-dir'] ?? join(homedir(), '.config', 'remote-usb');
   const key = (): Uint8Array => loadOrCreateSecretKey(keyDir).key;
   if (command === 'id') { process.stdout.write(endpointIdOf(key()) + '\n'); return 0; }
-  if (command !== 'pair' && command !== 'list' && command !== 'attach') throw new UsageError(`unknown command '${command}'`);
+  if (command !== 'pair' && command !== 'list' && command !== 'attach' && command !== 'serial') throw new UsageError(`unknown command '${command}'`);
+  const baud = Number(values.baud ?? DEFAULT_SERIAL_PARAMS.baud);
+  if (!Number.isInteger(baud) || baud < 1 || baud > 20_000_000) throw new UsageError(`--baud must be a whole number 1..20000000, got '${values.baud}'`);
   const logLevel = (values['log-level'] ?? 'info') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
 
@@ -78,6 +88,7 @@ async function main(argv: string[]): Promise<number> {
     pairingCode: command === 'pair' ? values.code : undefined,
   });
   try {
+    if (command === 'serial') return await serial(client, rest[0], baud);
     if (command === 'attach') return await attach(client, rest[0], { helperPath: values.helper, runAsRoot: values.direct ? 'direct' : undefined, log: createLogger(logLevel) });
     if (command === 'pair') {
       process.stdout.write(`paired with bench '${client.benchName}' (${bench.id}); ${client.devices.length} device(s)\n`);
@@ -89,6 +100,42 @@ async function main(argv: string[]): Promise<number> {
     await client.close();
   }
   return 0;
+}
+
+/** Ctrl-]: telnet's and picocom's escape, a byte a serial session rarely needs to send. */
+const QUIT_BYTE = 0x1d;
+
+/** Streams a bench serial port to stdout and stdin to it until Ctrl-], end of stdin, a signal, or 'closed'. */
+async function serial(client: BenchClient, port: string, baud: number): Promise<number> {
+  const s = await client.openSerial(port, { ...DEFAULT_SERIAL_PARAMS, baud });
+  const stdin = process.stdin;
+  const interactive = stdin.isTTY === true;
+  process.stderr.write(`connected to ${port} (${s.path}) on bench '${client.benchName}' at ${baud} 8N1; ${interactive ? 'Ctrl-] quits' : 'end of input quits'}\r\n`);
+  s.on('data', (d) => process.stdout.write(d));
+  const code = await new Promise<number>((resolve) => {
+    s.on('state', (state, detail) => {
+      process.stderr.write(`\r\n[${state}${detail ? `: ${detail}` : ''}]\r\n`);
+      if (state === 'closed') resolve(1);
+    });
+    process.once('SIGINT', () => resolve(0));
+    process.once('SIGTERM', () => resolve(0));
+    if (interactive) stdin.setRawMode(true);
+    stdin.on('data', (d: Buffer) => {
+      const quit = interactive ? d.indexOf(QUIT_BYTE) : -1;
+      if (quit >= 0) {
+        if (quit > 0) s.write(d.subarray(0, quit));
+        resolve(0);
+        return;
+      }
+      s.write(d);
+    });
+    // like socat: after the input ends, wait a moment for the answers
+    stdin.on('end', () => setTimeout(() => resolve(0), 500));
+  });
+  if (interactive) stdin.setRawMode(false);
+  stdin.pause();
+  await s.close();
+  return code;
 }
 
 /** Attaches until a signal or until the device leaves; returns the exit code. */

@@ -12,7 +12,11 @@ const dir = mkdtempSync(join(tmpdir(), 'remote-usb-client-cli-'));
 let daemon: DaemonProcess;
 
 function run(js: string, ...args: string[]): { code: number | null; out: string; err: string } {
-  const r = spawnSync(process.execPath, [js, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return runWithInput(js, undefined, ...args);
+}
+
+function runWithInput(js: string, input: string | undefined, ...args: string[]): { code: number | null; out: string; err: string } {
+  const r = spawnSync(process.execPath, [js, ...args], { encoding: 'utf8', timeout: 30_000, input });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -46,6 +50,16 @@ test('pair with a code from the bench, then list its devices', () => {
   const json = JSON.parse(run(CLIENT_JS, 'list', '--json', ...common).out);
   assert.equal(json.length, 2);
 
+  // serial: stdin → the bench's simulated serial board, its banner and echo → stdout
+  const serial = runWithInput(CLIENT_JS, 'hello over serial\r\n', 'serial', ticket, 'sim-1', '--baud', '57600', '--relay', 'disabled', '--key-dir', keyDir);
+  assert.equal(serial.code, 0, serial.err);
+  assert.match(serial.err, /connected to sim-1 \(sim:sim-1\) on bench 'proc-bench' at 57600 8N1; end of input quits/);
+  assert.match(serial.out, /Remote USB simulated serial board SIM0001/);
+  assert.match(serial.out, /hello over serial\r\n/);
+  const noPort = run(CLIENT_JS, 'serial', 'sim-2', ...common);
+  assert.equal(noPort.code, 1);
+  assert.match(noPort.err, /has no serial port \(tty\) on the bench/);
+
   const again = run(CLIENT_JS, 'pair', '--code', code, ...common.slice(0, -1), join(dir, 'other-client'));
   assert.equal(again.code, 1);
   assert.match(again.err, /pairing code unknown or already used/);
@@ -56,4 +70,6 @@ test('bad client command lines exit 2', () => {
   const r = run(CLIENT_JS, 'list', '--bench', 'nonsense');
   assert.equal(r.code, 2);
   assert.match(r.err, /'nonsense' is neither a bench ticket nor an endpoint id/);
+  assert.equal(run(CLIENT_JS, 'serial').code, 2);
+  assert.match(run(CLIENT_JS, 'serial', 'sim-1', '--baud', 'fast', '--bench', 'x').err, /--baud must be a whole number/);
 });
