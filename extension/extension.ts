@@ -1,11 +1,100 @@
-/** VS Code entry point (being written: see the Remote USB view, status bar, commands). */
+/**
+ * VS Code entry point: the Remote USB view, status bar item, commands, serial monitors, auto-attach and
+ * tasks. Activation only wires things up; the client core and the native Iroh binding load when the
+ * first bench connects (benches.ts), so VS Code starts as fast as without us.
+ */
 import * as vscode from 'vscode';
+import { createLogger, LogLevel } from '../server/log.js';
+import { AttachManager } from './attachments.js';
+import { AutoAttach } from './auto-attach.js';
+import { BenchManager } from './benches.js';
+import { registerCommands } from './commands.js';
+import { ErrorAction, ErrorReporter } from './errors.js';
+import { SerialMonitors } from './serial-monitors.js';
+import { logLevel } from './settings.js';
+import { StatusBar } from './status-bar.js';
+import { TASK_TYPE, TaskRunner } from './tasks.js';
+import { BenchTreeProvider } from './tree.js';
 
-export function activate(context: vscode.ExtensionContext): { version: string } {
-  const log = vscode.window.createOutputChannel('Remote USB', { log: true });
-  context.subscriptions.push(log);
-  log.info('Remote USB activated');
-  return { version: String(context.extension.packageJSON.version) };
+/** What activate() returns: the parts, for the extension's own tests in VS Code. */
+export interface RemoteUsbApi {
+  benches: BenchManager;
+  attachments: AttachManager;
+  monitors: SerialMonitors;
+  autoAttach: AutoAttach;
+  errors: ErrorReporter;
+  tasks: TaskRunner;
+  tree: BenchTreeProvider;
+  treeView: vscode.TreeView<unknown>;
+  statusBar: StatusBar;
+  /** ms from activate() being called until it returned. */
+  activationMs: number;
+  /** Resolves once the benches in the settings have clients (and the core is loaded if there are any). */
+  ready: Promise<void>;
+}
+
+export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
+  const t0 = performance.now();
+  const channel = vscode.window.createOutputChannel('Remote USB', { log: true });
+  const log = channelLogger(channel);
+
+  const benches = new BenchManager(context.secrets, log);
+  const attachments = new AttachManager(log);
+  const monitors = new SerialMonitors(attachments, log);
+  const tasks = new TaskRunner(benches, attachments);
+  const errors = new ErrorReporter(log, (action) => runErrorAction(action, benches));
+  const autoAttach = new AutoAttach(benches, attachments, errors, log);
+  const tree = new BenchTreeProvider(benches, attachments);
+  const treeView = vscode.window.createTreeView('remoteUsb.benches', { treeDataProvider: tree, showCollapseAll: true });
+  const statusBar = new StatusBar(benches, attachments);
+
+  context.subscriptions.push(
+    channel, benches, attachments, monitors, autoAttach, tree, treeView, statusBar,
+    vscode.tasks.registerTaskProvider(TASK_TYPE, tasks.provider()),
+    vscode.window.onDidCloseTerminal((t) => { for (const m of monitors.open) if (m.terminal === t) m.close(); }),
+    ...registerCommands({ extensionPath: context.extensionPath, benches, attachments, monitors, tasks, errors, log: channel }),
+  );
+  void vscode.commands.executeCommand('setContext', 'remoteUsb.hasBenches', false);
+  const ready = benches.sync().catch((e: Error) => log.error(`starting the benches: ${e.stack ?? e.message}`));
+  const activationMs = performance.now() - t0;
+  log.info(`Remote USB ${context.extension.packageJSON.version} activated in ${activationMs.toFixed(1)} ms`);
+  return { benches, attachments, monitors, autoAttach, errors, tasks, tree, treeView: treeView as vscode.TreeView<unknown>, statusBar, activationMs, ready };
 }
 
 export function deactivate(): void {}
+
+/** The core's Logger on the output channel, filtered by `remoteUsb.logLevel`. */
+function channelLogger(channel: vscode.LogOutputChannel): ReturnType<typeof createLogger> {
+  const levels: LogLevel[] = ['error', 'warn', 'info', 'debug'];
+  const on = (l: LogLevel): boolean => levels.indexOf(l) <= levels.indexOf(logLevel());
+  return {
+    error: (m) => on('error') && channel.error(m),
+    warn: (m) => on('warn') && channel.warn(m),
+    info: (m) => on('info') && channel.info(m),
+    // the channel's own level hides debug by default; ours decides whether it is written at all
+    debug: (m) => on('debug') && channel.info(`[debug] ${m}`),
+  } as ReturnType<typeof createLogger>;
+}
+
+async function runErrorAction(action: ErrorAction, benches: BenchManager): Promise<void> {
+  switch (action) {
+    case 'Show Logs': return void vscode.commands.executeCommand('remoteUsb.showLogs');
+    case 'Install Helper': return void vscode.commands.executeCommand('remoteUsb.installHelper');
+    case 'Pair with Code': return void vscode.commands.executeCommand('remoteUsb.pairBench');
+    case 'Load vhci-hcd': {
+      const { loadVhci } = await import('./core/usbip/attach.js');
+      await loadVhci().then(
+        () => vscode.window.showInformationMessage('Remote USB: vhci-hcd is loaded; attach again.'),
+        (e: Error) => vscode.window.showErrorMessage(`Remote USB: could not load vhci-hcd: ${e.message}`),
+      );
+      return;
+    }
+    case 'Copy Client Id': {
+      const id = await benches.clientId();
+      await vscode.env.clipboard.writeText(id);
+      void vscode.window.showInformationMessage(`Remote USB: copied this machine's client id ${id.slice(0, 12)}… — on the bench run: remote-usb-server allow ${id}`);
+      return;
+    }
+    case 'Retry': return;
+  }
+}

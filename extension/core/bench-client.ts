@@ -163,6 +163,32 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     await this.connectOnce();
   }
 
+  /**
+   * Connects in the background and keeps trying until online, refused or closed (the extension's
+   * benches: one that is down at start-up comes online by itself later).
+   */
+  startInBackground(): void {
+    this.connectOnce().catch((e: Error) => this.connectFailed(e));
+  }
+
+  /** Skips the backoff wait: tries to reconnect now (Refresh). No-op when online or refused. */
+  reconnectNow(): void {
+    if (this.closed || this._state === 'online' || this._state === 'connecting') return;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.backoff.reset();
+    this.connectOnce().catch((e: Error) => this.connectFailed(e));
+  }
+
+  private connectFailed(e: Error): void {
+    if (this.closed || (e instanceof BenchError && ['unauthorized', 'version', 'pairing-failed'].includes(e.code))) {
+      if (this._state !== 'closed') this.setState('refused', e.message);
+      return;
+    }
+    this.setState('offline', e.message);
+    this.scheduleReconnect();
+  }
+
   private setState(s: BenchState, detail?: string): void {
     if (this._state === s && this.stateDetail === detail) return;
     this._state = s;
@@ -451,14 +477,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       if (this.closed) return;
-      this.connectOnce().catch((e: Error) => {
-        if (this.closed || (e instanceof BenchError && ['unauthorized', 'version', 'pairing-failed'].includes(e.code))) {
-          this.setState('refused', e.message);
-          return;
-        }
-        this.setState('offline', e.message);
-        this.scheduleReconnect();
-      });
+      this.connectOnce().catch((e: Error) => this.connectFailed(e));
     }, delay);
   }
 
@@ -479,6 +498,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     this.connectionGeneration++;
     this.conn?.close();
     for (const d of this.claimed.values()) d.markLost('client closed');
+    for (const s of [...this.serialSessions]) void s.close(); // offline ones: 'closed', nothing to send
     this.setState('closed');
     if (this.ownsEndpoint) await this.endpoint?.close();
   }

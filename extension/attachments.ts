@@ -1,0 +1,152 @@
+/**
+ * Devices attached to this machine's kernel: claim on the bench, then attachDevice (vhci_hcd through
+ * the polkit helper). Tracks each attachment until it closes for any reason, and finds the local names
+ * the kernel gave the device (its bus id, and its tty when a serial driver binds).
+ */
+import { readdir } from 'node:fs/promises';
+import * as vscode from 'vscode';
+import type { Logger } from '../server/log.js';
+import type { ClaimedDevice } from './core/bench-client.js';
+import type { Attachment } from './core/usbip/attach.js';
+import { Bench } from './benches.js';
+import { helperPath } from './settings.js';
+
+export interface AttachedDevice {
+  bench: Bench;
+  deviceId: string;
+  claimed: ClaimedDevice;
+  attachment: Attachment;
+  /** vhci port number. */
+  port: number;
+  /** The device's bus id on this machine ("3-1"), once the kernel has enumerated it. */
+  localBusid?: string;
+  /** /dev/ttyACM0 etc., once a serial driver has bound. */
+  localTty?: string;
+  /** Why it was attached: the user, or an auto-attach rule. */
+  reason: 'user' | 'rule' | 're-enumerated';
+}
+
+export const keyOf = (benchId: string, deviceId: string): string => `${benchId}/${deviceId}`;
+
+export class AttachManager implements vscode.Disposable {
+  private readonly attached = new Map<string, AttachedDevice>();
+  private readonly attaching = new Map<string, Promise<AttachedDevice>>();
+  private readonly changed = new vscode.EventEmitter<{ bench: Bench; deviceId: string; detached?: { reason: string; message?: string } }>();
+  readonly onDidChange = this.changed.event;
+
+  constructor(private readonly log: Logger) {}
+
+  get(benchId: string, deviceId: string): AttachedDevice | undefined {
+    return this.attached.get(keyOf(benchId, deviceId));
+  }
+
+  isAttaching(benchId: string, deviceId: string): boolean {
+    return this.attaching.has(keyOf(benchId, deviceId));
+  }
+
+  list(): AttachedDevice[] {
+    return [...this.attached.values()];
+  }
+
+  /** Claims and attaches; rejects with BenchError or AttachError (with a hint and an action). */
+  attach(bench: Bench, deviceId: string, reason: AttachedDevice['reason'] = 'user'): Promise<AttachedDevice> {
+    const key = keyOf(bench.id, deviceId);
+    const existing = this.attached.get(key);
+    if (existing) return Promise.resolve(existing);
+    let pending = this.attaching.get(key);
+    if (!pending) {
+      pending = this.doAttach(bench, deviceId, reason).finally(() => {
+        this.attaching.delete(key);
+        this.changed.fire({ bench, deviceId });
+      });
+      this.attaching.set(key, pending);
+      this.changed.fire({ bench, deviceId });
+    }
+    return pending;
+  }
+
+  private async doAttach(bench: Bench, deviceId: string, reason: AttachedDevice['reason']): Promise<AttachedDevice> {
+    const client = bench.client;
+    if (!client || client.state !== 'online') throw new Error(`Bench ${bench.name} is ${bench.state}; attach again when it is online.`);
+    const { attachDevice } = await import('./core/usbip/attach.js');
+    const claimed = await client.claim(deviceId);
+    let attachment: Attachment;
+    try {
+      attachment = await attachDevice(claimed, { helperPath: helperPath(), log: this.log });
+    } catch (e) {
+      await claimed.release().catch(() => {});
+      throw e;
+    }
+    const entry: AttachedDevice = { bench, deviceId, claimed, attachment, port: attachment.port, reason };
+    const key = keyOf(bench.id, deviceId);
+    this.attached.set(key, entry);
+    this.log.info(`attached ${deviceId} from ${bench.name} on vhci port ${attachment.port}`);
+    void attachment.closed.then(async (info) => {
+      this.attached.delete(key);
+      await claimed.release().catch(() => {});
+      this.log.info(`${deviceId} from ${bench.name} left this machine: ${info.reason}${info.message ? ` (${info.message})` : ''}`);
+      this.changed.fire({ bench, deviceId, detached: { reason: info.reason, message: info.message } });
+    });
+    void this.findLocalNames(entry);
+    return entry;
+  }
+
+  async detach(benchId: string, deviceId: string): Promise<void> {
+    const entry = this.attached.get(keyOf(benchId, deviceId));
+    if (!entry) return;
+    await entry.attachment.detach();
+    await entry.claimed.release().catch(() => {});
+  }
+
+  async detachAll(): Promise<number> {
+    const all = this.list();
+    await Promise.all(all.map((a) => this.detach(a.bench.id, a.deviceId)));
+    return all.length;
+  }
+
+  /** Waits (up to 15 s) for the kernel to enumerate the device and a serial driver to bind. */
+  private async findLocalNames(entry: AttachedDevice): Promise<void> {
+    const { readVhciStatus } = await import('./core/usbip/vhci-status.js');
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline && this.attached.get(keyOf(entry.bench.id, entry.deviceId)) === entry) {
+      try {
+        const port = (await readVhciStatus()).find((p) => p.port === entry.port);
+        if (port && port.busid !== '0-0') {
+          entry.localBusid = port.busid;
+          entry.localTty = await localTtyOf(port.busid);
+          if (entry.localTty) break;
+        }
+      } catch {
+        // vhci status unreadable for a moment: try again
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    this.changed.fire({ bench: entry.bench, deviceId: entry.deviceId });
+  }
+
+  dispose(): void {
+    void this.detachAll();
+    this.changed.dispose();
+  }
+}
+
+/** The tty a serial driver made for a local USB device: cdc_acm (`<if>/tty/ttyACM0`) or usb-serial (`<if>/ttyUSB0`). */
+export async function localTtyOf(busid: string, sysfs = '/sys/bus/usb/devices'): Promise<string | undefined> {
+  let entries: string[];
+  try {
+    entries = await readdir(sysfs);
+  } catch {
+    return undefined;
+  }
+  for (const iface of entries.filter((e) => e.startsWith(`${busid}:`)).sort()) {
+    const dir = `${sysfs}/${iface}`;
+    const inside = await readdir(dir).catch(() => [] as string[]);
+    const usbSerial = inside.find((n) => /^tty(USB|ACM)\d+$/.test(n));
+    if (usbSerial) return `/dev/${usbSerial}`;
+    if (inside.includes('tty')) {
+      const ttys = await readdir(`${dir}/tty`).catch(() => [] as string[]);
+      if (ttys[0]) return `/dev/${ttys[0]}`;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,266 @@
+/**
+ * Every `remoteUsb.*` command. Each works from the palette (asking with quick picks and input boxes)
+ * and from the tree (the node is its argument); tests and tasks pass plain arguments instead, so no
+ * command needs a dialog when it is told what to do.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import * as vscode from 'vscode';
+import type { DeviceInfo } from '../server/protocol/messages.js';
+import { AttachManager } from './attachments.js';
+import { Bench, BenchManager, loadCore } from './benches.js';
+import { vidPidOf } from './core/auto-attach-rules.js';
+import { ErrorReporter } from './errors.js';
+import { SerialMonitors } from './serial-monitors.js';
+import { TaskRunner } from './tasks.js';
+import { BenchNode, DeviceNode, deviceLabel, deviceState, TtyNode } from './tree.js';
+
+export interface CommandContext {
+  extensionPath: string;
+  benches: BenchManager;
+  attachments: AttachManager;
+  monitors: SerialMonitors;
+  tasks: TaskRunner;
+  errors: ErrorReporter;
+  log: vscode.LogOutputChannel;
+}
+
+/** A device as commands take it: a tree node, or { bench (name or id), device (bus id) } from tests/tasks. */
+type DeviceArg = DeviceNode | { bench: string; device: string } | undefined;
+type BenchArg = BenchNode | { bench: string } | undefined;
+
+const PAIRING_CODE = /^[A-Z0-9]{5}-?[A-Z0-9]{5}$/i;
+
+export function registerCommands(ctx: CommandContext): vscode.Disposable[] {
+  const { benches, attachments, monitors, errors, log } = ctx;
+  const reg = (id: string, fn: (...args: never[]) => unknown): vscode.Disposable => vscode.commands.registerCommand(id, fn);
+
+  const benchOf = async (arg: BenchArg, placeHolder: string): Promise<Bench | undefined> => {
+    if (arg instanceof BenchNode) return arg.bench;
+    if (arg && 'bench' in arg) {
+      const b = benches.find(arg.bench);
+      if (!b) throw new Error(`no bench named '${arg.bench}'`);
+      return b;
+    }
+    const all = benches.list();
+    if (all.length <= 1) return all[0];
+    const pick = await vscode.window.showQuickPick(all.map((b) => ({ label: b.name, description: b.state, bench: b })), { placeHolder });
+    return pick?.bench;
+  };
+
+  const deviceOf = async (arg: DeviceArg, placeHolder: string, filter: (b: Bench, d: DeviceInfo) => boolean): Promise<[Bench, DeviceInfo] | undefined> => {
+    if (arg instanceof DeviceNode) {
+      const d = arg.bench.device(arg.deviceId);
+      return d ? [arg.bench, d] : undefined;
+    }
+    if (arg && 'device' in arg) {
+      const b = benches.find(arg.bench);
+      const d = b?.device(arg.device);
+      if (!b || !d) throw new Error(`bench '${arg.bench}' has no device '${arg.device}'`);
+      return [b, d];
+    }
+    const items = benches.list().flatMap((b) => b.devices.filter((d) => filter(b, d)).map((d) => ({
+      label: `$(${d.tty ? 'terminal' : 'plug'}) ${deviceLabel(d)}`,
+      description: `${vidPidOf(d)}${d.serial ? ` · ${d.serial}` : ''}`,
+      detail: `${b.name} · ${d.id} · ${d.speed} · ${deviceState(d, attachments, b.id).replace('-', ' ')}${d.claimedBy && !d.mine ? ` by ${d.claimedBy}` : ''}`,
+      pair: [b, d] as [Bench, DeviceInfo],
+    })));
+    if (items.length === 0) {
+      void vscode.window.showInformationMessage(benches.list().length === 0 ? 'No bench yet: add one first.' : 'No device to choose from right now.', ...(benches.list().length === 0 ? ['Add Bench'] : [])).then((c) => {
+        if (c) void vscode.commands.executeCommand('remoteUsb.addBench');
+      });
+      return undefined;
+    }
+    return (await vscode.window.showQuickPick(items, { placeHolder, matchOnDescription: true, matchOnDetail: true }))?.pair;
+  };
+
+  const askAddress = async (value?: string): Promise<string | undefined> => {
+    const core = await loadCore();
+    return vscode.window.showInputBox({
+      title: 'Remote USB: bench address',
+      prompt: "The ticket from 'remote-usb-server ticket' on the bench (or its endpoint id when relays are on)",
+      value,
+      ignoreFocusOut: true,
+      validateInput: (v) => {
+        try { core.parsePeerAddress(v.trim()); return undefined; } catch (e) { return (e as Error).message; }
+      },
+    });
+  };
+
+  const connect = async (title: string, address: string, options: { name?: string; pairingCode?: string }): Promise<Bench | undefined> => {
+    try {
+      const bench = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title, cancellable: true }, (_p, token) => benches.add(address, { ...options, token }));
+      void vscode.window.showInformationMessage(`Remote USB: connected to bench '${bench.name}' (${bench.devices.length} device${bench.devices.length === 1 ? '' : 's'}).`);
+      return bench;
+    } catch (e) {
+      void errors.show(e, `Cannot add the bench`, () => connect(title, address, options));
+      return undefined;
+    }
+  };
+
+  const attach = async (arg: DeviceArg): Promise<unknown> => {
+    const picked = await deviceOf(arg, 'Attach which device to this machine?', (b, d) => ['available', 'mine'].includes(deviceState(d, attachments, b.id)));
+    if (!picked) return undefined;
+    const [b, d] = picked;
+    try {
+      const title = `Attaching ${deviceLabel(d)} from ${b.name}…`;
+      const a = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title, cancellable: true }, (_p, token) => {
+        const attaching = attachments.attach(b, d.id);
+        // The helper (and its password dialog) cannot be interrupted half-way: a cancelled attach is
+        // undone as soon as it completes, and the user is free at once.
+        return new Promise<Awaited<typeof attaching>>((resolve, reject) => {
+          token.onCancellationRequested(() => {
+            reject(new vscode.CancellationError());
+            void attaching.then(() => attachments.detach(b.id, d.id), () => {});
+          });
+          attaching.then(resolve, reject);
+        });
+      });
+      void vscode.window.showInformationMessage(`Remote USB: ${deviceLabel(d)} is attached to this machine (vhci port ${a.port}).`);
+      return { port: a.port };
+    } catch (e) {
+      void errors.show(e, `Cannot attach ${deviceLabel(d)}`, () => attach({ bench: b.id, device: d.id }));
+      return undefined;
+    }
+  };
+
+  return [
+    reg('remoteUsb.addBench', async (arg?: { address: string; name?: string }) => {
+      const address = arg?.address ?? (await askAddress());
+      if (!address) return undefined;
+      const name = arg ? arg.name : await vscode.window.showInputBox({ title: 'Remote USB: bench name (optional)', prompt: 'Shown in the Remote USB view; leave empty to use the name the bench reports', ignoreFocusOut: true });
+      if (name === undefined && !arg) return undefined;
+      return connect('Connecting to the bench…', address, { name: name || undefined });
+    }),
+
+    reg('remoteUsb.pairBench', async (arg?: BenchNode | { address: string; code: string; name?: string }) => {
+      const address = arg instanceof BenchNode ? arg.bench.setting.address : arg?.address ?? (await askAddress());
+      if (!address) return undefined;
+      const code = arg && !(arg instanceof BenchNode) ? arg.code : await vscode.window.showInputBox({
+        title: 'Remote USB: pairing code',
+        prompt: "The one-time code printed by 'remote-usb-server pair' on the bench",
+        placeHolder: 'ABCDE-FGHIJ',
+        ignoreFocusOut: true,
+        validateInput: (v) => (PAIRING_CODE.test(v.trim()) ? undefined : 'A pairing code looks like ABCDE-FGHIJ (letters and digits)'),
+      });
+      if (!code) return undefined;
+      return connect('Pairing with the bench…', address, { pairingCode: code.trim().toUpperCase(), name: arg && !(arg instanceof BenchNode) ? arg.name : undefined });
+    }),
+
+    reg('remoteUsb.renameBench', async (arg?: BenchArg, newName?: string) => {
+      const b = await benchOf(arg, 'Rename which bench?');
+      if (!b) return;
+      const name = newName ?? (await vscode.window.showInputBox({ title: `Rename bench '${b.name}'`, value: b.name, validateInput: (v) => (v.trim() === '' || v.length > 64 ? 'A name of 1 to 64 characters' : undefined) }));
+      if (name) await benches.rename(b, name.trim());
+    }),
+
+    reg('remoteUsb.removeBench', async (arg?: BenchArg, options?: { confirm?: boolean }) => {
+      const b = await benchOf(arg, 'Remove which bench?');
+      if (!b) return;
+      if (options?.confirm !== false) {
+        const ok = await vscode.window.showWarningMessage(`Remove bench '${b.name}'? Devices attached from it are detached.`, { modal: true }, 'Remove');
+        if (ok !== 'Remove') return;
+      }
+      await Promise.all(attachments.list().filter((a) => a.bench === b).map((a) => attachments.detach(b.id, a.deviceId)));
+      await benches.remove(b);
+    }),
+
+    reg('remoteUsb.attachDevice', attach),
+
+    reg('remoteUsb.detachDevice', async (arg?: DeviceArg) => {
+      let target: [string, string] | undefined;
+      if (arg instanceof DeviceNode) target = [arg.bench.id, arg.deviceId];
+      else if (arg && 'device' in arg) target = [benches.find(arg.bench)?.id ?? arg.bench, arg.device];
+      else {
+        const all = attachments.list();
+        if (all.length === 0) { void vscode.window.showInformationMessage('Remote USB: nothing is attached.'); return; }
+        const pick = all.length === 1 ? { a: all[0] } : await vscode.window.showQuickPick(all.map((a) => ({ label: a.bench.device(a.deviceId)?.product ?? a.deviceId, description: `${a.bench.name} · ${a.deviceId}${a.localTty ? ` · ${a.localTty}` : ''}`, a })), { placeHolder: 'Detach which device?' });
+        if (!pick) return;
+        target = [pick.a.bench.id, pick.a.deviceId];
+      }
+      await attachments.detach(...target);
+    }),
+
+    reg('remoteUsb.detachAll', async () => {
+      const n = await attachments.detachAll();
+      void vscode.window.showInformationMessage(n === 0 ? 'Remote USB: nothing was attached.' : `Remote USB: detached ${n} device${n === 1 ? '' : 's'}.`);
+      return n;
+    }),
+
+    reg('remoteUsb.openSerialMonitor', async (arg?: DeviceArg | TtyNode | { bench: string; port: string }) => {
+      if (arg instanceof TtyNode) return monitors.openBench(arg.bench, arg.path);
+      if (arg && 'port' in arg) {
+        const b = benches.find(arg.bench);
+        if (!b) throw new Error(`no bench named '${arg.bench}'`);
+        return monitors.openBench(b, arg.port);
+      }
+      if (!arg) {
+        const ttys = benches.list().flatMap((b) => b.ttys.map((t) => ({ label: `$(terminal) ${t}`, description: b.name, detail: 'serial port shared by the bench', b, t })));
+        const devs = benches.list().flatMap((b) => b.devices.filter((d) => d.tty !== undefined || attachments.get(b.id, d.id)?.localTty).map((d) => ({
+          label: `$(plug) ${deviceLabel(d)}`, description: `${vidPidOf(d)}${d.serial ? ` · ${d.serial}` : ''}`,
+          detail: `${b.name} · ${attachments.get(b.id, d.id)?.localTty ? `attached here as ${attachments.get(b.id, d.id)?.localTty}` : d.tty}`, b, d,
+        })));
+        const all = [...devs, ...ttys];
+        if (all.length === 0) { void vscode.window.showInformationMessage('Remote USB: no bench shows a serial port right now.'); return undefined; }
+        const pick = await vscode.window.showQuickPick<(typeof all)[number]>(all, { placeHolder: 'Open a serial monitor on…', matchOnDescription: true, matchOnDetail: true });
+        if (!pick) return undefined;
+        return 'd' in pick ? monitors.openDevice(pick.b, pick.d) : monitors.openBench(pick.b, pick.t);
+      }
+      const picked = await deviceOf(arg, '', () => true);
+      return picked ? monitors.openDevice(...picked) : undefined;
+    }),
+
+    reg('remoteUsb.copyDeviceInfo', async (arg?: DeviceArg) => {
+      const picked = await deviceOf(arg, 'Copy the details of which device?', () => true);
+      if (!picked) return undefined;
+      const [b, d] = picked;
+      const a = attachments.get(b.id, d.id);
+      const text = [
+        `${deviceLabel(d)}${d.manufacturer ? ` (${d.manufacturer})` : ''}`,
+        `VID:PID ${vidPidOf(d)}`,
+        `serial ${d.serial ?? '-'}`,
+        `bench ${b.name}, bus id ${d.id}, speed ${d.speed}`,
+        ...(d.tty ? [`serial port on bench ${d.tty}`] : []),
+        ...(a ? [`attached here: vhci port ${a.port}${a.localBusid ? `, bus id ${a.localBusid}` : ''}${a.localTty ? `, ${a.localTty}` : ''}`] : []),
+      ].join('\n');
+      await vscode.env.clipboard.writeText(text);
+      return text;
+    }),
+
+    reg('remoteUsb.showLogs', () => log.show(true)),
+
+    reg('remoteUsb.installHelper', () => {
+      const helperJs = join(ctx.extensionPath, 'dist', 'helper.js');
+      const node = existsSync('/usr/bin/node') ? '/usr/bin/node' : process.execPath;
+      const env = process.versions.electron && node === process.execPath ? 'env ELECTRON_RUN_AS_NODE=1 ' : '';
+      const term = vscode.window.createTerminal({ name: 'Remote USB: Install Helper' });
+      term.show();
+      term.sendText(`sudo ${env}"${node}" "${helperJs}" install --node "${node}"`);
+      return helperJs;
+    }),
+
+    reg('remoteUsb.refresh', () => benches.refresh()),
+
+    reg('remoteUsb.showActions', async () => {
+      const actions: [string, string, string][] = [
+        ['$(plug) Attach Device…', 'remoteUsb.attachDevice', ''],
+        ['$(debug-disconnect) Detach Device…', 'remoteUsb.detachDevice', `${attachments.list().length} attached`],
+        ['$(terminal) Open Serial Monitor…', 'remoteUsb.openSerialMonitor', ''],
+        ['$(add) Add Bench…', 'remoteUsb.addBench', ''],
+        ['$(key) Pair with Bench…', 'remoteUsb.pairBench', ''],
+        ['$(refresh) Refresh', 'remoteUsb.refresh', 'reconnect offline benches now'],
+        ['$(output) Show Logs', 'remoteUsb.showLogs', ''],
+      ];
+      const pick = await vscode.window.showQuickPick(actions.map(([label, command, description]) => ({ label, description, command })), { placeHolder: 'Remote USB' });
+      if (pick) await vscode.commands.executeCommand(pick.command);
+    }),
+
+    reg('remoteUsb.devicePath', () => {
+      const a = ctx.tasks.lastAttached ?? (attachments.list().length === 1 ? attachments.list()[0] : undefined);
+      if (!a) throw new Error('no device attached by Remote USB: run an attach task first');
+      return a.localTty ?? a.localBusid ?? '';
+    }),
+
+    ...monitors.registerCommands(),
+  ];
+}

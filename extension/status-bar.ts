@@ -1,0 +1,61 @@
+/**
+ * One status bar item: benches online and devices attached at a glance, the error colour when a bench
+ * is unreachable, a markdown tooltip with command links; a click opens the actions quick pick.
+ */
+import * as vscode from 'vscode';
+import { AttachManager } from './attachments.js';
+import { BenchManager } from './benches.js';
+import { formatRtt } from './tree.js';
+
+export class StatusBar implements vscode.Disposable {
+  readonly item = vscode.window.createStatusBarItem('remoteUsb.status', vscode.StatusBarAlignment.Left, 50);
+  private readonly disposables: vscode.Disposable[] = [this.item];
+  private timer?: NodeJS.Timeout;
+
+  constructor(private readonly benches: BenchManager, private readonly attachments: AttachManager) {
+    this.item.name = 'Remote USB';
+    this.item.command = 'remoteUsb.showActions';
+    // several events often arrive together (hot-plug, state): redraw once per tick
+    const later = (): void => {
+      if (this.timer) return;
+      this.timer = setTimeout(() => { this.timer = undefined; this.update(); }, 50);
+    };
+    this.disposables.push(benches.onDidChange(later), attachments.onDidChange(later));
+    this.update();
+    this.item.show();
+  }
+
+  update(): void {
+    const all = this.benches.list();
+    const online = all.filter((b) => b.state === 'online');
+    const trouble = all.filter((b) => b.state !== 'online' && b.state !== 'connecting');
+    const attached = this.attachments.list();
+    if (all.length === 0) {
+      this.item.text = '$(plug) Remote USB';
+    } else {
+      this.item.text = `$(${trouble.length > 0 ? 'warning' : 'plug'}) ${online.length}/${all.length} bench${all.length === 1 ? '' : 'es'}${attached.length > 0 ? ` · ${attached.length} attached` : ''}`;
+    }
+    this.item.backgroundColor = trouble.length > 0 ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
+    this.item.color = trouble.length > 0 ? new vscode.ThemeColor('statusBarItem.errorForeground') : undefined;
+
+    const tip = new vscode.MarkdownString(undefined, true);
+    tip.isTrusted = { enabledCommands: ['remoteUsb.addBench', 'remoteUsb.pairBench', 'remoteUsb.attachDevice', 'remoteUsb.detachAll', 'remoteUsb.openSerialMonitor', 'remoteUsb.showLogs', 'remoteUsb.refresh'] };
+    tip.appendMarkdown('**Remote USB**\n\n');
+    if (all.length === 0) tip.appendMarkdown('No bench yet.\n\n');
+    for (const b of all) {
+      const icon = b.state === 'online' ? '$(pass-filled)' : b.state === 'connecting' ? '$(sync~spin)' : '$(error)';
+      const rtt = formatRtt(b.rttMs);
+      tip.appendMarkdown(`${icon} ${b.name}: ${b.state}${rtt ? ` · ${rtt}` : ''}${b.state === 'online' ? ` · ${b.devices.length} device(s)` : b.detail ? ` — ${b.detail}` : ''}  \n`);
+    }
+    for (const a of attached) tip.appendMarkdown(`$(plug) ${a.bench.device(a.deviceId)?.product ?? a.deviceId} attached${a.localTty ? ` as ${a.localTty}` : ''}  \n`);
+    tip.appendMarkdown('\n[Attach](command:remoteUsb.attachDevice) · [Serial monitor](command:remoteUsb.openSerialMonitor) · ');
+    if (attached.length > 0) tip.appendMarkdown('[Detach all](command:remoteUsb.detachAll) · ');
+    tip.appendMarkdown('[Add bench](command:remoteUsb.addBench) · [Logs](command:remoteUsb.showLogs)');
+    this.item.tooltip = tip;
+  }
+
+  dispose(): void {
+    clearTimeout(this.timer);
+    for (const d of this.disposables) d.dispose();
+  }
+}
