@@ -3,9 +3,9 @@
  * the polkit helper). Tracks each attachment until it closes for any reason, and finds the local names
  * the kernel gave the device (its bus id, and its tty when a serial driver binds).
  */
-import { readdir } from 'node:fs/promises';
 import * as vscode from 'vscode';
 import type { Logger } from '../server/log.js';
+import { ttyOfUsbDevice } from '../server/serial/sysfs-tty.js';
 import type { ClaimedDevice } from './core/bench-client.js';
 import type { Attachment } from './core/usbip/attach.js';
 import { Bench } from './benches.js';
@@ -113,7 +113,7 @@ export class AttachManager implements vscode.Disposable {
         const port = (await readVhciStatus()).find((p) => p.port === entry.port);
         if (port && port.busid !== '0-0') {
           entry.localBusid = port.busid;
-          entry.localTty = await localTtyOf(port.busid);
+          entry.localTty = ttyOfUsbDevice(port.busid);
           if (entry.localTty) break;
         }
       } catch {
@@ -128,25 +128,4 @@ export class AttachManager implements vscode.Disposable {
     void this.detachAll();
     this.changed.dispose();
   }
-}
-
-/** The tty a serial driver made for a local USB device: cdc_acm (`<if>/tty/ttyACM0`) or usb-serial (`<if>/ttyUSB0`). */
-export async function localTtyOf(busid: string, sysfs = '/sys/bus/usb/devices'): Promise<string | undefined> {
-  let entries: string[];
-  try {
-    entries = await readdir(sysfs);
-  } catch {
-    return undefined;
-  }
-  for (const iface of entries.filter((e) => e.startsWith(`${busid}:`)).sort()) {
-    const dir = `${sysfs}/${iface}`;
-    const inside = await readdir(dir).catch(() => [] as string[]);
-    const usbSerial = inside.find((n) => /^tty(USB|ACM)\d+$/.test(n));
-    if (usbSerial) return `/dev/${usbSerial}`;
-    if (inside.includes('tty')) {
-      const ttys = await readdir(`${dir}/tty`).catch(() => [] as string[]);
-      if (ttys[0]) return `/dev/${ttys[0]}`;
-    }
-  }
-  return undefined;
 }

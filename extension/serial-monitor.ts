@@ -131,7 +131,7 @@ export class SerialMonitor implements vscode.Pseudoterminal {
 
   private onState(state: PortState, detail: string | undefined): void {
     if (state === 'open') this.note(green(`[connected again to ${this.port?.path}]`));
-    else if (state === 'waiting') this.note(yellow(`[waiting for the port to come back${detail ? `: ${detail}` : ''}…]`));
+    else if (state === 'waiting') this.note(yellow(`[waiting: ${detail ?? 'the port went away; it reopens when it comes back'}]`));
     else this.note(red(`[port closed${detail ? `: ${detail}` : ''}]`) + '\r\n' + dim('Press any key to close this terminal.'));
   }
 

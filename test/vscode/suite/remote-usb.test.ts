@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { BenchFixture, until } from '../../helpers/bench-fixture.js';
 import { ticketFor } from '../../../server/net/iroh.js';
-import { simLoopbackBoard } from '../../../server/usb/simulated.js';
+import { simLoopbackBoard, simSerialBoard } from '../../../server/usb/simulated.js';
 import type { BenchClient } from '../../../extension/core/bench-client.js';
 import type { RemoteUsbApi } from '../../../extension/extension.js';
 import { BenchNode, DeviceNode, Node } from '../../../extension/tree.js';
@@ -102,6 +102,9 @@ suite('Remote USB in real VS Code', function () {
     assert.match(tip.value, /command:remoteUsb\.attachDevice/);
     await until(() => /ms/.test(String(item(benchNode()!).description)), 15_000, 'a measured round trip on the bench node');
     await vscode.commands.executeCommand('workbench.view.extension.remoteUsb');
+    // a wider side bar, so the screenshots show the device descriptions
+    // (the resize commands act on the editor area here: a narrower editor is a wider side bar)
+    for (let i = 0; i < 3; i++) await vscode.commands.executeCommand('workbench.action.decreaseViewWidth');
     await api.treeView.reveal(deviceNodes()[0], { select: true, focus: false });
     await screenshot('tree-and-status-bar');
   });
@@ -164,6 +167,30 @@ suite('Remote USB in real VS Code', function () {
     } finally {
       await config().update('serial.baudRate', undefined, G);
       await config().update('serial.hexView', undefined, G);
+    }
+  });
+
+  test('several monitors at once; a board reset shows waiting, then the monitor carries on', async () => {
+    fixture.backend.plug(simSerialBoard(3));
+    await until(() => deviceItem('sim-3') !== undefined, 10_000, 'sim-3 in the tree');
+    type Monitor = import('../../../extension/serial-monitor.js').SerialMonitor;
+    const a = await vscode.commands.executeCommand<Monitor>('remoteUsb.openSerialMonitor', { bench: 'test-bench', device: 'sim-1' });
+    const b = await vscode.commands.executeCommand<Monitor>('remoteUsb.openSerialMonitor', { bench: 'test-bench', device: 'sim-3' });
+    try {
+      await until(() => a.transcript.includes('board SIM0001') && b.transcript.includes('board SIM0003'), 15_000, 'both banners');
+      fixture.backend.unplug('sim-3');
+      await until(() => b.transcript.includes('[waiting: '), 10_000, 'the monitor to say it waits');
+      fixture.backend.plug(simSerialBoard(3));
+      await until(() => b.transcript.includes('[connected again') && b.transcript.split('board SIM0003').length === 3, 15_000, 'reopened with a new banner');
+      b.terminal!.sendText('after reset', true);
+      await until(() => b.transcript.includes('after reset'), 10_000, 'echo after the reset');
+      a.terminal!.sendText('still here', true);
+      await until(() => a.transcript.includes('still here'), 10_000, 'the other monitor unaffected');
+      await screenshot('serial-reset');
+    } finally {
+      a.terminal!.dispose();
+      b.terminal!.dispose();
+      fixture.backend.unplug('sim-3');
     }
   });
 
