@@ -243,7 +243,16 @@ async function serveScreenshots(page, dir, handled, shots) {
     let answer;
     const t = Date.now();
     try {
-      const { name, selector } = JSON.parse(fs.readFileSync(request, 'utf8'));
+      const { name, selector, steps } = JSON.parse(fs.readFileSync(request, 'utf8'));
+      if (steps !== undefined) await runSteps(page, steps);
+      if (name === undefined && steps !== undefined) {
+        answer = { ok: true };
+        log(`ui steps ${f} done (${Date.now() - t} ms)`);
+        if (!fs.existsSync(request)) continue;
+        fs.writeFileSync(`${done}.tmp`, JSON.stringify(answer));
+        fs.renameSync(`${done}.tmp`, done);
+        continue;
+      }
       if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(name)) throw new Error(`bad screenshot name ${JSON.stringify(name)}`);
       const file = path.join(SHOTS, `${name}.png`);
       if (selector) {
@@ -261,6 +270,26 @@ async function serveScreenshots(page, dir, handled, shots) {
     if (!fs.existsSync(request)) continue; // the test gave up waiting
     fs.writeFileSync(`${done}.tmp`, JSON.stringify(answer));
     fs.renameSync(`${done}.tmp`, done);
+  }
+}
+
+/**
+ * Drives the workbench like a user for the suite (suite/ui.ts): keys, typing, clicks and waits, in order.
+ * Only these four verbs exist; each names what it waited for when it fails.
+ */
+async function runSteps(page, steps) {
+  if (!Array.isArray(steps) || steps.length > 50) throw new Error('steps must be a list of at most 50');
+  for (const step of steps) {
+    const target = () => page.locator(step.selector, step.text ? { hasText: step.text } : {}).first();
+    if (typeof step.press === 'string') await page.keyboard.press(step.press);
+    else if (typeof step.type === 'string') await page.keyboard.type(step.type, { delay: 5 });
+    else if (typeof step.click === 'string') { step.selector = step.click; await target().click({ timeout: 10_000 }); }
+    else if (typeof step.waitFor === 'string') {
+      step.selector = step.waitFor;
+      await target().waitFor({ timeout: 15_000 }).catch(() => {
+        throw new Error(`nothing matched ${JSON.stringify(step.waitFor)}${step.text ? ` with text ${JSON.stringify(step.text)}` : ''} within 15 s`);
+      });
+    } else throw new Error(`unknown ui step ${JSON.stringify(step)}`);
   }
 }
 

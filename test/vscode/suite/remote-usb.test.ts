@@ -15,7 +15,7 @@ import { simLoopbackBoard, simSerialBoard } from '../../../server/usb/simulated.
 import type { BenchClient } from '../../../extension/core/bench-client.js';
 import type { RemoteUsbApi } from '../../../extension/extension.js';
 import { BenchNode, DeviceNode, Node } from '../../../extension/tree.js';
-import { screenshot } from './screenshot.js';
+import { hasRunner, screenshot, ui } from './screenshot.js';
 
 const config = (): vscode.WorkspaceConfiguration => vscode.workspace.getConfiguration('remoteUsb');
 const G = vscode.ConfigurationTarget.Global;
@@ -129,6 +129,36 @@ suite('Remote USB in real VS Code', function () {
     const text = await vscode.commands.executeCommand<string>('remoteUsb.copyDeviceInfo', { bench: 'test-bench', device: 'sim-1' });
     assert.match(text, /VID:PID 1209:0001/);
     assert.equal(await vscode.env.clipboard.readText(), text);
+  });
+
+  test('from the command palette: Copy Device Info offers the real boards in a quick pick', async function () {
+    if (!hasRunner()) this.skip(); // desktop runner: no browser to drive
+    await vscode.env.clipboard.writeText('');
+    await ui([
+      { press: 'F1' },
+      { waitFor: '.quick-input-widget' },
+      { type: 'Remote USB: Copy Device Info' },
+      { waitFor: '.quick-input-list .monaco-list-row', text: 'Copy Device Info' },
+      { press: 'Enter' },
+      { waitFor: '.quick-input-list .monaco-list-row', text: 'Simulated Loopback Board' },
+    ]);
+    await screenshot('palette-device-pick');
+    await ui([{ type: 'LOOP0002' }, { press: 'Enter' }]);
+    const deadline = Date.now() + 10_000;
+    while (!(await vscode.env.clipboard.readText()).includes('serial LOOP0002')) {
+      if (Date.now() > deadline) assert.fail('the picked board was not copied');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+
+  test('clicking the status bar item opens the actions', async function () {
+    if (!hasRunner()) this.skip();
+    await ui([
+      { click: '.statusbar-item', text: '1/1 bench' },
+      { waitFor: '.quick-input-list .monaco-list-row', text: 'Attach Device' },
+    ]);
+    await screenshot('status-bar-actions');
+    await ui([{ press: 'Escape' }]);
   });
 
   test('serial monitor: banner, typed text echoed, hex view, log to file with the exact bytes', async () => {
