@@ -9,11 +9,9 @@ import type { Logger } from '../server/log.js';
 import type { DeviceInfo } from '../server/protocol/messages.js';
 import { AttachManager, keyOf } from './attachments.js';
 import { Bench, BenchManager } from './benches.js';
-import { AutoAttachRule, checkRule, ruleMatches } from './core/auto-attach-rules.js';
+import { AutoAttachRule, checkRule, ReenumerationTracker, ruleMatches } from './core/auto-attach-rules.js';
 import { ErrorReporter } from './errors.js';
 import { autoAttachRules } from './settings.js';
-
-const FOLLOW_MS = 120_000;
 
 export interface AutoAttachEvent {
   bench: string;
@@ -25,8 +23,7 @@ export interface AutoAttachEvent {
 
 export class AutoAttach implements vscode.Disposable {
   private rules: AutoAttachRule[] = [];
-  /** bench port → when the device we had attached there left. */
-  private readonly follow = new Map<string, number>();
+  private readonly reenumeration = new ReenumerationTracker();
   /** Devices we tried and failed on, so a broken setup does not retry in a loop (cleared when they leave). */
   private readonly failed = new Set<string>();
   private readonly disposables: vscode.Disposable[] = [];
@@ -51,8 +48,7 @@ export class AutoAttach implements vscode.Disposable {
         if (c) this.scan(c.bench);
       }),
       attachments.onDidChange((c) => {
-        if (c.detached && c.detached.reason !== 'detached') this.follow.set(keyOf(c.bench.id, c.deviceId), Date.now());
-        if (c.detached?.reason === 'detached') this.follow.delete(keyOf(c.bench.id, c.deviceId));
+        if (c.detached) this.reenumeration.deviceLeft(keyOf(c.bench.id, c.deviceId), c.detached.reason === 'detached');
       }),
     );
   }
@@ -69,11 +65,10 @@ export class AutoAttach implements vscode.Disposable {
     this.rules = raw.filter((r, i) => checkRule(r, i).length === 0);
   }
 
-  /** Which rule-or-follow reason applies to this device, if any. */
-  reasonFor(bench: Bench, d: DeviceInfo): 'rule' | 're-enumerated' | undefined {
+  /** Why this device should be attached now, if it should. */
+  private reasonFor(bench: Bench, d: DeviceInfo): 'rule' | 're-enumerated' | undefined {
+    if (this.reenumeration.follows(keyOf(bench.id, d.id))) return 're-enumerated';
     if (this.rules.some((r) => ruleMatches(r, bench.name, d))) return 'rule';
-    const left = this.follow.get(keyOf(bench.id, d.id));
-    if (left !== undefined && Date.now() - left < FOLLOW_MS) return 're-enumerated';
     return undefined;
   }
 
@@ -87,7 +82,6 @@ export class AutoAttach implements vscode.Disposable {
       if (this.attachments.get(bench.id, d.id) || this.attachments.isAttaching(bench.id, d.id)) continue;
       const why = this.reasonFor(bench, d);
       if (!why) continue;
-      this.follow.delete(key);
       this.log.info(`auto-attach: ${d.product ?? d.id} (${d.id}) on ${bench.name} (${why === 'rule' ? 'matches a rule' : 're-enumerated on a port we had attached'})`);
       this.attachments.attach(bench, d.id, why).then(
         () => this.history.push({ bench: bench.name, device: d.id, why, outcome: 'attached' }),

@@ -79,3 +79,28 @@ export function checkSelector(selector: string): string | undefined {
   if (s.includes(':') && !s.startsWith('serial:') && !VID_PID.test(s)) return `'${s}' is not a device: use a bus id (1-1.2), VID:PID (2e8a:*) or serial:<serial>`;
   return undefined;
 }
+
+/**
+ * Follows boards that re-enumerate: a device we had attached that left for any reason but the user's
+ * detach (a reset into the bootloader, a reflash) is attached again when a device shows up on the same
+ * bench port within `windowMs`, whatever its VID:PID now.
+ */
+export class ReenumerationTracker {
+  private readonly left = new Map<string, number>();
+
+  constructor(private readonly windowMs = 120_000) {}
+
+  /** `key` is bench id + bench port. `userDetached`: the user asked, so do not follow. */
+  deviceLeft(key: string, userDetached: boolean, now = Date.now()): void {
+    if (userDetached) this.left.delete(key);
+    else this.left.set(key, now);
+  }
+
+  /** True once for a device appearing where a followed one left (the entry is used up). */
+  follows(key: string, now = Date.now()): boolean {
+    const t = this.left.get(key);
+    if (t === undefined) return false;
+    this.left.delete(key);
+    return now - t < this.windowMs;
+  }
+}

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { checkRule, checkSelector, ruleMatches, selectorMatches } from '../../extension/core/auto-attach-rules.js';
+import { checkRule, checkSelector, ReenumerationTracker, ruleMatches, selectorMatches } from '../../extension/core/auto-attach-rules.js';
 
 const pico = { id: '1-1.2', vendorId: 0x2e8a, productId: 0x000a, serial: 'E6616407E3' };
 const picoBoot = { ...pico, productId: 0x0003, serial: 'E0C912D24340' };
@@ -40,4 +40,17 @@ test('task selectors: bus id, VID:PID with wildcards, serial:', () => {
   assert.equal(checkSelector('sim-1'), undefined);
   assert.match(checkSelector('')!, /no device given/);
   assert.match(checkSelector('usb:thing')!, /is not a device/);
+});
+
+test('a board that left on its own is followed on its port for a while; a user detach is not', () => {
+  const t = new ReenumerationTracker(120_000);
+  t.deviceLeft('bench/1-1.2', false, 1000);
+  assert.ok(!t.follows('bench/1-1.3', 2000), 'another port');
+  assert.ok(t.follows('bench/1-1.2', 2000), 'back on the same port (bootloader PID or not)');
+  assert.ok(!t.follows('bench/1-1.2', 3000), 'used up once followed');
+  t.deviceLeft('bench/1-1.2', false, 0);
+  assert.ok(!t.follows('bench/1-1.2', 120_001), 'too late');
+  t.deviceLeft('bench/1-1.2', false, 0);
+  t.deviceLeft('bench/1-1.2', true, 1);
+  assert.ok(!t.follows('bench/1-1.2', 2), 'the user detached it');
 });

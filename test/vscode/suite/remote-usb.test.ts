@@ -5,7 +5,7 @@
  * reaches it through its own endpoint exactly as it would reach a Pi.
  */
 import * as assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
@@ -231,6 +231,37 @@ suite('Remote USB in real VS Code', function () {
     assert.equal(code, 0);
   });
 
+  test('tasks.json: a task that dependsOn a remote-usb task sees ${command:…} resolved after it ran', async () => {
+    const folder = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+    assert.ok(folder, 'the runner opens a workspace folder');
+    let waitsDone = 0;
+    const probe = vscode.commands.registerCommand('remoteUsbTest.waitsDone', () => String(waitsDone));
+    const ended = vscode.tasks.onDidEndTaskProcess((e) => { if (e.execution.task.name === 'wait for board') waitsDone++; });
+    const out = join(scratch, 'probe.txt');
+    mkdirSync(join(folder, '.vscode'), { recursive: true });
+    writeFileSync(join(folder, '.vscode', 'tasks.json'), JSON.stringify({
+      version: '2.0.0',
+      tasks: [
+        { label: 'wait for board', type: 'remote-usb', action: 'wait', device: '1209:0001', timeout: 20 },
+        { label: 'flash', type: 'shell', dependsOn: 'wait for board', command: `echo waits=\${command:remoteUsbTest.waitsDone} > ${out}` },
+      ],
+    }));
+    try {
+      let flash: vscode.Task | undefined;
+      const deadline = Date.now() + 15_000;
+      while (!(flash = (await vscode.tasks.fetchTasks()).find((t) => t.name === 'flash'))) {
+        if (Date.now() > deadline) assert.fail('tasks.json was not picked up');
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.equal(await runTask(flash), 0);
+      assert.equal(readFileSync(out, 'utf8').trim(), 'waits=1', 'the variable was resolved after the remote-usb task finished');
+    } finally {
+      probe.dispose();
+      ended.dispose();
+      rmSync(join(folder, '.vscode'), { recursive: true, force: true });
+    }
+  });
+
   test('auto-attach: a matching rule attaches the board; without the helper the user is told to install it', async () => {
     await config().update('autoAttach', [{ vidPid: 'dead:*' }, { vidPid: '1209:0002', bench: 'test-bench' }], G);
     try {
@@ -249,6 +280,14 @@ suite('Remote USB in real VS Code', function () {
     } finally {
       await config().update('autoAttach', [], G);
     }
+  });
+
+  test('Install Helper opens a terminal with the install command (the user types their sudo password there)', async () => {
+    const helperJs = await vscode.commands.executeCommand<string>('remoteUsb.installHelper');
+    assert.match(helperJs, /dist\/helper\.js$/);
+    const term = vscode.window.terminals.find((t) => t.name === 'Remote USB: Install Helper');
+    assert.ok(term, 'the terminal is open');
+    term.dispose();
   });
 
   test('rename, then an unreachable bench turns the status bar red', async () => {
