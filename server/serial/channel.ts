@@ -101,7 +101,7 @@ export class SerialChannel extends EventEmitter<ChannelEvents> {
     } catch (e) {
       if (this.handle === h) this.handle = undefined;
       await h.close().catch(() => {});
-      throw e;
+      throw new Error(`cannot set the control lines of ${path}: ${(e as Error).message}`, { cause: e });
     }
   }
 

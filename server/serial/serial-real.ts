@@ -14,6 +14,11 @@ function isNoModemLines(e: unknown): boolean {
   return /Inappropriate ioctl|ENOTTY|EINVAL|Invalid argument/i.test(String((e as Error)?.message ?? e));
 }
 
+/** cdc_acm refuses any break request (even "no break") from a device that does not announce the capability. */
+function isNoBreak(e: unknown): boolean {
+  return /Operation not supported|EOPNOTSUPP/i.test(String((e as Error)?.message ?? e));
+}
+
 class RealSerialPort extends EventEmitter<SerialPortEvents> implements SerialPortHandle {
   private closing = false;
 
@@ -36,8 +41,12 @@ class RealSerialPort extends EventEmitter<SerialPortEvents> implements SerialPor
   }
 
   setSignals(s: Required<SerialSignals>): Promise<void> {
-    // serialport fills unspecified lines with its defaults, so always pass all three.
-    return new Promise((resolve, reject) => this.port.set({ dtr: s.dtr, rts: s.rts, brk: s.brk }, (e) => (e && !isNoModemLines(e) ? reject(e) : resolve())));
+    // serialport fills unspecified lines with its defaults, so always pass all three. It sets DTR/RTS
+    // first, then the break state: a "not supported" from clearing a break means the lines are set.
+    return new Promise((resolve, reject) => this.port.set({ dtr: s.dtr, rts: s.rts, brk: s.brk }, (e) => {
+      if (!e || isNoModemLines(e) || (isNoBreak(e) && !s.brk)) resolve();
+      else reject(new Error(isNoBreak(e) ? 'this tty cannot send a break' : e.message.replace(/^Error:?\s*/, '')));
+    }));
   }
 
   pause(): void {
