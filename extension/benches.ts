@@ -256,10 +256,16 @@ export class BenchManager implements vscode.Disposable {
     await this.sync();
   }
 
-  async dispose(): Promise<void> {
-    for (const d of this.disposables) d.dispose();
-    await Promise.all(this.list().map((b) => b.client?.close()));
-    await (await this.endpoint?.catch(() => undefined))?.close();
+  private disposed?: Promise<void>;
+
+  /** Closes every connection (releasing what they hold) and the endpoint. Safe to call twice. */
+  dispose(): Promise<void> {
+    this.disposed ??= (async () => {
+      for (const d of this.disposables) d.dispose();
+      await Promise.all(this.list().map((b) => b.client?.close()));
+      await (await this.endpoint?.catch(() => undefined))?.close();
+    })();
+    return this.disposed;
   }
 }
 

@@ -33,6 +33,9 @@ export interface RemoteUsbApi {
   ready: Promise<void>;
 }
 
+/** Set by activate: gives everything back before the extension host goes (window reload, quit). */
+let shutdown: (() => Promise<void>) | undefined;
+
 export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
   const t0 = performance.now();
   const channel = vscode.window.createOutputChannel('Remote USB', { log: true });
@@ -56,12 +59,23 @@ export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
   );
   void vscode.commands.executeCommand('setContext', 'remoteUsb.hasBenches', false);
   const ready = benches.sync().catch((e: Error) => log.error(`starting the benches: ${e.stack ?? e.message}`));
+  shutdown = async () => {
+    // Serial ports and attached devices first (the bench frees them at once instead of after 20 s of
+    // silence, the kernel frees the vhci ports), then the connections.
+    monitors.dispose();
+    await attachments.detachAll();
+    await benches.dispose();
+  };
   const activationMs = performance.now() - t0;
   log.info(`Remote USB ${context.extension.packageJSON.version} activated in ${activationMs.toFixed(1)} ms`);
   return { benches, attachments, monitors, autoAttach, errors, tasks, tree, treeView: treeView as vscode.TreeView<unknown>, statusBar, activationMs, ready };
 }
 
-export function deactivate(): void {}
+export function deactivate(): Promise<void> | undefined {
+  const done = shutdown?.();
+  shutdown = undefined;
+  return done;
+}
 
 /** The core's Logger on the output channel, filtered by `remoteUsb.logLevel`. */
 function channelLogger(channel: vscode.LogOutputChannel): ReturnType<typeof createLogger> {

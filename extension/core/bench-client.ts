@@ -37,6 +37,8 @@ export interface BenchClientOptions {
   deadAfterMs?: number;
   /** How long to wait for the bench's welcome. */
   handshakeTimeoutMs?: number;
+  /** How long a connection attempt may take before it counts as failed (default 10 s). */
+  connectTimeoutMs?: number;
   /** Reuse an endpoint (several benches from one process). */
   endpoint?: IrohEndpoint;
 }
@@ -202,7 +204,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     if (!this.endpoint) {
       this.endpoint = await IrohEndpoint.bind({ secretKey: this.options.secretKey, relay: this.options.relay ?? { mode: 'default' } });
     }
-    const conn = await this.endpoint.connect(this.options.bench);
+    const conn = await this.connectWithin(this.options.connectTimeoutMs ?? 10_000);
     if (this.closed) { conn.close(); throw new BenchError('closed', 'client closed'); }
     this.conn = conn;
     const control = new MessageStream(await conn.openStream(), (e) => this.connectionLost(generation, `write failed: ${e.message}`));
@@ -250,6 +252,26 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     this.log.info(`connected to bench '${w.bench}' (${this.options.bench.id.slice(0, 10)}), ${w.devices.length} device(s)`);
     for (const dev of this.claimed.values()) void dev.reclaim();
     for (const s of this.serialSessions) s.resume();
+  }
+
+  /**
+   * Iroh keeps trying a dead address for about 30 s; we give up sooner so the user hears about it (and
+   * the backoff retries). A connection that still arrives late is closed.
+   */
+  private async connectWithin(timeoutMs: number): Promise<IrohConnection> {
+    const connecting = this.endpoint!.connect(this.options.bench);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        void connecting.then((late) => late.close(), () => {});
+        reject(new BenchError('timeout', `no answer from the bench within ${Math.round(timeoutMs / 1000)} s (is remote-usb-server running, and is its address reachable?)`));
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([connecting, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private readFrom(stream: MessageStream, generation: number): void {

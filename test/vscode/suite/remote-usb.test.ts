@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { BenchFixture, until } from '../../helpers/bench-fixture.js';
-import { ticketFor } from '../../../server/net/iroh.js';
+import { endpointIdOf, generateSecretKey, ticketFor } from '../../../server/net/iroh.js';
 import { simLoopbackBoard, simSerialBoard } from '../../../server/usb/simulated.js';
 import type { BenchClient } from '../../../extension/core/bench-client.js';
 import type { RemoteUsbApi } from '../../../extension/extension.js';
@@ -290,16 +290,43 @@ suite('Remote USB in real VS Code', function () {
     term.dispose();
   });
 
-  test('rename, then an unreachable bench turns the status bar red', async () => {
+  test('rename; a bench that cannot be reached turns the status bar red', async () => {
     await vscode.commands.executeCommand('remoteUsb.renameBench', { bench: 'test-bench' }, 'lab pi');
     await until(() => item(benchNode()!).label === 'lab pi', 5000, 'the new name in the tree');
     await vscode.commands.executeCommand('remoteUsb.renameBench', { bench: 'lab pi' }, 'test-bench');
     await until(() => item(benchNode()!).label === 'test-bench', 5000, 'the name back');
-    await fixture.daemon.stop();
-    await until(() => api.statusBar.item.backgroundColor !== undefined, 30_000, 'the error colour');
-    assert.match(api.statusBar.item.text, /\$\(warning\) 0\/1 bench/);
-    assert.match(String(item(benchNode()!).description), /offline|connecting/);
-    await screenshot('bench-offline');
+    // a second bench nobody runs: a real endpoint id with a dead address
+    const dead = ticketFor({ id: endpointIdOf(generateSecretKey()), addrs: ['127.0.0.1:9'] });
+    await config().update('benches', [...config().get<object[]>('benches')!, { name: 'gone', address: dead }], G);
+    try {
+      await until(() => api.statusBar.item.backgroundColor !== undefined, 30_000, 'the error colour');
+      assert.match(api.statusBar.item.text, /\$\(warning\) 1\/2 benches/);
+      const gone = api.tree.getChildren().find((n) => n.kind === 'bench' && n.bench.name === 'gone')!;
+      assert.match(String(item(gone).description), /offline|connecting/);
+      await screenshot('bench-offline');
+    } finally {
+      await vscode.commands.executeCommand('remoteUsb.removeBench', { bench: 'gone' }, { confirm: false });
+    }
+    await until(() => api.statusBar.item.backgroundColor === undefined, 10_000, 'the colour back to normal');
+  });
+
+  test('deactivation (window reload, quit) gives the bench its ports back at once', async () => {
+    type Monitor = import('../../../extension/serial-monitor.js').SerialMonitor;
+    const monitor = await vscode.commands.executeCommand<Monitor>('remoteUsb.openSerialMonitor', { bench: 'test-bench', device: 'sim-1' });
+    await until(() => monitor.state === 'open', 10_000, 'the port open');
+    other ??= await fixture.connect({ clientName: 'alice@lab' });
+    await assert.rejects(other.openSerial('sim-1'), /busy|already open|in use/i, 'held by the extension');
+    const ext = vscode.extensions.getExtension('remote-usb.remote-usb')!;
+    // the module instance the extension host loaded (same require cache)
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const mod = require(join(ext.extensionPath, 'dist', 'extension.js')) as { deactivate(): Promise<void> | undefined };
+    const t0 = Date.now();
+    const done = mod.deactivate();
+    assert.ok(done, 'deactivate returns the clean-up to wait for');
+    await done;
+    const session = await other.openSerial('sim-1');
+    console.log(`      the port was free again ${Date.now() - t0} ms after deactivate() began`);
+    await session.close();
   });
 });
 
