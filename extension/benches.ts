@@ -10,7 +10,7 @@ import type { DeviceInfo } from '../server/protocol/messages.js';
 import type { Logger } from '../server/log.js';
 import type { BenchClient, BenchState } from './core/bench-client.js';
 import type { IrohEndpoint, PeerAddress } from '../server/net/iroh.js';
-import { BenchSetting, benchSettings, clientName, relayMode, saveBenchSettings } from './settings.js';
+import { BenchSetting, benchSettings, clientName, relayChoice, saveBenchSettings } from './settings.js';
 
 const SECRET_KEY = 'remoteUsb.secretKey';
 
@@ -84,7 +84,7 @@ export class BenchManager implements vscode.Disposable {
   ) {
     this.disposables.push(vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration('remoteUsb.benches')) void this.sync();
-      if (e.affectsConfiguration('remoteUsb.relay') || e.affectsConfiguration('remoteUsb.clientName')) void this.restartAll();
+      if (e.affectsConfiguration('remoteUsb.relay') || e.affectsConfiguration('remoteUsb.relayUrls') || e.affectsConfiguration('remoteUsb.clientName')) void this.restartAll();
     }));
   }
 
@@ -147,7 +147,7 @@ export class BenchManager implements vscode.Disposable {
       secretKey: await this.key(),
       bench: addr,
       clientName: clientName(`${userInfo().username}@${hostname()}`),
-      relay: { mode: relayMode() },
+      relay: relayChoice(),
       endpoint: await this.sharedEndpoint(),
       pairingCode,
       log: this.log,
@@ -186,7 +186,7 @@ export class BenchManager implements vscode.Disposable {
   private async sharedEndpoint(): Promise<IrohEndpoint> {
     this.endpoint ??= (async () => {
       const core = await loadCore();
-      return core.IrohEndpoint.bind({ secretKey: await this.key(), relay: { mode: relayMode() } });
+      return core.IrohEndpoint.bind({ secretKey: await this.key(), relay: relayChoice() });
     })();
     return this.endpoint;
   }

@@ -9,7 +9,7 @@ import { createWriteStream, WriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import * as vscode from 'vscode';
 import type { Logger } from '../server/log.js';
-import { SerialRenderer, echoTyped, encodeTyped } from './serial-format.js';
+import { LineEnding, SerialRenderer, echoTyped, encodeTyped } from './serial-format.js';
 import { SerialDefaults, serialDefaults } from './settings.js';
 
 export type PortState = 'open' | 'waiting' | 'closed';
@@ -37,7 +37,7 @@ export type PortOpener = (settings: PortSettings) => Promise<MonitorPort>;
 
 const CTRL_T = '\x14';
 const HELP = [
-  'Ctrl+T then:  h help · x hex view · t timestamps · e local echo · d toggle DTR · r toggle RTS',
+  'Ctrl+T then:  h help · x hex view · t timestamps · e local echo · n line ending · d toggle DTR · r toggle RTS',
   '              b break · s port settings · l log to file · f send file · c clear · q close',
 ];
 
@@ -84,8 +84,13 @@ export class SerialMonitor implements vscode.Pseudoterminal {
     return this.port?.state ?? 'opening';
   }
 
-  get view(): { hex: boolean; timestamps: boolean; localEcho: boolean; dtr: boolean; rts: boolean; logging: boolean } {
-    return { ...this.renderer.options, localEcho: this.options.localEcho, dtr: this.dtr, rts: this.rts, logging: Boolean(this.logFile) };
+  get view(): { hex: boolean; timestamps: boolean; localEcho: boolean; lineEnding: LineEnding; dtr: boolean; rts: boolean; logging: boolean } {
+    return { ...this.renderer.options, localEcho: this.options.localEcho, lineEnding: this.options.lineEnding, dtr: this.dtr, rts: this.rts, logging: Boolean(this.logFile) };
+  }
+
+  setLineEnding(ending: LineEnding): void {
+    this.options.lineEnding = ending;
+    this.note(dim(`[Enter sends ${ending === 'none' ? 'nothing' : ending}]`));
   }
 
   private out(text: string): void {
@@ -170,6 +175,7 @@ export class SerialMonitor implements vscode.Pseudoterminal {
       case 'x': this.toggleHex(); break;
       case 't': this.toggleTimestamps(); break;
       case 'e': this.toggleEcho(); break;
+      case 'n': await vscode.commands.executeCommand('remoteUsb.serial.changeLineEnding'); break;
       case 'd': await this.setDtr(!this.dtr); break;
       case 'r': await this.setRts(!this.rts); break;
       case 'b': await this.port?.set({ brk: true }); setTimeout(() => void this.port?.set({ brk: false }), 250); this.note(dim('[break sent]')); break;

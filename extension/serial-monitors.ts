@@ -9,6 +9,7 @@ import type { DeviceInfo } from '../server/protocol/messages.js';
 import { AttachManager } from './attachments.js';
 import { Bench } from './benches.js';
 import { MonitorPort, PortOpener, PortSettings, SerialMonitor } from './serial-monitor.js';
+import type { LineEnding } from './serial-format.js';
 import { serialDefaults } from './settings.js';
 import { deviceLabel } from './tree.js';
 
@@ -89,6 +90,14 @@ export class SerialMonitors implements vscode.Disposable {
       reg('remoteUsb.serial.toggleHex', () => this.need().toggleHex()),
       reg('remoteUsb.serial.toggleTimestamps', () => this.need().toggleTimestamps()),
       reg('remoteUsb.serial.toggleEcho', () => this.need().toggleEcho()),
+      reg('remoteUsb.serial.changeLineEnding', async (ending?: LineEnding) => {
+        const m = this.need();
+        const pick = ending ?? (await vscode.window.showQuickPick(
+          (['CRLF', 'LF', 'CR', 'none'] as const).map((e) => ({ label: e, description: e === m.view.lineEnding ? 'current' : undefined })),
+          { placeHolder: 'What Enter sends' },
+        ))?.label;
+        if (pick) m.setLineEnding(pick);
+      }),
       reg('remoteUsb.serial.logToFile', async (file?: string | null) => {
         const m = this.need();
         if (file === null || (file === undefined && m.view.logging)) return m.logTo(undefined);

@@ -1,6 +1,7 @@
 /** Typed access to the `remoteUsb.*` settings (package.json declares them with their defaults). */
 import * as vscode from 'vscode';
 import type { LogLevel } from '../server/log.js';
+import type { RelayChoice } from '../server/net/iroh.js';
 import type { AutoAttachRule } from './core/auto-attach-rules.js';
 
 export interface BenchSetting {
@@ -40,8 +41,12 @@ export function autoAttachRules(): AutoAttachRule[] {
   return Array.isArray(raw) ? (raw as AutoAttachRule[]) : [];
 }
 
-export function relayMode(): 'default' | 'disabled' {
-  return section().get<string>('relay') === 'disabled' ? 'disabled' : 'default';
+/** How to reach benches: `remoteUsb.relay` (+ `remoteUsb.relayUrls` for custom relays). */
+export function relayChoice(): RelayChoice {
+  const mode = section().get<string>('relay');
+  if (mode === 'disabled') return { mode: 'disabled' };
+  if (mode === 'custom') return { mode: 'custom', urls: section().get<string[]>('relayUrls', []).filter((u) => typeof u === 'string' && u !== '') };
+  return { mode: 'default' };
 }
 
 export function clientName(fallback: string): string {

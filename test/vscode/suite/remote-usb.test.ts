@@ -179,6 +179,18 @@ suite('Remote USB in real VS Code', function () {
     await vscode.commands.executeCommand('remoteUsb.serial.toggleHex');
     await vscode.commands.executeCommand('remoteUsb.serial.changeSettings', { baud: 9600 });
     assert.equal(monitor.settings.baud, 9600);
+    // DTR off and on again: the board greets again (as an Arduino resets on DTR)
+    const banners = (): number => monitor.transcript.split('board SIM0001').length - 1;
+    const before = banners();
+    await vscode.commands.executeCommand('remoteUsb.serial.toggleDtr');
+    await vscode.commands.executeCommand('remoteUsb.serial.toggleDtr');
+    await until(() => banners() === before + 1, 10_000, 'a new banner after DTR rose again');
+    // send a file: its bytes come back as the echo
+    const file = join(scratch, 'send.txt');
+    writeFileSync(file, 'line one\nline two\n');
+    const sent = await vscode.commands.executeCommand<number>('remoteUsb.serial.sendFile', file);
+    assert.equal(sent, 18);
+    await until(() => monitor.transcript.includes('line two'), 10_000, 'the file echoed back');
     monitor.terminal!.dispose();
     await until(() => !api.monitors.open.has(monitor), 5000, 'the monitor to close with its terminal');
   });
