@@ -11,7 +11,7 @@ import { createLogger } from './log.js';
 import { endpointIdOf, ticketFor } from './net/iroh.js';
 import { TrustStore } from './trust.js';
 import type { UsbBackend } from './usb/backend.js';
-import { SimulatedBackend } from './usb/simulated.js';
+import { DEFAULT_SIM_BOARDS, makeSimBoard, parseSimBoards, SimBoardSpec, SimulatedBackend } from './usb/simulated.js';
 import { deviceTable } from './device-table.js';
 
 declare const REMOTE_USB_VERSION: string | undefined;
@@ -33,7 +33,9 @@ Commands:
 
 Options:
   -c, --config <file>  TOML config (default: ~/.config/remote-usb/server.toml if present, else built-in defaults)
-  --simulate           use simulated boards instead of real USB (demo, tests, machines without USB)
+  --simulate           use simulated boards instead of real USB (demo, tests, machines without USB):
+                       $REMOTE_USB_SIM_BOARDS lists them (default ${DEFAULT_SIM_BOARDS}; serial:1,loopback:8
+                       makes sim-1 … sim-9), and SIGUSR2 unplugs the last one or plugs it back in
   --json               machine-readable output (list, clients)
   --minutes <n>        pairing code lifetime (pair; default from config, 10)
   --name <name>        client name shown on the bench (allow)
@@ -71,10 +73,18 @@ async function main(argv: string[]): Promise<number> {
     throw new UsageError(wantsArg ? `'${command}' takes exactly one client` : `'${command}' takes no arguments (got '${rest.join(' ')}')`);
   }
   const config = loadConfig(values.config ?? defaultConfigPath());
-  const backend = (): UsbBackend => (values.simulate ? new SimulatedBackend() : loadRealBackend());
+  let simBoards: SimBoardSpec[] | undefined;
+  if (values.simulate) {
+    try {
+      simBoards = parseSimBoards(process.env.REMOTE_USB_SIM_BOARDS ?? DEFAULT_SIM_BOARDS);
+    } catch (e) {
+      throw new UsageError(`REMOTE_USB_SIM_BOARDS: ${(e as Error).message}`);
+    }
+  }
+  const backend = (): UsbBackend => (simBoards ? new SimulatedBackend(simBoards.map(makeSimBoard)) : loadRealBackend());
 
   switch (command) {
-    case 'run': return run(config, backend());
+    case 'run': return run(config, backend(), simBoards?.at(-1));
     case 'list': {
       const b = backend();
       const devices = (await b.list()).map((d) => ({ ...d, shared: describeSharing(config, d) }));
@@ -157,7 +167,7 @@ function benchTicket(config: ServerConfig, key: Uint8Array): string {
   return ticketFor({ id: endpointIdOf(key), addrs });
 }
 
-async function run(config: ServerConfig, backend: UsbBackend): Promise<number> {
+async function run(config: ServerConfig, backend: UsbBackend, hotplugBoard?: SimBoardSpec): Promise<number> {
   const log = createLogger(config.logLevel);
   const { key, created } = loadOrCreateSecretKey(config.stateDir);
   if (created) log.info(`created a new bench identity in ${config.stateDir}`);
@@ -174,6 +184,10 @@ async function run(config: ServerConfig, backend: UsbBackend): Promise<number> {
       log.info(`${sig}: releasing devices and stopping`);
       void daemon.stop().then(() => backend.close()).then(resolve, resolve);
     };
+    // Simulated hot-plug from outside (load tests, trying a client): SIGUSR2 toggles the last board.
+    if (backend instanceof SimulatedBackend && hotplugBoard) {
+      process.on('SIGUSR2', () => log.info(`SIGUSR2: sim-${hotplugBoard.n} ${backend.togglePlug(hotplugBoard)}`));
+    }
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGTERM', () => stop('SIGTERM'));
   });

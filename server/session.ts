@@ -7,7 +7,7 @@
  * cancel won the race) or an `error` naming that URB. A cancel for a URB that already completed is
  * ignored, because its completion is already on the way; the client must not expect a second reply.
  */
-import { CAPABILITIES, ErrorCode, MAX_URBS_IN_FLIGHT, PROTOCOL_VERSION, UrbStatus } from './protocol/constants.js';
+import { CAPABILITIES, ErrorCode, MAX_URB_BYTES_IN_FLIGHT, MAX_URBS_IN_FLIGHT, PROTOCOL_VERSION, UrbStatus } from './protocol/constants.js';
 import type { BenchMessage, ClientMessage, DeviceInfo, Hello, Message, SerialClose, SerialOpen, SerialSet, SerialWrite, Submit } from './protocol/messages.js';
 import { parseSetup, ProtocolError } from './protocol/messages.js';
 import { MessageStream } from './protocol/stream.js';
@@ -59,6 +59,11 @@ interface SerialUse {
 
 /** Bytes queued towards the client past which a serial port stops being read until the stream drains. */
 const SERIAL_BACKLOG_LIMIT = 1024 * 1024;
+/**
+ * Bytes queued towards the client past which its stream stops being read until they are written: a
+ * client that floods requests and never reads the answers holds itself back, not the bench's memory.
+ */
+export const REPLY_BACKLOG_LIMIT = 8 * 1024 * 1024;
 
 export class Session {
   clientName = '?';
@@ -69,7 +74,10 @@ export class Session {
   private readonly serials = new Map<number, SerialUse>();
   private ended = false;
   private lastHeard = performance.now();
+  private lastSent = 0;
   private silenceTimer?: NodeJS.Timeout;
+  /** OUT data plus IN lengths of this client's URBs in flight, on all its devices. */
+  private urbBytesInFlight = 0;
 
   constructor(readonly conn: IrohConnection, private readonly host: SessionHost, private readonly silenceLimitMs = CLIENT_SILENCE_LIMIT_MS) {}
 
@@ -85,9 +93,33 @@ export class Session {
     return [...this.claims.keys()];
   }
 
+  /** What this session holds in memory now (tests and diagnostics: it must stay bounded). */
+  pendingState(): { urbs: number; urbBytes: number; backlog: number; readPauses: number } {
+    let urbs = 0;
+    for (const c of this.claims.values()) urbs += c.inflight.size;
+    let backlog = 0;
+    let readPauses = 0;
+    for (const s of this.streams) {
+      backlog += s.backlog;
+      readPauses += s.readPauses;
+    }
+    return { urbs, urbBytes: this.urbBytesInFlight, backlog, readPauses };
+  }
+
+  private bytesSent(): number {
+    let n = 0;
+    for (const s of this.streams) n += s.bytesSent;
+    return n;
+  }
+
   async run(): Promise<void> {
     void this.conn.closed().then((why) => this.end(`connection closed: ${why}`));
     this.silenceTimer = setInterval(() => {
+      // A client whose stream we stopped reading (see REPLY_BACKLOG_LIMIT) cannot be heard: it is
+      // alive while it reads what we send.
+      const sent = this.bytesSent();
+      if (sent !== this.lastSent && [...this.streams].some((s) => s.readPaused)) this.lastHeard = performance.now();
+      this.lastSent = sent;
       const silent = performance.now() - this.lastHeard;
       if (silent > this.silenceLimitMs) void this.end(`nothing heard for ${Math.round(silent / 1000)} s`);
     }, Math.min(5000, this.silenceLimitMs / 2));
@@ -96,13 +128,21 @@ export class Session {
       const io = await this.conn.acceptStream();
       if (io === null) break;
       if (n >= MAX_STREAMS || (n > 0 && !this.authenticated)) {
-        io.abort();
+        // Said on that stream, unread; then it is torn down (a peer opening streams in a loop costs
+        // us one small frame and one timer each, and QUIC bounds how many it can have open at once).
+        const extra = new MessageStream(io);
+        extra.send({
+          t: 'error', code: 'bad-message',
+          message: this.authenticated ? `too many streams: a client may open at most ${MAX_STREAMS}` : `say 'hello' on the first stream before opening another`,
+        });
+        void extra.end();
+        setTimeout(() => extra.abort(), REFUSAL_GRACE_MS).unref();
         continue;
       }
       const stream = new MessageStream(io, (e) => this.end(`write failed: ${e.message}`));
       this.streams.add(stream);
       if (!this.control) this.control = stream;
-      void stream.readLoop((m) => this.onMessage(m, stream)).then(
+      void stream.readLoop((m) => this.onMessage(m, stream), REPLY_BACKLOG_LIMIT).then(
         () => { if (stream === this.control) this.end('client closed its stream'); },
         (e: Error) => this.onStreamError(e),
       );
@@ -231,6 +271,12 @@ export class Session {
     if (claim.inflight.size >= MAX_URBS_IN_FLIGHT) return refuseUrb('busy', `more than ${MAX_URBS_IN_FLIGHT} URBs in flight on ${m.dev}`);
     const isIn = (m.ep & 0x80) !== 0 || (m.type === 'control' && (m.setup![0] & 0x80) !== 0);
     if (!isIn && m.data === undefined && m.len > 0) return refuseUrb('bad-message', `OUT URB ${m.id} has no data`);
+    const bytes = isIn ? m.len : (m.data?.length ?? 0);
+    if (this.urbBytesInFlight + bytes > MAX_URB_BYTES_IN_FLIGHT) {
+      const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
+      return refuseUrb('busy', `URB ${m.id} on ${m.dev} (${bytes} bytes) would put ${mib(this.urbBytesInFlight + bytes)} in flight for this client, over the ${mib(MAX_URB_BYTES_IN_FLIGHT)} limit`);
+    }
+    this.urbBytesInFlight += bytes;
     const abort = new AbortController();
     claim.inflight.set(m.id, abort);
     void executeUrb(claim.device, {
@@ -239,6 +285,7 @@ export class Session {
     }).then(
       (r) => {
         claim.inflight.delete(m.id);
+        this.urbBytesInFlight -= bytes;
         if (r.error) this.host.log.debug(`URB ${m.id} on ${m.dev} ep 0x${m.ep.toString(16)}: ${r.error} (status ${r.status})`);
         // URBs cut short because the session is ending fail as "shut down", not as "cancelled by you".
         const status = r.status === UrbStatus.cancelled && abort.signal.reason === 'shutdown' ? UrbStatus.shutdown : r.status;
@@ -246,6 +293,7 @@ export class Session {
       },
       (e: Error) => {
         claim.inflight.delete(m.id);
+        this.urbBytesInFlight -= bytes;
         refuseUrb('usb-error', `URB ${m.id} on ${m.dev}: ${e.message}`);
       },
     );

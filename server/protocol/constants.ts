@@ -31,6 +31,13 @@ export const MAX_SERIAL_PER_CLIENT = 32;
 export const MAX_URBS_IN_FLIGHT = 1024;
 
 /**
+ * Most URB bytes (OUT data, IN lengths) one client may have in flight on one bench at a time; more are
+ * refused with 'busy'. 1024 URBs of 4 MiB would otherwise ask the bench for 4 GiB (Linux's usbfs allows
+ * 16 MiB for all its users by default; a busy bulk stream needs about 2 MiB: 32 URBs of 64 KiB).
+ */
+export const MAX_URB_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
+
+/**
  * URB completion status values: negative Linux errno, exactly as USB/IP's RET_SUBMIT carries them.
  * kernel: include/uapi/asm-generic/errno-base.h, errno.h
  */

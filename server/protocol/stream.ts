@@ -31,6 +31,10 @@ export class MessageStream {
   /** Bytes handed to the transport and received (for throughput display). */
   bytesSent = 0;
   bytesReceived = 0;
+  /** How often readLoop paused for the peer to read its replies (see readLoop's `maxBacklog`). */
+  readPauses = 0;
+  /** True while readLoop waits for the backlog to drain. */
+  readPaused = false;
 
   constructor(private readonly io: ByteStream, private readonly onWriteError: (e: Error) => void = () => {}) {}
 
@@ -91,8 +95,13 @@ export class MessageStream {
   /**
    * Reads messages until the stream ends. Resolves on a clean end (EOF between frames); rejects with
    * ProtocolError on malformed input or with the transport's error.
+   *
+   * With `maxBacklog`, reading pauses while more than that many bytes wait to be written, until they
+   * are: a peer that sends requests but does not read the replies stops being read (QUIC flow control
+   * then holds it back) instead of growing our memory. Only the bench passes it; the client always
+   * reads, so the two sides can never end up waiting on each other.
    */
-  async readLoop(onMessage: (m: Message) => void): Promise<void> {
+  async readLoop(onMessage: (m: Message) => void, maxBacklog?: number): Promise<void> {
     const decoder = new FrameDecoder();
     for (;;) {
       const chunk = await this.io.read();
@@ -107,6 +116,12 @@ export class MessageStream {
       for (let m = decoder.next(); m !== undefined; m = decoder.next()) {
         if (this.closed) return;
         onMessage(m);
+        if (maxBacklog !== undefined && this.queuedBytes > maxBacklog) {
+          this.readPauses++;
+          this.readPaused = true;
+          await this.drained();
+          this.readPaused = false;
+        }
       }
     }
   }

@@ -46,6 +46,21 @@ test('list shows simulated boards as a table and as JSON', () => {
   assert.deepEqual(json.map((d: { id: string }) => d.id), ['sim-1', 'sim-2']);
 });
 
+test('$REMOTE_USB_SIM_BOARDS chooses the simulated boards; a bad value is a usage error naming it', () => {
+  const run = (boards: string): ReturnType<typeof cli> => {
+    const r = spawnSync(process.execPath, [SERVER_JS, 'list', '--simulate', '--json', '-c', config], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, REMOTE_USB_SIM_BOARDS: boards } });
+    return { code: r.status, out: r.stdout, err: r.stderr };
+  };
+  const ok = run('serial:1,loopback:3');
+  assert.equal(ok.code, 0, ok.err);
+  assert.deepEqual(JSON.parse(ok.out).map((d: { id: string; product: string }) => `${d.id} ${d.product}`), [
+    'sim-1 Simulated Serial Board', 'sim-2 Simulated Loopback Board', 'sim-3 Simulated Loopback Board', 'sim-4 Simulated Loopback Board',
+  ]);
+  const bad = run('loopback:8,hid:1');
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /^remote-usb-server: REMOTE_USB_SIM_BOARDS: 'hid:1': unknown board kind 'hid' \(serial or loopback\)\n/);
+});
+
 test('real USB backend on a machine without USB: an empty list, not a crash', () => {
   const r = cli('list', '-c', config);
   assert.equal(r.code, 0, r.err);
