@@ -24,7 +24,12 @@ export interface AttachedDevice {
   localTty?: string;
   /** Why it was attached: the user, or an auto-attach rule. */
   reason: 'user' | 'rule' | 're-enumerated';
+  /** Measured over the last sampling period (bytes per second through the bench), once there is traffic. */
+  rate?: { inBps: number; outBps: number };
 }
+
+const SAMPLE_MS = 2000;
+
 
 export const keyOf = (benchId: string, deviceId: string): string => `${benchId}/${deviceId}`;
 
@@ -34,7 +39,32 @@ export class AttachManager implements vscode.Disposable {
   private readonly changed = new vscode.EventEmitter<{ bench: Bench; deviceId: string; detached?: { reason: string; message?: string } }>();
   readonly onDidChange = this.changed.event;
 
+  private sampler?: NodeJS.Timeout;
+  private readonly lastTraffic = new Map<AttachedDevice, { bytesIn: number; bytesOut: number; at: number }>();
+
   constructor(private readonly log: Logger) {}
+
+  /** Every 2 s while anything is attached: the rate each device moved data at; redraws only those that changed. */
+  private sample(): void {
+    const now = performance.now();
+    for (const a of this.attached.values()) {
+      const t = a.claimed.traffic;
+      const last = this.lastTraffic.get(a);
+      this.lastTraffic.set(a, { bytesIn: t.bytesIn, bytesOut: t.bytesOut, at: now });
+      if (!last) continue;
+      const s = (now - last.at) / 1000;
+      const rate = { inBps: (t.bytesIn - last.bytesIn) / s, outBps: (t.bytesOut - last.bytesOut) / s };
+      const idle = rate.inBps === 0 && rate.outBps === 0;
+      if (idle && !a.rate) continue;
+      a.rate = idle ? undefined : rate;
+      this.changed.fire({ bench: a.bench, deviceId: a.deviceId });
+    }
+    if (this.attached.size === 0) {
+      clearInterval(this.sampler);
+      this.sampler = undefined;
+      this.lastTraffic.clear();
+    }
+  }
 
   get(benchId: string, deviceId: string): AttachedDevice | undefined {
     return this.attached.get(keyOf(benchId, deviceId));
@@ -80,6 +110,7 @@ export class AttachManager implements vscode.Disposable {
     const entry: AttachedDevice = { bench, deviceId, claimed, attachment, port: attachment.port, reason };
     const key = keyOf(bench.id, deviceId);
     this.attached.set(key, entry);
+    this.sampler ??= setInterval(() => this.sample(), SAMPLE_MS);
     this.log.info(`attached ${deviceId} from ${bench.name} on vhci port ${attachment.port}`);
     void attachment.closed.then(async (info) => {
       this.attached.delete(key);
@@ -125,6 +156,7 @@ export class AttachManager implements vscode.Disposable {
   }
 
   dispose(): void {
+    clearInterval(this.sampler);
     void this.detachAll();
     this.changed.dispose();
   }

@@ -5,7 +5,7 @@
 import * as vscode from 'vscode';
 import { AttachManager } from './attachments.js';
 import { BenchManager } from './benches.js';
-import { formatRtt } from './tree.js';
+import { formatRate, formatRtt } from './format.js';
 
 export class StatusBar implements vscode.Disposable {
   readonly item = vscode.window.createStatusBarItem('remoteUsb.status', vscode.StatusBarAlignment.Left, 50);
@@ -47,7 +47,10 @@ export class StatusBar implements vscode.Disposable {
       const rtt = formatRtt(b.rttMs);
       tip.appendMarkdown(`${icon} ${b.name}: ${b.state}${rtt ? ` · ${rtt}` : ''}${b.state === 'online' ? ` · ${b.devices.length} device(s)` : b.detail ? ` — ${b.detail}` : ''}  \n`);
     }
-    for (const a of attached) tip.appendMarkdown(`$(plug) ${a.bench.device(a.deviceId)?.product ?? a.deviceId} attached${a.localTty ? ` as ${a.localTty}` : ''}  \n`);
+    for (const a of attached) {
+      const rate = a.rate ? ` · ↓${formatRate(a.rate.inBps)} ↑${formatRate(a.rate.outBps)}` : '';
+      tip.appendMarkdown(`$(plug) ${a.bench.device(a.deviceId)?.product ?? a.deviceId} attached${a.localTty ? ` as ${a.localTty}` : ''}${rate}  \n`);
+    }
     tip.appendMarkdown('\n[Attach](command:remoteUsb.attachDevice) · [Serial monitor](command:remoteUsb.openSerialMonitor) · ');
     if (attached.length > 0) tip.appendMarkdown('[Detach all](command:remoteUsb.detachAll) · ');
     tip.appendMarkdown('[Add bench](command:remoteUsb.addBench) · [Logs](command:remoteUsb.showLogs)');

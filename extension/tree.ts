@@ -6,6 +6,7 @@
 import * as vscode from 'vscode';
 import type { DeviceInfo } from '../server/protocol/messages.js';
 import { AttachManager } from './attachments.js';
+import { formatRate, formatRtt } from './format.js';
 import { Bench, BenchManager } from './benches.js';
 import { vidPidOf } from './core/auto-attach-rules.js';
 
@@ -51,11 +52,6 @@ const STATE_ICONS: Record<DeviceState, vscode.ThemeIcon> = {
   'in-use': new vscode.ThemeIcon('lock', new vscode.ThemeColor('list.warningForeground')),
   'not-shared': new vscode.ThemeIcon('circle-slash', new vscode.ThemeColor('disabledForeground')),
 };
-
-export function formatRtt(ms: number | undefined): string {
-  if (ms === undefined || !Number.isFinite(ms)) return '';
-  return ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;
-}
 
 export function deviceLabel(d: DeviceInfo): string {
   return d.product || d.manufacturer || `USB device ${vidPidOf(d)}`;
@@ -150,7 +146,8 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     const attached = this.attachments.get(b.id, d.id);
     const where = state === 'in-use' ? `in use by ${d.claimedBy}` : STATE_WORDS[state];
     const local = attached?.localTty ?? attached?.localBusid;
-    item.description = `${vidPidOf(d)} · ${d.serial ? `${d.serial} · ` : ''}${d.speed} · ${where}${local ? ` (${local})` : ''}`;
+    const rate = attached?.rate ? ` · ↓${formatRate(attached.rate.inBps)} ↑${formatRate(attached.rate.outBps)}` : '';
+    item.description = `${vidPidOf(d)} · ${d.serial ? `${d.serial} · ` : ''}${d.speed} · ${where}${local ? ` (${local})` : ''}${rate}`;
     item.iconPath = STATE_ICONS[state];
     const serial = d.tty !== undefined ? '.serial' : '';
     item.contextValue = `device.${state === 'attached' ? 'attached' : state === 'available' ? 'available' : state}${serial}`;
@@ -166,6 +163,7 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     ];
     if (d.tty) rows.push(['Serial port on bench', d.tty]);
     if (attached) rows.push(['Here', `vhci port ${attached.port}${attached.localBusid ? `, bus id ${attached.localBusid}` : ''}${attached.localTty ? `, ${attached.localTty}` : ''}`]);
+    if (attached) rows.push(['Traffic', `${(attached.claimed.traffic.bytesIn / 1e6).toFixed(2)} MB in, ${(attached.claimed.traffic.bytesOut / 1e6).toFixed(2)} MB out, ${attached.claimed.traffic.urbs} URBs`]);
     tip.appendMarkdown(rows.map(([k, v]) => `${k}: \`${escape(v)}\``).join('  \n'));
     item.tooltip = tip;
     return item;

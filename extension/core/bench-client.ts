@@ -534,6 +534,8 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
   private readonly onDataLane = new Set<number>();
   lost = false;
   lostReason?: string;
+  /** Bytes moved and URBs completed since the claim (the UI shows rates from these). */
+  readonly traffic = { bytesIn: 0, bytesOut: 0, urbs: 0 };
 
   constructor(private readonly client: BenchClient, public info: DeviceInfo) {
     super();
@@ -553,7 +555,12 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
     if (this.lost) return { id, done: Promise.resolve({ status: UrbStatus.noDevice, actual: 0, data: EMPTY, error: this.lostReason }) };
     const isIn = urb.type === 'control' ? (urb.setup!.bmRequestType & 0x80) !== 0 : (urb.ep & 0x80) !== 0;
-    const done = new Promise<UrbResult>((resolve) => this.pending.set(id, resolve));
+    const done = new Promise<UrbResult>((resolve) => this.pending.set(id, (r) => {
+      if (isIn) this.traffic.bytesIn += r.actual;
+      else this.traffic.bytesOut += r.actual;
+      this.traffic.urbs++;
+      resolve(r);
+    }));
     if (urb.type !== 'control') this.onDataLane.add(id);
     const sent = this.client.sendUrb({
       t: 'submit', dev: this.id, id, ep: urb.ep, type: urb.type,

@@ -31,3 +31,14 @@ test('typing: Enter becomes the configured line ending; echo shows CRLF and back
   assert.deepEqual(encodeTyped('hi\r', 'none'), bytes('hi'));
   assert.equal(echoTyped('a\rb\x7f'), 'a\r\nb\b \b');
 });
+
+test('round trips and rates as the tree shows them', async () => {
+  const { formatRate, formatRtt } = await import('../../extension/format.js');
+  assert.equal(formatRtt(0.84), '0.8 ms');
+  assert.equal(formatRtt(12.4), '12 ms');
+  assert.equal(formatRtt(undefined), '');
+  assert.equal(formatRtt(NaN), '');
+  assert.equal(formatRate(1_234_567), '1.2 MB/s');
+  assert.equal(formatRate(340_400), '340 kB/s');
+  assert.equal(formatRate(12), '12 B/s');
+});
