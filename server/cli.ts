@@ -2,6 +2,7 @@
  * `remote-usb-server`: the bench daemon and its admin commands.
  * Exit codes: 0 ok, 1 runtime failure, 2 bad command line or config.
  */
+import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { parseArgs } from 'node:util';
 import { ConfigError, defaultConfigPath, describeSharing, loadConfig, ServerConfig } from './config.js';
@@ -13,6 +14,9 @@ import { TrustStore } from './trust.js';
 import type { UsbBackend } from './usb/backend.js';
 import { DEFAULT_SIM_BOARDS, makeSimBoard, parseSimBoards, SimBoardSpec, SimulatedBackend } from './usb/simulated.js';
 import { deviceTable } from './device-table.js';
+import { ADMIN_COMMANDS, ADMIN_HELP, adminMain } from './admin.js';
+import { dropToStateOwner, InstallError } from './install.js';
+import { notifyReady } from './sd-notify.js';
 
 declare const REMOTE_USB_VERSION: string | undefined;
 const VERSION = typeof REMOTE_USB_VERSION === 'string' ? REMOTE_USB_VERSION : '0.1.0';
@@ -31,8 +35,10 @@ Commands:
   allow <id>       allow a client by its endpoint id (\`remote-usb id\` prints it), e.g. for CI machines
   revoke <client>  remove a client (id, id prefix of 8+ digits, or name) from the allowlist
 
+${ADMIN_HELP}
 Options:
-  -c, --config <file>  TOML config (default: ~/.config/remote-usb/server.toml if present, else built-in defaults)
+  -c, --config <file>  TOML config (default: ~/.config/remote-usb/server.toml, else /etc/remote-usb/server.toml
+                       if present, else built-in defaults)
   --simulate           use simulated boards instead of real USB (demo, tests, machines without USB):
                        $REMOTE_USB_SIM_BOARDS lists them (default ${DEFAULT_SIM_BOARDS}; serial:1,loopback:8
                        makes sim-1 … sim-9), and SIGUSR2 unplugs the last one or plugs it back in
@@ -45,7 +51,11 @@ Options:
 
 class UsageError extends Error {}
 
+const INSTALLED_CONFIG = '/etc/remote-usb/server.toml';
+
 async function main(argv: string[]): Promise<number> {
+  const first = argv.find((a) => !a.startsWith('-'));
+  if (first && ADMIN_COMMANDS.includes(first) && !argv.some((a) => ['-h', '--help', '-v', '--version'].includes(a))) return adminMain(argv, { ticket: benchTicket });
   let parsed;
   try {
     parsed = parseArgs({
@@ -72,7 +82,9 @@ async function main(argv: string[]): Promise<number> {
   if (rest.length > (wantsArg ? 1 : 0) || (wantsArg && rest.length !== 1)) {
     throw new UsageError(wantsArg ? `'${command}' takes exactly one client` : `'${command}' takes no arguments (got '${rest.join(' ')}')`);
   }
-  const config = loadConfig(values.config ?? defaultConfigPath());
+  const config = loadConfig(values.config ?? defaultConfigPath() ?? (existsSync(INSTALLED_CONFIG) ? INSTALLED_CONFIG : undefined));
+  // as root on an installed bench, act as the service user so the files written stay the daemon's
+  if (command !== 'run' && command !== 'list') dropToStateOwner(config.stateDir);
   let simBoards: SimBoardSpec[] | undefined;
   if (values.simulate) {
     try {
@@ -174,6 +186,7 @@ async function run(config: ServerConfig, backend: UsbBackend, hotplugBoard?: Sim
   const daemon = new Daemon({ config, backend, secretKey: key, log });
   await daemon.start();
   log.info(`ticket: ${benchTicket(config, key)}`);
+  await notifyReady(`serving as ${endpointIdOf(key).slice(0, 16)}…`, log);
   if (daemon.trust.clients().length === 0) log.info(`no clients paired yet: run 'remote-usb-server pair' to add one`);
   for (const d of await backend.list()) log.debug(`device: ${describeDevice(d)}`);
   await new Promise<void>((resolve) => {
@@ -198,8 +211,8 @@ async function run(config: ServerConfig, backend: UsbBackend, hotplugBoard?: Sim
 main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },
   (e: Error) => {
-    const usage = e instanceof UsageError || e instanceof ConfigError;
-    process.stderr.write(`remote-usb-server: ${e.message}${e instanceof UsageError ? `\nTry 'remote-usb-server --help'.` : ''}\n`);
-    process.exitCode = usage ? 2 : 1;
+    const usage = e instanceof UsageError || e instanceof ConfigError || e.name === 'UsageError';
+    process.stderr.write(`remote-usb-server: ${e.message}${usage && !(e instanceof ConfigError) ? `\nTry 'remote-usb-server --help'.` : ''}\n`);
+    process.exitCode = e instanceof InstallError ? e.exitCode : usage ? 2 : 1;
   },
 );

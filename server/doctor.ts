@@ -1,0 +1,170 @@
+/**
+ * `remote-usb-server status` and `doctor`: what is wrong with this bench and how to fix it.
+ * status: config, install, service, identity. doctor: those, plus the service user, USB and tty access
+ * for that user, the udev rule, and whether a relay answers. Exit 0 healthy, 1 problems, 2 usage.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ConfigError, loadConfig, ServerConfig } from './config.js';
+import { endpointIdOf } from './net/iroh.js';
+import { InstallSettings, readManifest, System, UDEV_RULES_PATH, UNIT_NAME, UserInfo, configFile, MARKER, SERVICE_GROUPS } from './install.js';
+
+export type CheckState = 'ok' | 'problem' | 'warn' | 'skip';
+export interface Check { name: string; state: CheckState; detail: string; fix?: string }
+
+/** n0's relays (the ones @number0/iroh 1.1.0 uses in relay mode "default"). */
+export const DEFAULT_RELAYS = ['https://use1-1.relay.n0.iroh.link', 'https://euc1-1.relay.n0.iroh.link', 'https://aps1-1.relay.n0.iroh.link', 'https://usw1-1.relay.n0.iroh.link'];
+
+/** May this user read and write a node with this owner and mode? Mode bits and groups only (no ACLs). */
+export function canAccess(st: { uid: number; gid: number; mode: number }, user: { uid: number; gids: number[] }): boolean {
+  if (user.uid === 0) return true;
+  const bits = st.uid === user.uid ? (st.mode >> 6) & 7 : user.gids.includes(st.gid) ? (st.mode >> 3) & 7 : st.mode & 7;
+  return (bits & 6) === 6;
+}
+
+export function formatReport(checks: Check[]): string {
+  const mark: Record<CheckState, string> = { ok: 'ok     ', problem: 'PROBLEM', warn: 'warn   ', skip: 'skipped' };
+  const w = Math.max(...checks.map((c) => c.name.length));
+  const out = checks.map((c) => `${mark[c.state]}  ${c.name.padEnd(w)}  ${c.detail}${c.fix ? `\n${' '.repeat(11 + w)}fix: ${c.fix}` : ''}`);
+  const problems = checks.filter((c) => c.state === 'problem').length;
+  out.push('', problems ? `${problems} problem${problems > 1 ? 's' : ''} found` : 'healthy');
+  return out.join('\n') + '\n';
+}
+
+export interface DoctorOptions {
+  settings: InstallSettings;
+  /** --config, else <config dir>/server.toml when it exists, else the user's default */
+  configPath?: string;
+  full: boolean;
+  sys: System;
+  /** resolves to undefined when reachable, else the reason (tests substitute it) */
+  probe?: (url: string, timeoutMs: number) => Promise<string | undefined>;
+  timeoutMs?: number;
+}
+
+async function httpProbe(url: string, timeoutMs: number): Promise<string | undefined> {
+  try {
+    await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
+    return undefined; // any HTTP answer: the relay is reachable
+  } catch (e) {
+    const err = e as Error & { cause?: { code?: string; message?: string } };
+    return err.name === 'TimeoutError' ? `no answer in ${timeoutMs / 1000} s` : (err.cause?.code ?? err.cause?.message ?? err.message);
+  }
+}
+
+export async function diagnose(o: DoctorOptions): Promise<Check[]> {
+  const checks: Check[] = [];
+  const add = (c: Check): void => { checks.push(c); };
+  const s = o.settings;
+  const at = (p: string): string => (o.sys.root ? path.join(o.sys.root, p) : p);
+
+  // config
+  const installed = configFile(s);
+  const confPath = o.configPath ?? (fs.existsSync(at(installed)) ? installed : undefined);
+  let config: ServerConfig | undefined;
+  try {
+    config = loadConfig(confPath === undefined ? undefined : at(confPath));
+    add({ name: 'config', state: 'ok', detail: `${confPath ?? 'built-in defaults'} (name '${config.name}', listen ${config.listen}, relay ${config.relay.mode})` });
+  } catch (e) {
+    add({ name: 'config', state: 'problem', detail: (e as Error).message, fix: e instanceof ConfigError ? `edit ${confPath}, then: sudo systemctl restart remote-usb-server` : undefined });
+  }
+
+  // install
+  let manifest;
+  try {
+    manifest = readManifest(s);
+    add(manifest
+      ? { name: 'install', state: 'ok', detail: `remote-usb-server ${manifest.version} in ${manifest.programDir}, user ${manifest.user.name}` }
+      : { name: 'install', state: 'warn', detail: `not installed by remote-usb-server install (no ${path.posix.join(s.configDir, 'installed.json')})`, fix: 'sudo ./bin/remote-usb-server install (from the unpacked bundle)' });
+  } catch (e) {
+    add({ name: 'install', state: 'problem', detail: (e as Error).message });
+  }
+  const userName = manifest?.user.name ?? s.user;
+
+  // service
+  if (o.sys.systemdRunning()) {
+    const active = o.sys.run('systemctl', ['is-active', UNIT_NAME]).out.split('\n')[0];
+    const enabled = o.sys.run('systemctl', ['is-enabled', UNIT_NAME]).out.split('\n')[0];
+    add(active === 'active'
+      ? { name: 'service', state: enabled === 'enabled' ? 'ok' : 'warn', detail: `${UNIT_NAME} active, ${enabled}`, fix: enabled === 'enabled' ? undefined : `sudo systemctl enable ${UNIT_NAME}` }
+      : { name: 'service', state: 'problem', detail: `${UNIT_NAME} ${active || 'unknown'} (${enabled || 'not installed'})`,
+        fix: `journalctl -u remote-usb-server -n 50 (why); sudo systemctl restart remote-usb-server` });
+  } else {
+    add({ name: 'service', state: 'skip', detail: 'systemd is not running here (container, chroot): service state not checked' });
+  }
+
+  // user
+  const user: UserInfo | undefined = o.sys.lookupUser(userName);
+  if (o.full) {
+    if (!user) add({ name: 'user', state: manifest ? 'problem' : 'warn', detail: `no user ${userName}`, fix: 'sudo remote-usb-server install' });
+    else {
+      const lacking = SERVICE_GROUPS.filter((g) => !user!.groups.includes(g));
+      add(lacking.length
+        ? { name: 'user', state: 'problem', detail: `${userName} is not in ${lacking.join(', ')}`, fix: `sudo usermod -aG ${lacking.join(',')} ${userName} && sudo systemctl restart remote-usb-server` }
+        : { name: 'user', state: 'ok', detail: `${userName} (uid ${user.uid}; groups ${user.groups.join(', ')})` });
+    }
+  }
+
+  // identity
+  const stateDir = config?.stateDir ?? s.stateDir;
+  const keyPath = path.posix.join(stateDir, 'secret.key');
+  try {
+    const st = fs.statSync(at(keyPath));
+    const text = fs.readFileSync(at(keyPath), 'utf8').trim();
+    const problems: string[] = [];
+    if ((st.mode & 0o077) !== 0) problems.push(`mode ${(st.mode & 0o777).toString(8)} (must be 600)`);
+    if (user && manifest && st.uid !== user.uid) problems.push(`owned by uid ${st.uid}, not ${userName}`);
+    if (!/^[0-9a-f]{64}$/i.test(text)) problems.push('not a 64-hex-digit key');
+    add(problems.length
+      ? { name: 'identity', state: 'problem', detail: `${keyPath}: ${problems.join('; ')}`, fix: `sudo chown ${userName}: ${keyPath} && sudo chmod 600 ${keyPath} (a damaged key: restore it from a backup)` }
+      : { name: 'identity', state: 'ok', detail: `${keyPath} (0600) — endpoint id ${endpointIdOf(new Uint8Array(Buffer.from(text, 'hex')))}` });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    add(code === 'EACCES'
+      ? { name: 'identity', state: 'skip', detail: `${keyPath}: not readable as this user`, fix: 'run with sudo to check it' }
+      : code === 'ENOENT'
+        ? { name: 'identity', state: manifest ? 'problem' : 'warn', detail: `no ${keyPath} yet`, fix: manifest ? 'sudo remote-usb-server install (creates it once)' : 'it is created when the daemon first runs' }
+        : { name: 'identity', state: 'problem', detail: `${keyPath}: ${code ?? (e as Error).message}` });
+  }
+  if (!o.full) return checks;
+
+  // devices
+  const nodes = (dir: string, re: RegExp): string[] => {
+    try { return fs.readdirSync(at(dir)).filter((f) => re.test(f)).map((f) => path.posix.join(dir, f)); } catch { return []; }
+  };
+  const access = (name: string, files: string[], none: string, fix: string): void => {
+    if (!user) { add({ name, state: 'skip', detail: `no user ${userName} to check for` }); return; }
+    if (files.length === 0) { add({ name, state: 'warn', detail: none }); return; }
+    const denied = files.filter((f) => { try { return !canAccess(fs.statSync(at(f)), user!); } catch { return false; } });
+    add(denied.length
+      ? { name, state: 'problem', detail: `${userName} cannot open ${denied.slice(0, 4).join(', ')}${denied.length > 4 ? ` and ${denied.length - 4} more` : ''} (read/write)`, fix }
+      : { name, state: 'ok', detail: `${userName} can open all ${files.length} (${files.slice(0, 3).join(', ')}${files.length > 3 ? ', …' : ''})` });
+  };
+  const usb = nodes('/dev/bus/usb', /^\d+$/).flatMap((b) => nodes(b, /^\d+$/));
+  access('usb access', usb, 'no /dev/bus/usb/*/* here (no USB host controller, or /dev not mounted)',
+    `the udev rule ${UDEV_RULES_PATH} (sudo remote-usb-server install), then: sudo udevadm trigger --subsystem-match=usb`);
+  const ttys = [...nodes('/dev', /^tty(ACM|USB)\d+$/), ...(config?.serialPorts ?? [])];
+  access('tty access', ttys, 'no /dev/ttyACM*, /dev/ttyUSB* or [serial] ports now (nothing to check)',
+    `sudo usermod -aG dialout ${userName} (and for [serial] ports: their group must be one of ${userName}'s)`);
+  const rule = (() => { try { return fs.readFileSync(at(UDEV_RULES_PATH), 'utf8'); } catch { return undefined; } })();
+  add(rule === undefined
+    ? { name: 'udev rule', state: manifest ? 'problem' : 'warn', detail: `no ${UDEV_RULES_PATH}`, fix: 'sudo remote-usb-server install' }
+    : { name: 'udev rule', state: 'ok', detail: `${UDEV_RULES_PATH}${rule.includes(MARKER) ? '' : ' (not ours)'}` });
+
+  // relay
+  if (!config || config.relay.mode === 'disabled') {
+    add({ name: 'relay', state: 'skip', detail: config ? 'relay mode "disabled": direct (LAN) connections only, nothing to reach' : 'no valid config' });
+  } else {
+    const urls = config.relay.mode === 'custom' ? config.relay.urls : DEFAULT_RELAYS;
+    const timeout = o.timeoutMs ?? 5000;
+    const results = await Promise.all(urls.map(async (u) => ({ u, why: await (o.probe ?? httpProbe)(u, timeout) })));
+    const up = results.filter((r) => r.why === undefined);
+    add(up.length
+      ? { name: 'relay', state: 'ok', detail: `reachable: ${up.map((r) => r.u).join(', ')}` }
+      : { name: 'relay', state: 'problem', detail: `OFFLINE: no relay answered (${results.map((r) => `${r.u}: ${r.why}`).join('; ')})`,
+        fix: 'clients outside this network cannot reach the bench; LAN clients with a ticket still can. Check the network/DNS/proxy, or set [relay] mode = "disabled" for LAN-only' });
+  }
+  add({ name: 'not checked', state: 'skip', detail: 'clock skew (no time source offline; a wrong clock makes TLS to relays fail, which shows as OFFLINE above); ' +
+    'reachability from outside (NAT, firewall: try `remote-usb list --bench <ticket>` from a client); ACLs on device nodes (mode bits and groups only)' });
+  return checks;
+}

@@ -1,0 +1,198 @@
+/**
+ * `remote-usb-server install / doctor / uninstall` for real, from a real bundle (package-server --stage-only,
+ * with this machine's node), into a temporary root (--root): a real `useradd --root`, real files, modes and
+ * owners — and nothing on this system changes. Needs root (chown, useradd); skipped otherwise.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { after, before, test } from 'node:test';
+import { DEFAULT_SETTINGS, udevRulesText, unitText } from '../../server/install.js';
+
+const root = join(__dirname, '../../..');
+const isRoot = process.geteuid?.() === 0;
+const haveUseradd = spawnSync('useradd', ['--help']).status === 0;
+const skip = !isRoot ? 'needs root (chown, useradd --root)' : !haveUseradd ? 'needs useradd (passwd)' : false;
+
+let work: string;
+let bin: string;
+let r: string;
+const run = (...args: string[]): { code: number | null; out: string } => {
+  const p = spawnSync(bin, args, { encoding: 'utf8', timeout: 60_000 });
+  return { code: p.status, out: p.stdout + p.stderr };
+};
+const at = (p: string): string => join(r, p);
+const mode = (p: string): string => (fs.lstatSync(at(p)).mode & 0o7777).toString(8);
+const owner = (p: string): number => fs.lstatSync(at(p)).uid;
+/** every path under the root, except the program's own files and passwd's backup/lock files */
+function tree(): string[] {
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      const rel = '/' + relative(r, p);
+      if (/^\/etc\/(passwd|group|shadow|gshadow)-?$|^\/etc\/\.pwd\.lock$|^\/etc\/login\.defs$/.test(rel)) continue;
+      out.push(rel + (e.isDirectory() ? '/' : ''));
+      if (e.isDirectory() && rel !== '/usr/local/lib/remote-usb-server') walk(p);
+    }
+  };
+  walk(r);
+  return out.sort();
+}
+function userOf(name: string): { uid: number; gid: number; shell: string } | undefined {
+  const l = fs.readFileSync(at('/etc/passwd'), 'utf8').split('\n').find((x) => x.startsWith(name + ':'));
+  if (!l) return undefined;
+  const p = l.split(':');
+  return { uid: Number(p[2]), gid: Number(p[3]), shell: p[6] };
+}
+function freshRoot(): string {
+  const d = fs.mkdtempSync(join(work, 'root-'));
+  fs.chmodSync(d, 0o755);
+  fs.mkdirSync(join(d, 'etc'), { mode: 0o755 });
+  for (const f of ['passwd', 'group', 'shadow', 'gshadow', 'login.defs']) if (fs.existsSync(`/etc/${f}`)) fs.copyFileSync(`/etc/${f}`, join(d, 'etc', f));
+  return d;
+}
+
+before(() => {
+  if (skip) return;
+  work = fs.mkdtempSync(join(tmpdir(), 'remote-usb-install-'));
+  fs.chmodSync(work, 0o755); // the not-root case runs the bundle as nobody
+  const bundle = join(work, 'bundle', 'remote-usb-server');
+  const s = spawnSync(process.execPath, [join(root, 'server/packaging/package-server.mjs'), '--target', 'linux-x64', '--stage-only', bundle, '--node', process.execPath],
+    { cwd: root, encoding: 'utf8', timeout: 120_000 });
+  assert.equal(s.status, 0, s.stdout + s.stderr);
+  bin = join(bundle, 'bin', 'remote-usb-server');
+  r = freshRoot();
+});
+after(() => { if (work) fs.rmSync(work, { recursive: true, force: true }); });
+
+const expected = [
+  '/etc/', '/etc/remote-usb/', '/etc/remote-usb/installed.json', '/etc/remote-usb/server.toml',
+  '/etc/systemd/', '/etc/systemd/system/', '/etc/systemd/system/remote-usb-server.service',
+  '/etc/udev/', '/etc/udev/rules.d/', '/etc/udev/rules.d/70-remote-usb.rules',
+  '/usr/', '/usr/local/', '/usr/local/bin/', '/usr/local/bin/remote-usb-server', '/usr/local/lib/', '/usr/local/lib/remote-usb-server/',
+  '/var/', '/var/lib/', '/var/lib/remote-usb/', '/var/lib/remote-usb/pairing.toml', '/var/lib/remote-usb/secret.key',
+];
+
+test('install writes exactly its files, with their modes and owners, and prints a ticket and a pairing code', { skip }, () => {
+  const i = run('install', '--root', r);
+  assert.equal(i.code, 0, i.out);
+  assert.match(i.out, /^created system user remote-usb \(groups plugdev, dialout\)$/m);
+  assert.match(i.out, /^Bench ticket: endpoint[a-z0-9]+$/m);
+  assert.match(i.out, /^Pairing code: [0-9A-Z]{5}-[0-9A-Z]{5} {3}\(single use/m);
+  assert.match(i.out, /systemd is not running here \(--root\): the service was not started/);
+  assert.deepEqual(tree(), expected);
+
+  const u = userOf('remote-usb')!;
+  assert.ok(u && u.uid < 1000, 'a system user');
+  assert.equal(u.shell, '/usr/sbin/nologin');
+  const groups = fs.readFileSync(at('/etc/group'), 'utf8');
+  for (const g of ['plugdev', 'dialout']) assert.match(groups, new RegExp(`^${g}:[^:]*:\\d+:(.*,)?remote-usb(,|$)`, 'm'));
+
+  for (const [p, m, uid] of [
+    ['/usr/local/lib/remote-usb-server', '755', 0], ['/usr/local/lib/remote-usb-server/bin/remote-usb-server', '755', 0],
+    ['/usr/local/lib/remote-usb-server/lib/node', '755', 0], ['/usr/local/lib/remote-usb-server/lib/server.js', '644', 0],
+    ['/etc/remote-usb', '755', 0], ['/etc/remote-usb/server.toml', '644', 0], ['/etc/remote-usb/installed.json', '644', 0],
+    ['/etc/udev/rules.d/70-remote-usb.rules', '644', 0], ['/etc/systemd/system/remote-usb-server.service', '644', 0],
+    ['/var/lib/remote-usb', '700', u.uid], ['/var/lib/remote-usb/secret.key', '600', u.uid], ['/var/lib/remote-usb/pairing.toml', '600', u.uid],
+  ] as const) {
+    assert.equal(mode(p), m, `mode of ${p}`);
+    assert.equal(owner(p), uid, `owner of ${p}`);
+  }
+  // nothing in the program directory is writable by anyone but root
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const st = fs.lstatSync(join(d, e.name));
+      assert.ok(st.uid === 0 && (st.mode & 0o022) === 0 && !st.isSymbolicLink(), `${join(d, e.name)} uid ${st.uid} mode ${st.mode.toString(8)}`);
+      if (e.isDirectory()) walk(join(d, e.name));
+    }
+  };
+  walk(at('/usr/local/lib/remote-usb-server'));
+  assert.equal(fs.readlinkSync(at('/usr/local/bin/remote-usb-server')), '/usr/local/lib/remote-usb-server/bin/remote-usb-server');
+  assert.equal(fs.readFileSync(at('/etc/systemd/system/remote-usb-server.service'), 'utf8'), unitText(DEFAULT_SETTINGS));
+  assert.equal(fs.readFileSync(at('/etc/udev/rules.d/70-remote-usb.rules'), 'utf8'), udevRulesText());
+  assert.match(fs.readFileSync(at('/etc/remote-usb/server.toml'), 'utf8'), /^state_dir = "\/var\/lib\/remote-usb"$/m);
+  const m = JSON.parse(fs.readFileSync(at('/etc/remote-usb/installed.json'), 'utf8'));
+  assert.deepEqual(m.files, ['/etc/systemd/system/remote-usb-server.service', '/etc/udev/rules.d/70-remote-usb.rules', '/usr/local/bin/remote-usb-server']);
+  assert.deepEqual(m.user, { name: 'remote-usb', created: true });
+  assert.equal(m.configCreated, true);
+});
+
+test('install again: same files, the identity and an edited config are kept', { skip }, () => {
+  const key = fs.readFileSync(at('/var/lib/remote-usb/secret.key'), 'utf8');
+  const conf = fs.readFileSync(at('/etc/remote-usb/server.toml'), 'utf8').replace('[relay]\n', '[relay]\nmode = "disabled"\n');
+  fs.writeFileSync(at('/etc/remote-usb/server.toml'), conf);
+  const i = run('install', '--root', r, '--no-pair');
+  assert.equal(i.code, 0, i.out);
+  assert.match(i.out, /^user remote-usb exists/m);
+  assert.match(i.out, /^kept \/etc\/remote-usb\/server.toml$/m);
+  assert.match(i.out, /^kept the bench identity \/var\/lib\/remote-usb\/secret.key$/m);
+  assert.doesNotMatch(i.out, /wrote \/etc\/(udev|systemd)/); // unchanged, not rewritten
+  assert.equal(fs.readFileSync(at('/var/lib/remote-usb/secret.key'), 'utf8'), key);
+  assert.equal(fs.readFileSync(at('/etc/remote-usb/server.toml'), 'utf8'), conf);
+  assert.deepEqual(tree(), expected);
+  assert.equal(fs.readFileSync(at('/etc/passwd'), 'utf8').split('\n').filter((l) => l.startsWith('remote-usb:')).length, 1);
+});
+
+test('doctor: healthy, then a loose key and a broken config are named with their fixes', { skip }, () => {
+  let d = run('doctor', '--root', r);
+  assert.equal(d.code, 0, d.out);
+  assert.match(d.out, /^ok +identity +\/var\/lib\/remote-usb\/secret.key \(0600\) — endpoint id [0-9a-f]{64}$/m);
+  assert.match(d.out, /^skipped +relay +relay mode "disabled"/m);
+  assert.match(d.out, /^skipped +not checked +clock skew/m);
+  assert.match(d.out, /\nhealthy\n$/);
+  fs.chmodSync(at('/var/lib/remote-usb/secret.key'), 0o644);
+  d = run('doctor', '--root', r);
+  assert.equal(d.code, 1, d.out);
+  assert.match(d.out, /^PROBLEM +identity +\/var\/lib\/remote-usb\/secret.key: mode 644 \(must be 600\)\n +fix: sudo chown remote-usb: /m);
+  fs.chmodSync(at('/var/lib/remote-usb/secret.key'), 0o600);
+  const good = fs.readFileSync(at('/etc/remote-usb/server.toml'), 'utf8');
+  fs.writeFileSync(at('/etc/remote-usb/server.toml'), good.replace('mode = "disabled"', 'mode = "sometimes"'));
+  d = run('status', '--root', r);
+  assert.equal(d.code, 1, d.out);
+  assert.match(d.out, /^PROBLEM +config +\S+\/etc\/remote-usb\/server.toml:\d+: relay.mode: 'sometimes' must be "default", "custom" or "disabled"$/m);
+  fs.writeFileSync(at('/etc/remote-usb/server.toml'), good);
+  assert.equal(run('doctor', '--what').code, 2);
+});
+
+test('install refuses: not root, a foreign unit in the way, bad flags', { skip }, () => {
+  const nobody = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', bin, 'install', '--root', freshRoot()], { encoding: 'utf8' });
+  assert.equal(nobody.status, 1, nobody.stdout + nobody.stderr);
+  assert.match(nobody.stderr, /install must run as root/);
+
+  const r2 = freshRoot();
+  fs.mkdirSync(join(r2, 'etc/systemd/system'), { recursive: true });
+  fs.writeFileSync(join(r2, 'etc/systemd/system/remote-usb-server.service'), '[Service]\nExecStart=/bin/true\n');
+  const f = run('install', '--root', r2);
+  assert.equal(f.code, 1, f.out);
+  assert.match(f.out, /\/etc\/systemd\/system\/remote-usb-server.service exists and was not written by remote-usb-server install/);
+  assert.equal(fs.existsSync(join(r2, 'etc/remote-usb')), false, 'nothing written');
+  assert.equal(fs.readFileSync(join(r2, 'etc/passwd'), 'utf8').includes('remote-usb:'), false, 'no user made');
+
+  const w = freshRoot();
+  fs.mkdirSync(join(w, 'usr/local'), { recursive: true });
+  fs.chmodSync(join(w, 'usr/local'), 0o777);
+  const ww = run('install', '--root', w);
+  assert.equal(ww.code, 1, ww.out);
+  assert.match(ww.out, /unsafe install: \/usr\/local \(on the path to the program directory .*\) is writable by group or others/);
+
+  const u = run('install', '--root', r, '--user', 'root');
+  assert.equal(u.code, 2);
+  assert.match(u.out, /--user root: the daemon must not run as root/);
+});
+
+test('uninstall removes what install wrote and keeps config, identity and user; --purge removes them', { skip }, () => {
+  const un = run('uninstall', '--root', r);
+  assert.equal(un.code, 0, un.out);
+  assert.match(un.out, /^kept \/etc\/remote-usb\/server.toml, \/var\/lib\/remote-usb\/ .*user remote-usb/m);
+  assert.deepEqual(tree(), ['/etc/', '/etc/remote-usb/', '/etc/remote-usb/installed.json', '/etc/remote-usb/server.toml',
+    '/var/', '/var/lib/', '/var/lib/remote-usb/', '/var/lib/remote-usb/pairing.toml', '/var/lib/remote-usb/secret.key']);
+  assert.ok(userOf('remote-usb'));
+  const purge = run('uninstall', '--root', r, '--purge');
+  assert.equal(purge.code, 0, purge.out);
+  assert.deepEqual(tree(), ['/etc/']);
+  assert.equal(userOf('remote-usb'), undefined);
+  assert.match(run('uninstall', '--root', r).out, /nothing to uninstall/);
+});
