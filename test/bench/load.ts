@@ -6,13 +6,14 @@
  *    how long until every watcher heard of it (fan-out), idle and under load;
  *  - 8 clients each claim one loopback board (sim-2 … sim-9) and run bulk loopback at once: 64 KiB URBs,
  *    4 OUT + 4 IN in flight each, every byte checked (self-describing words, so order does not matter);
- *  - one more client times control round trips (GET_STATUS) on sim-10, idle and under that load;
+ *  - one more client, in its own process (so it measures the bench, not this busy process), times
+ *    control round trips (GET_STATUS) on sim-10, idle and under that load;
  *  - the daemon's RSS and CPU from /proc/<pid>/status and /proc/<pid>/stat during the load.
  * Prints a table (medians of the repeated runs). Asserts no speed, but exits 1 on wrong data, a lost
  * completion or a watcher that never heard of a hot-plug.
  *   --quick   a short form for CI (a few seconds per phase, one run)
  */
-import { execFileSync } from 'node:child_process';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -162,6 +163,60 @@ async function controlRtts(dev: ClaimedDevice, until: () => boolean): Promise<nu
   return rtts;
 }
 
+/**
+ * The control client's own process (`load.js --probe <bench id> <port> <secret key hex>`): claims
+ * sim-10, prints "ready", then for each "<seconds>" line on stdin prints a JSON array of round trips.
+ */
+async function probe(id: string, port: string, keyHex: string): Promise<void> {
+  const c = await BenchClient.connect({ secretKey: Buffer.from(keyHex, 'hex'), bench: { id, addrs: [`127.0.0.1:${port}`] }, clientName: 'control', relay: { mode: 'disabled' } });
+  const dev = await c.claim(CONTROL_ID);
+  process.stdout.write('ready\n');
+  let input = '';
+  for await (const chunk of process.stdin) {
+    input += String(chunk);
+    let nl;
+    while ((nl = input.indexOf('\n')) >= 0) {
+      const secs = Number(input.slice(0, nl));
+      input = input.slice(nl + 1);
+      const end = performance.now() + secs * 1000;
+      process.stdout.write(JSON.stringify(await controlRtts(dev, () => performance.now() > end)) + '\n');
+    }
+  }
+  await c.close();
+}
+
+class Probe {
+  private lines: string[] = [];
+  private waiting?: () => void;
+  private constructor(readonly child: ChildProcess) {
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) { this.lines.push(buf.slice(0, nl)); buf = buf.slice(nl + 1); this.waiting?.(); }
+    });
+  }
+  static async start(bench: PeerAddress, port: number, key: Uint8Array): Promise<Probe> {
+    const p = new Probe(spawn(process.execPath, ['--enable-source-maps', __filename, '--probe', bench.id, String(port), Buffer.from(key).toString('hex')], { stdio: ['pipe', 'pipe', 'inherit'] }));
+    if ((await p.next()) !== 'ready') throw new Error('the control probe did not start');
+    return p;
+  }
+  private async next(): Promise<string> {
+    while (this.lines.length === 0) {
+      if (this.child.exitCode !== null) throw new Error(`the control probe exited with ${this.child.exitCode}`);
+      await within(new Promise<void>((r) => { this.waiting = r; }), LOST_MS + 60_000, 'the control probe');
+    }
+    return this.lines.shift()!;
+  }
+  async run(seconds: number): Promise<number[]> {
+    this.child.stdin!.write(`${seconds}\n`);
+    return JSON.parse(await this.next()) as number[];
+  }
+  stop(): void {
+    this.child.stdin!.end();
+  }
+}
+
 // ---- hot-plug fan-out ----
 /** Toggles the hot-plug board; resolves with ms until the last watcher heard of it (and each one's). */
 async function hotplug(daemon: DaemonProcess, watchers: BenchClient[], present: boolean): Promise<{ last: number; each: number[] } | undefined> {
@@ -195,6 +250,7 @@ async function main(): Promise<void> {
   await daemon.start();
   const pid = daemon.child!.pid!;
   const clients: BenchClient[] = [];
+  let probeProcess: Probe | undefined;
   try {
     const bench: PeerAddress = { id: endpointIdOf(loadOrCreateSecretKey(stateDir, false).key), addrs: [`127.0.0.1:${daemon.port}`] };
     const trust = new TrustStore(join(stateDir, 'clients.toml'), stateDir);
@@ -228,10 +284,11 @@ async function main(): Promise<void> {
     }
 
     // the control client, idle
-    const ctl = await connect('control');
-    const ctlDev = await ctl.claim(CONTROL_ID);
-    const idleEnd = performance.now() + IDLE_SECONDS * 1000;
-    const idleRtts = await controlRtts(ctlDev, () => performance.now() > idleEnd);
+    const probeKey = generateSecretKey();
+    trust.allow(endpointIdOf(probeKey), 'control');
+    const ctl = await Probe.start(bench, daemon.port, probeKey);
+    probeProcess = ctl;
+    const idleRtts = await ctl.run(IDLE_SECONDS);
 
     // the 8 bulk clients
     const bulkDevs = await Promise.all(BULK_IDS.map(async (id, i) => (await connect(`bulk-${i + 1}`)).claim(id)));
@@ -251,7 +308,7 @@ async function main(): Promise<void> {
       const sampler = (async () => {
         while (loading) { rssSamples.push(rssKiB(pid)); await sleep(250); }
       })();
-      const ctlUnderLoad = controlRtts(ctlDev, () => performance.now() > until);
+      const ctlUnderLoad = ctl.run(LOAD_SECONDS);
       const plugs = (async () => {
         for (let i = 0; i < 2; i++) {
           await sleep((LOAD_SECONDS * 1000) / 3);
@@ -308,9 +365,10 @@ async function main(): Promise<void> {
     if (fanLoaded.length) row(`hot-plug fan-out to ${WATCHERS} watchers, under load: last watcher (median of ${fanLoaded.length})`, `${median(fanLoaded).toFixed(1)} ms`);
     row('daemon RSS: idle (1 client-less start) / during load median / max', `${(rssIdle / 1024).toFixed(0)} / ${(median(rssSamples) / 1024).toFixed(0)} / ${(Math.max(...rssSamples) / 1024).toFixed(0)} MiB`);
     row('daemon CPU during load (100 % = one core)', `${(100 * median(cpu)).toFixed(0)} %`);
-    row(`this process's CPU during load (all ${clients.length} clients)`, `${(100 * median(ownCpu)).toFixed(0)} %`);
+    row(`this process's CPU during load (${clients.length} clients; the control client runs apart)`, `${(100 * median(ownCpu)).toFixed(0)} %`);
     row('wall time', `${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {
+    probeProcess?.stop();
     await Promise.all(clients.map((c) => c.close().catch(() => {})));
     const code = await daemon.stop();
     if (code !== 0) fail(`the daemon exited with ${code}:\n${daemon.output.slice(-2000)}`);
@@ -322,4 +380,8 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: Error) => { process.stderr.write(`load failed: ${e.stack}\n`); process.exit(1); });
+if (process.argv[2] === '--probe') {
+  probe(process.argv[3], process.argv[4], process.argv[5]).catch((e: Error) => { process.stderr.write(`control probe: ${e.stack}\n`); process.exit(1); });
+} else {
+  main().catch((e: Error) => { process.stderr.write(`load failed: ${e.stack}\n`); process.exit(1); });
+}
