@@ -22,6 +22,8 @@ export interface ServerConfig {
   sharing: SharingRules;
   /** Extra ttys shared as serial ports (the Pi's own UART, a hat's RS-485), beyond USB devices' own. */
   serialPorts: string[];
+  /** `client_silence_s`: how long a client that is heard from no more keeps its devices (default 20 s). */
+  clientSilenceLimitMs?: number;
 }
 
 export interface SharingRules {
@@ -72,7 +74,7 @@ export function isShared(rules: SharingRules, d: { id: string; vendorId: number;
 }
 
 const KNOWN: Record<string, readonly string[]> = {
-  '': ['name', 'listen', 'state_dir', 'allowlist', 'log_level', 'pairing_minutes', 'relay', 'sharing', 'serial'],
+  '': ['name', 'listen', 'state_dir', 'allowlist', 'log_level', 'pairing_minutes', 'client_silence_s', 'relay', 'sharing', 'serial'],
   relay: ['mode', 'urls'],
   sharing: ['allow', 'deny'],
   serial: ['ports'],
@@ -143,6 +145,8 @@ function resolveConfig(doc: Record<string, unknown>, file: string | undefined, t
   if (!LOG_LEVELS.includes(logLevel)) bad('', 'log_level', `must be one of ${LOG_LEVELS.join(', ')}`);
   const pm = get('', 'pairing_minutes') ?? 10;
   if (typeof pm !== 'number' || !Number.isInteger(pm) || pm < 1 || pm > 1440) bad('', 'pairing_minutes', 'must be a whole number of minutes, 1..1440');
+  const silence = get('', 'client_silence_s');
+  if (silence !== undefined && (typeof silence !== 'number' || !(silence >= 1 && silence <= 3600))) bad('', 'client_silence_s', 'must be a number of seconds, 1..3600');
 
   const mode = str('relay', 'mode', 'default');
   const urls = strList('relay', 'urls');
@@ -169,7 +173,9 @@ function resolveConfig(doc: Record<string, unknown>, file: string | undefined, t
   }
   if (new Set(serialPorts).size !== serialPorts.length) bad('serial', 'ports', 'lists a path twice');
 
-  return { file, name, listen, stateDir, allowlistFile, logLevel, pairingMinutes: pm as number, relay, sharing: { allow, deny }, serialPorts };
+  return { file, name, listen, stateDir, allowlistFile, logLevel, pairingMinutes: pm as number, relay, sharing: { allow, deny }, serialPorts,
+    clientSilenceLimitMs: silence === undefined ? undefined : Math.round((silence as number) * 1000),
+  };
 }
 
 /** 1-based line where `key` is set inside `[table]` (or at top level); else the table's header; else 0. */

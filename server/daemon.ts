@@ -24,7 +24,7 @@ export interface DaemonOptions {
   backend: UsbBackend;
   secretKey: Uint8Array;
   log: Logger;
-  /** How long a silent client keeps its devices (default CLIENT_SILENCE_LIMIT_MS; tests shorten it). */
+  /** How long a silent client keeps its devices (default: the config's, else CLIENT_SILENCE_LIMIT_MS; tests shorten it). */
   clientSilenceLimitMs?: number;
   /** Opens ttys (default: `serialport`, plus the simulated boards' with a simulated USB backend). */
   serial?: SerialBackend;
@@ -101,7 +101,7 @@ export class Daemon implements SessionHost {
       const conn = await this.endpoint!.accept().catch(() => null);
       if (conn === null) return;
       if (this.stopping) { conn.close(); continue; }
-      const session = new Session(conn, this, this.options.clientSilenceLimitMs);
+      const session = new Session(conn, this, this.options.clientSilenceLimitMs ?? this.options.config.clientSilenceLimitMs);
       this.sessions.add(session);
       void session.run().catch((e: Error) => this.log.error(`session ${session.label}: ${e.message}`));
     }

@@ -90,6 +90,8 @@ export interface BenchClientEvents {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** How long a re-claim waits for the bench to drop our own previous connection (its 20 s silence limit, checked every 5 s). */
+const RECLAIM_OWN_STALE_MS = 27_000;
 
 export class BenchClient extends EventEmitter<BenchClientEvents> implements SerialLink {
   private endpoint?: IrohEndpoint;
@@ -597,14 +599,30 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
     if (!this.lost) this.emit('suspended');
   }
 
-  /** @internal after a reconnect: claim again. */
+  /**
+   * @internal after a reconnect: claim again. The bench may still hold the device for our previous
+   * connection: we give a silent connection up sooner (deadAfterMs, 15 s) than the bench does (20 s),
+   * and when the link was down, our close never reached it. While the holder is us (the name the bench
+   * gave our claim), we wait for the bench to let that connection go rather than call the device lost.
+   */
   async reclaim(): Promise<void> {
-    if (this.lost) return;
-    try {
-      this.info = await this.client.sendClaim(this.id);
-      this.emit('resumed');
-    } catch (e) {
-      this.markLost(`could not claim it again after reconnecting: ${(e as Error).message}`);
+    const ours = this.info.claimedBy;
+    const deadline = performance.now() + RECLAIM_OWN_STALE_MS;
+    while (!this.lost) {
+      try {
+        this.info = await this.client.sendClaim(this.id);
+        this.emit('resumed');
+        return;
+      } catch (e) {
+        if (this.lost) return;
+        if (e instanceof BenchError && e.code === 'offline') return; // the next reconnect claims again
+        const holder = this.client.device(this.id);
+        if (e instanceof BenchError && e.code === 'in-use' && ours !== undefined && holder?.claimedBy === ours && !holder.mine && performance.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 250));
+          continue;
+        }
+        this.markLost(`could not claim it again after reconnecting: ${(e as Error).message}`);
+      }
     }
   }
 

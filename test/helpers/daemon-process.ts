@@ -31,9 +31,10 @@ export class DaemonProcess {
   output = '';
   readonly configFile: string;
 
+  /** `extraToml` goes before the `[relay]` table, so it may set top-level keys (`client_silence_s = 2`). */
   constructor(readonly stateDir: string, readonly port: number, extraToml = '') {
     this.configFile = join(stateDir, 'server.toml');
-    writeFileSync(this.configFile, `name = "proc-bench"\nlisten = "127.0.0.1:${port}"\nstate_dir = "${stateDir}"\nlog_level = "debug"\n[relay]\nmode = "disabled"\n${extraToml}`);
+    writeFileSync(this.configFile, `name = "proc-bench"\nlisten = "127.0.0.1:${port}"\nstate_dir = "${stateDir}"\nlog_level = "debug"\n${extraToml}[relay]\nmode = "disabled"\n`);
   }
 
   /** Starts it and resolves once it serves. */

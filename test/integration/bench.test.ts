@@ -286,6 +286,44 @@ describe('reconnects (daemon as a real process)', () => {
     await until(() => c.device('sim-1')?.mine === true, 5000, 're-claim');
   });
 
+  test('re-claim after a reconnect waits while the bench still holds the device for another connection of ours (not lost)', async () => {
+    // After a real network drop the bench keeps the dead connection's claim until its silence limit
+    // (20 s) while the client gives up sooner (15 s): test/integration/network-drop.test.ts. Here a
+    // silent client with the same key plays that stale connection, deterministically.
+    const dir = mkdtempSync(join(tmpdir(), 'remote-usb-proc-stale-'));
+    const quiet = new DaemonProcess(dir, await freeUdpPort(), 'client_silence_s = 2\n');
+    const key = generateSecretKey();
+    new TrustStore(join(dir, 'clients.toml'), dir).allow(endpointIdOf(key), 'me');
+    const opts = (o: Partial<BenchClientOptions>): BenchClientOptions => ({
+      secretKey: key, bench: { id: endpointIdOf(loadOrCreateSecretKey(dir).key), addrs: [`127.0.0.1:${quiet.port}`] },
+      clientName: 'me', relay: { mode: 'disabled' }, ...o,
+    });
+    try {
+      await quiet.start();
+      const c = await BenchClient.connect(opts({ reconnect: { initialDelayMs: 1500, maxDelayMs: 1500 } }));
+      clients.push(c);
+      const dev = await c.claim('sim-2');
+      assert.equal(dev.info.claimedBy, 'me');
+      const suspended = waitFor(dev, 'suspended');
+      await quiet.stop('SIGTERM');
+      await suspended;
+      await quiet.start();
+      // our "old connection": same key, claims, then says nothing (no pings, no reconnects)
+      const stale = await BenchClient.connect(opts({ pingIntervalMs: 600_000, deadAfterMs: 600_000, reconnect: { initialDelayMs: 600_000 } }));
+      clients.push(stale);
+      await stale.claim('sim-2');
+      const t0 = performance.now();
+      await waitFor(dev, 'resumed', 15_000);
+      process.stdout.write(`# re-claimed ${(performance.now() - t0).toFixed(0)} ms after our silent other connection took it (bench silence limit 2 s)\n`);
+      assert.equal(dev.lost, false);
+      assert.equal(c.device('sim-2')?.mine, true);
+      assert.equal((await dev.submit({ type: 'bulk', ep: SOURCE_EP_IN, length: 512 })).status, 0);
+    } finally {
+      await quiet.stop('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a frozen bench (no answers at all) is detected by the ping and reconnected when it thaws', async () => {
     const c = await connect({ pingIntervalMs: 100, deadAfterMs: 600 });
     daemon.signal('SIGSTOP');

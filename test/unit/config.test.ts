@@ -9,6 +9,12 @@ test('defaults work without a file', () => {
   assert.equal(c.logLevel, 'info');
   assert.equal(c.pairingMinutes, 10);
   assert.deepEqual(c.serialPorts, []);
+  assert.equal(c.clientSilenceLimitMs, undefined); // the daemon's 20 s
+});
+
+test('client_silence_s sets how long a silent client keeps its devices', () => {
+  assert.equal(parseConfig('client_silence_s = 3\n').clientSilenceLimitMs, 3000);
+  assert.equal(parseConfig('client_silence_s = 2.5\n').clientSilenceLimitMs, 2500);
 });
 
 test('[serial] ports shares extra ttys', () => {
@@ -52,6 +58,8 @@ test('semantic errors name file, line and key', () => {
     ['lsiten = "0.0.0.0:1"\n', /^s\.toml:1: lsiten: unknown key \(known: name, listen/],
     ['state_dir = "relative/dir"\n', /^s\.toml:1: state_dir: must be an absolute path/],
     ['pairing_minutes = 0\n', /^s\.toml:1: pairing_minutes: must be a whole number/],
+    ['client_silence_s = 0.5\n', /^s\.toml:1: client_silence_s: must be a number of seconds, 1\.\.3600/],
+    ['client_silence_s = "20"\n', /^s\.toml:1: client_silence_s: must be a number of seconds/],
     ['relay = 5\n', /^s\.toml:1: relay: must be a table/],
     ['[serial]\nports = "/dev/ttyAMA0"\n', /^s\.toml:2: serial\.ports: must be a list of strings/],
     ['[serial]\n\nports = ["ttyAMA0"]\n', /^s\.toml:3: serial\.ports: 'ttyAMA0' must be an absolute tty path, e\.g\. "\/dev\/ttyAMA0"/],
