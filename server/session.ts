@@ -7,7 +7,7 @@
  * cancel won the race) or an `error` naming that URB. A cancel for a URB that already completed is
  * ignored, because its completion is already on the way; the client must not expect a second reply.
  */
-import { CAPABILITIES, ErrorCode, MAX_URB_BYTES_IN_FLIGHT, MAX_URBS_IN_FLIGHT, PROTOCOL_VERSION, UrbStatus } from './protocol/constants.js';
+import { CAPABILITIES, ErrorCode, MAX_FRAME_BYTES, MAX_URB_BYTES_IN_FLIGHT, MAX_URBS_IN_FLIGHT, PROTOCOL_VERSION, UrbStatus } from './protocol/constants.js';
 import type { BenchMessage, ClientMessage, DeviceInfo, Hello, Message, SerialClose, SerialOpen, SerialSet, SerialWrite, Submit } from './protocol/messages.js';
 import { parseSetup, ProtocolError } from './protocol/messages.js';
 import { MessageStream } from './protocol/stream.js';
@@ -36,6 +36,8 @@ export interface SessionHost {
 }
 
 const MAX_STREAMS = 8;
+/** Frame size limit before a client has said hello (a hello is a few hundred bytes). */
+const MAX_HELLO_FRAME_BYTES = 4096;
 /**
  * A client pings every 5 s; one silent for this long is gone (crashed, killed, network down), and its
  * devices go back to the bench's kernel instead of waiting for QUIC's much longer idle timeout.
@@ -142,7 +144,9 @@ export class Session {
       const stream = new MessageStream(io, (e) => this.end(`write failed: ${e.message}`));
       this.streams.add(stream);
       if (!this.control) this.control = stream;
-      void stream.readLoop((m) => this.onMessage(m, stream), REPLY_BACKLOG_LIMIT).then(
+      // Until hello, frames are small: an unknown peer cannot make us buffer megabytes.
+      const frameLimit = (): number => (this.authenticated ? MAX_FRAME_BYTES : MAX_HELLO_FRAME_BYTES);
+      void stream.readLoop((m) => this.onMessage(m, stream), REPLY_BACKLOG_LIMIT, frameLimit).then(
         () => { if (stream === this.control) this.end('client closed its stream'); },
         (e: Error) => this.onStreamError(e),
       );

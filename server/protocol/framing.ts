@@ -26,7 +26,8 @@ export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
-  constructor(private readonly maxFrameBytes = MAX_FRAME_BYTES) {}
+  /** `maxFrameBytes` may be a function: the bench allows only small frames until a client said hello. */
+  constructor(private readonly maxFrameBytes: number | (() => number) = MAX_FRAME_BYTES) {}
 
   /** Bytes received but not yet returned as messages (a clean end of stream has none). */
   get pendingBytes(): number {
@@ -43,8 +44,9 @@ export class FrameDecoder {
   next(): Message | undefined {
     if (this.buffered < FRAME_HEADER_BYTES) return undefined;
     const length = this.peekLength();
-    if (length > this.maxFrameBytes) {
-      throw new ProtocolError(`frame length ${length} exceeds the limit of ${this.maxFrameBytes} bytes`);
+    const limit = typeof this.maxFrameBytes === 'number' ? this.maxFrameBytes : this.maxFrameBytes();
+    if (length > limit) {
+      throw new ProtocolError(`frame length ${length} exceeds the limit of ${limit} bytes`);
     }
     if (length === 0) throw new ProtocolError('empty frame (length 0)');
     if (this.buffered < FRAME_HEADER_BYTES + length) return undefined;

@@ -99,10 +99,11 @@ export class MessageStream {
    * With `maxBacklog`, reading pauses while more than that many bytes wait to be written, until they
    * are: a peer that sends requests but does not read the replies stops being read (QUIC flow control
    * then holds it back) instead of growing our memory. Only the bench passes it; the client always
-   * reads, so the two sides can never end up waiting on each other.
+   * reads, so the two sides can never end up waiting on each other. `maxFrameBytes` overrides the frame
+   * size limit (checked per frame).
    */
-  async readLoop(onMessage: (m: Message) => void, maxBacklog?: number): Promise<void> {
-    const decoder = new FrameDecoder();
+  async readLoop(onMessage: (m: Message) => void, maxBacklog?: number, maxFrameBytes?: () => number): Promise<void> {
+    const decoder = new FrameDecoder(maxFrameBytes);
     for (;;) {
       const chunk = await this.io.read();
       if (chunk === null) {

@@ -69,6 +69,17 @@ test('an oversized frame length is refused without buffering it', async () => {
   assert.notEqual(closed, 'still open');
 });
 
+test('before hello only small frames are accepted: an unknown peer cannot make the bench buffer megabytes', async () => {
+  const { got, closed } = await talk(async (_s, raw) => {
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(64 * 1024);
+    await raw(Buffer.concat([header, Buffer.alloc(100)]));
+  });
+  const err = got.find((m) => m.t === 'error') as { message: string } | undefined;
+  assert.match(err!.message, /frame length 65536 exceeds the limit of 4096 bytes/);
+  assert.notEqual(closed, 'still open');
+});
+
 test('URBs for an unclaimed device and duplicate URB ids are refused one by one; the session lives on', async () => {
   const { got, closed } = await talk(async (s) => {
     s.send(hello);
