@@ -136,8 +136,13 @@ export async function diagnose(o: DoctorOptions): Promise<Check[]> {
     if (!user) { add({ name, state: 'skip', detail: `no user ${userName} to check for` }); return; }
     if (files.length === 0) { add({ name, state: 'warn', detail: none }); return; }
     const denied = files.filter((f) => { try { return !canAccess(fs.statSync(at(f)), user!); } catch { return false; } });
+    const how = (f: string): string => {
+      const st = fs.statSync(at(f));
+      const group = o.sys.groupName(st.gid) ?? String(st.gid);
+      return `${f} is ${o.sys.userName(st.uid) ?? st.uid}:${group} ${(st.mode & 0o777).toString(8)}`;
+    };
     add(denied.length
-      ? { name, state: 'problem', detail: `${userName} cannot open ${denied.slice(0, 4).join(', ')}${denied.length > 4 ? ` and ${denied.length - 4} more` : ''} (read/write)`, fix }
+      ? { name, state: 'problem', detail: `${userName} cannot open ${denied.length} of ${files.length} read/write (${how(denied[0])}${denied.length > 1 ? ', …' : ''})`, fix }
       : { name, state: 'ok', detail: `${userName} can open all ${files.length} (${files.slice(0, 3).join(', ')}${files.length > 3 ? ', …' : ''})` });
   };
   const usb = nodes('/dev/bus/usb', /^\d+$/).flatMap((b) => nodes(b, /^\d+$/));
@@ -145,7 +150,8 @@ export async function diagnose(o: DoctorOptions): Promise<Check[]> {
     `the udev rule ${UDEV_RULES_PATH} (sudo remote-usb-server install), then: sudo udevadm trigger --subsystem-match=usb`);
   const ttys = [...nodes('/dev', /^tty(ACM|USB)\d+$/), ...(config?.serialPorts ?? [])];
   access('tty access', ttys, 'no /dev/ttyACM*, /dev/ttyUSB* or [serial] ports now (nothing to check)',
-    `sudo usermod -aG dialout ${userName} (and for [serial] ports: their group must be one of ${userName}'s)`);
+    `the udev rule ${UDEV_RULES_PATH} makes ttyACM*/ttyUSB* dialout 0660 (sudo remote-usb-server install, then sudo udevadm trigger --subsystem-match=tty); ` +
+    `${userName} must be in dialout (sudo usermod -aG dialout ${userName}); a [serial] port's group must be one of ${userName}'s`);
   const rule = (() => { try { return fs.readFileSync(at(UDEV_RULES_PATH), 'utf8'); } catch { return undefined; } })();
   add(rule === undefined
     ? { name: 'udev rule', state: manifest ? 'problem' : 'warn', detail: `no ${UDEV_RULES_PATH}`, fix: 'sudo remote-usb-server install' }

@@ -212,6 +212,8 @@ export interface System {
   readonly root: string;
   lookupUser(name: string): UserInfo | undefined;
   groupExists(name: string): boolean;
+  userName(uid: number): string | undefined;
+  groupName(gid: number): string | undefined;
   createUser(name: string, home: string, groups: string[]): void;
   deleteUser(name: string): void;
   /** systemd is PID 1 (and we are not installing into another root) */
@@ -248,6 +250,8 @@ export function realSystem(root: string): System {
       return { ...u, groups: mine.map(([n]) => n), gids: [...new Set([u.gid, ...mine.map(([, g]) => g.gid)])] };
     },
     groupExists: (name) => readPasswd(root).groups.has(name),
+    userName: (uid) => [...readPasswd(root).users].find(([, u]) => u.uid === uid)?.[0],
+    groupName: (gid) => [...readPasswd(root).groups].find(([, g]) => g.gid === gid)?.[0],
     createUser(name, home, groups) {
       const r = run('useradd', [...rootArgs, '--system', '--user-group', '--home-dir', home, '--no-create-home', '--shell', '/usr/sbin/nologin',
         '--comment', 'Remote USB bench daemon', ...(groups.length ? ['--groups', groups.join(',')] : []), name]);

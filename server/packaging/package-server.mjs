@@ -114,7 +114,9 @@ function checkBinaries(dir, target) {
 function runCheck(dir) {
   const tmp = mkdtempSync(join(tmpdir(), 'remote-usb-server-check-'));
   const env = { PATH: '/usr/bin:/bin', HOME: tmp, XDG_STATE_HOME: join(tmp, 'state'), XDG_CONFIG_HOME: join(tmp, 'config') };
-  const run = (...a) => spawnSync(join(dir, 'bin', 'remote-usb-server'), a, { cwd: tmp, env, encoding: 'utf8', timeout: 60_000 });
+  // a config of its own: as root, the built-in state_dir would be this machine's /var/lib/remote-usb
+  writeFileSync(join(tmp, 'server.toml'), `state_dir = "${join(tmp, 'state')}"\n[relay]\nmode = "disabled"\n`);
+  const run = (...a) => spawnSync(join(dir, 'bin', 'remote-usb-server'), [...a, '--config', join(tmp, 'server.toml')], { cwd: tmp, env, encoding: 'utf8', timeout: 60_000 });
   try {
     const steps = [];
     const v = run('--version');
