@@ -17,6 +17,8 @@ export const ADMIN_HELP = `Setting up a bench (as root, from the unpacked bundle
   doctor           everything status checks, plus USB/tty access for the service user, udev rule, relay
   --user <name> (remote-usb)  --prefix <dir> (/usr/local)  --config-dir <dir> (/etc/remote-usb)
   --state-dir <dir> (/var/lib/remote-usb)  --root <dir> (install into a tree, not this system)
+  install --json   print one JSON object instead of text: {"ticket", "pairingCode" (null with --no-pair),
+                   "pairingExpires", "version", "target", "lines"} (errors stay on stderr, non-zero exit)
   status/doctor exit 0 healthy, 1 problems found, 2 usage
 `;
 
@@ -29,7 +31,7 @@ export async function adminMain(argv: string[], ctx: { ticket: (config: ServerCo
       options: {
         user: { type: 'string' }, prefix: { type: 'string' }, 'config-dir': { type: 'string' }, 'state-dir': { type: 'string' },
         root: { type: 'string' }, purge: { type: 'boolean' }, config: { type: 'string', short: 'c' }, minutes: { type: 'string' },
-        'no-pair': { type: 'boolean' },
+        'no-pair': { type: 'boolean' }, json: { type: 'boolean' },
       },
     });
   } catch (e) {
@@ -44,6 +46,7 @@ export async function adminMain(argv: string[], ctx: { ticket: (config: ServerCo
   only('purge', ['uninstall']);
   only('minutes', ['install']);
   only('no-pair', ['install']);
+  only('json', ['install']);
   only('config', ['status', 'doctor']);
   only('user', ['install', 'status', 'doctor']);
   only('prefix', ['install']);
@@ -56,7 +59,16 @@ export async function adminMain(argv: string[], ctx: { ticket: (config: ServerCo
 
   switch (command) {
     case 'install': {
-      const r = install(settings, findBundle(require.main?.filename ?? process.argv[1]), sys, { pairingMinutes: minutes, pair: !values['no-pair'] });
+      const bundle = findBundle(require.main?.filename ?? process.argv[1]);
+      const r = install(settings, bundle, sys, { pairingMinutes: minutes, pair: !values['no-pair'] });
+      if (values.json) {
+        // for programs (the extension's "Deploy Server to Bench…" over ssh): one object, nothing else on stdout
+        out(JSON.stringify({
+          ticket: ctx.ticket(r.config, r.key), pairingCode: r.pairing?.code ?? null, pairingExpires: r.pairing?.expires.toISOString() ?? null,
+          version: bundle.version, target: bundle.target, lines: r.lines,
+        }));
+        return 0;
+      }
       for (const l of r.lines) out(l);
       out('');
       out(`Bench ticket: ${ctx.ticket(r.config, r.key)}`);

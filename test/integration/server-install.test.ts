@@ -196,3 +196,24 @@ test('uninstall removes what install wrote and keeps config, identity and user; 
   assert.equal(userOf('remote-usb'), undefined);
   assert.match(run('uninstall', '--root', r).out, /nothing to uninstall/);
 });
+
+test('install --json: one JSON object on stdout (for deploy over ssh); --json is install\'s only', { skip }, () => {
+  const j = freshRoot();
+  const p = spawnSync(bin, ['install', '--json', '--root', j, '--minutes', '5'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(p.status, 0, p.stdout + p.stderr);
+  assert.equal(p.stdout.trim().split('\n').length, 1, p.stdout);
+  const o = JSON.parse(p.stdout) as Record<string, unknown>;
+  assert.deepEqual(Object.keys(o), ['ticket', 'pairingCode', 'pairingExpires', 'version', 'target', 'lines']);
+  assert.match(o.ticket as string, /^endpoint[a-z0-9]+$/);
+  assert.match(o.pairingCode as string, /^[0-9A-Z]{5}-[0-9A-Z]{5}$/);
+  const left = Date.parse(o.pairingExpires as string) - Date.now();
+  assert.ok(left > 4 * 60_000 && left <= 5 * 60_000, `expires in ${left} ms`);
+  assert.equal(o.target, 'linux-x64');
+  assert.ok((o.lines as string[]).includes('created system user remote-usb (groups plugdev, dialout)'), String(o.lines));
+  const np = spawnSync(bin, ['install', '--json', '--no-pair', '--root', j], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(np.status, 0, np.stderr);
+  assert.equal((JSON.parse(np.stdout) as { pairingCode: unknown }).pairingCode, null);
+  const bad = run('uninstall', '--json', '--root', j);
+  assert.equal(bad.code, 2);
+  assert.match(bad.out, /--json is not an option of 'uninstall'/);
+});
