@@ -80,6 +80,8 @@ async function startSshd(): Promise<string | false> {
   if (t.status !== 0) return `sshd -t rejects the test config: ${t.stderr.trim()}`;
   sshd = spawn(SSHD, ['-D', '-e', '-f', key('sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
   sshd.stderr!.on('data', (d: Buffer) => { sshdLog += d.toString(); });
+  // if this process ends before after() (a runner killed by a closed pipe, say), do not leave sshd listening
+  process.once('exit', () => { if (sshd?.exitCode === null) sshd.kill('SIGKILL'); });
   const ok = await new Promise<boolean>((resolve) => {
     const t0 = Date.now();
     const check = (): void => {
