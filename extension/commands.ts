@@ -31,6 +31,11 @@ type BenchArg = BenchNode | { bench: string } | undefined;
 
 const PAIRING_CODE = /^[A-Z0-9]{5}-?[A-Z0-9]{5}$/i;
 
+/** Daemon bundles (`npm run package:server`): `remoteUsb.serverBundles`, else out/package in this checkout. */
+function serverBundlesDir(extensionPath: string): string {
+  return vscode.workspace.getConfiguration('remoteUsb').get<string>('serverBundles')?.trim() || join(extensionPath, 'out', 'package');
+}
+
 export function registerCommands(ctx: CommandContext): vscode.Disposable[] {
   const { benches, attachments, monitors, errors, log } = ctx;
   const reg = (id: string, fn: (...args: never[]) => unknown): vscode.Disposable => vscode.commands.registerCommand(id, fn);
@@ -145,6 +150,50 @@ export function registerCommands(ctx: CommandContext): vscode.Disposable[] {
       });
       if (!code) return undefined;
       return connect('Pairing with the bench…', address, { pairingCode: code.trim().toUpperCase(), name: arg && !(arg instanceof BenchNode) ? arg.name : undefined });
+    }),
+
+    reg('remoteUsb.deployBench', async (arg?: { target: string; port?: number; sshArgs?: string[]; bundlesDir?: string; name?: string }) => {
+      const target = arg?.target ?? (await vscode.window.showInputBox({
+        title: 'Remote USB: deploy the server to a bench over ssh',
+        prompt: 'ssh destination: user@host, or a Host from your ~/.ssh/config (your own ssh, keys and agent are used; the user needs sudo without a password, or be root)',
+        placeHolder: 'pi@bench.local',
+        ignoreFocusOut: true,
+        validateInput: (v) => (/^[^\s-][^\s]*$/.test(v.trim()) ? undefined : 'One ssh destination, like pi@bench.local'),
+      }))?.trim();
+      if (!target) return undefined;
+      const { deployBench, DEPLOY_STEP_TITLES } = await import('./core/deploy.js');
+      try {
+        return await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Deploying the Remote USB server to ${target}`, cancellable: true }, async (progress, token) => {
+          const abort = new AbortController();
+          token.onCancellationRequested(() => abort.abort());
+          const r = await deployBench(target, {
+            port: arg?.port, sshArgs: arg?.sshArgs, signal: abort.signal,
+            bundlesDir: arg?.bundlesDir ?? serverBundlesDir(ctx.extensionPath),
+            onStep: (step, detail) => {
+              progress.report({ message: `${DEPLOY_STEP_TITLES[step]}${detail ? ` — ${detail}` : ''}` });
+              log.info(`deploy to ${target}: ${DEPLOY_STEP_TITLES[step]}${detail ? ` — ${detail}` : ''}`);
+            },
+          });
+          for (const line of r.lines) log.info(`deploy to ${target}: ${line}`);
+          for (const w of r.warnings) log.warn(`deploy to ${target}: ${w}`);
+          progress.report({ message: 'pairing with the new bench…' });
+          const bench = await benches.add(r.ticket, { pairingCode: r.pairingCode, name: arg?.name, token });
+          void vscode.window.showInformationMessage(`Remote USB: the server runs on ${target} (${r.arch}, ${r.version}) and this machine is paired with it as '${bench.name}'.`);
+          return r;
+        });
+      } catch (e) {
+        const manual = (e as { manualCommand?: string }).manualCommand;
+        if (manual) {
+          log.error(`deploy to ${target}: ${(e as Error).message}\n${manual}`);
+          errors.shown.push({ message: (e as Error).message, actions: ['Show Logs'] });
+          const choice = await vscode.window.showErrorMessage(`Deploy to ${target}: ${(e as Error).message} Run the install yourself in a terminal (the command is in the log).`, 'Copy Command', 'Show Logs');
+          if (choice === 'Copy Command') await vscode.env.clipboard.writeText(manual);
+          if (choice === 'Show Logs') log.show(true);
+        } else {
+          void errors.show(e, `Deploy to ${target} failed`, () => vscode.commands.executeCommand('remoteUsb.deployBench', arg));
+        }
+        return undefined;
+      }
     }),
 
     reg('remoteUsb.renameBench', async (arg?: BenchArg, newName?: string) => {

@@ -294,6 +294,16 @@ suite('Remote USB in real VS Code', function () {
     }
   });
 
+  test('Deploy Server to Bench: an unreachable ssh destination is named, with the logs offered', async () => {
+    const before = api.errors.shown.length;
+    const r = await vscode.commands.executeCommand('remoteUsb.deployBench', { target: 'root@127.0.0.1', port: 9, sshArgs: ['-o', 'ConnectTimeout=5'] });
+    assert.equal(r, undefined);
+    await until(() => api.errors.shown.length > before, 15_000, 'the error');
+    const shown = api.errors.shown.at(-1)!;
+    assert.match(shown.message, /Deploy to root@127\.0\.0\.1 failed: .*(refused|reach)/i);
+    assert.ok(shown.actions.includes('Show Logs'));
+  });
+
   test('Install Helper opens a terminal with the install command (the user types their sudo password there)', async () => {
     const helperJs = await vscode.commands.executeCommand<string>('remoteUsb.installHelper');
     assert.match(helperJs, /dist\/helper\.js$/);
