@@ -4,7 +4,7 @@
 # Prints a summary + metric table and ends with the line "N passed, N failed" (counted from the
 # KTEST PASS/FAIL lines of all scenarios). Exit status non-zero on any failure.
 #
-# Environment: KTEST_BUDGET_S  total time budget for all scenarios (default 1200 s); a scenario gets at
+# Environment: KTEST_BUDGET_S  total time budget for all scenarios (default 2400 s); a scenario gets at
 #              most what is left (and is reported failed, not run, when less than 60 s remain).
 #              KTEST_SKIP_SETUP=1 skips setup.sh. KTEST_VERBOSE=1 streams each guest console live.
 set -uo pipefail
@@ -12,7 +12,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 ART=${KTEST_ARTIFACTS_ROOT:-$REPO/test-artifacts/kernel}
-BUDGET=${KTEST_BUDGET_S:-1200}
+BUDGET=${KTEST_BUDGET_S:-2400}
 START=$SECONDS
 
 finish() {  # finish PASSED FAILED

@@ -1,5 +1,5 @@
 #!/bin/bash
-# ktest-timeout: 420
+# ktest-timeout: 600
 # ktest-ftdi: none
 #
 # Soak and network drops on the real attach path. KTEST_SOAK_CYCLES (default 10) cycles of: the
