@@ -19,6 +19,7 @@ import { deployBench, DeployError, DeployOptions, DeployStep } from '../../exten
 import { loadOrCreateSecretKey } from '../../server/identity.js';
 import { endpointIdOf, parsePeerAddress } from '../../server/net/iroh.js';
 import { TrustStore } from '../../server/trust.js';
+import { freshRoot as makeRoot } from '../helpers/install-root.js';
 
 const repo = join(__dirname, '../../..');
 const SSHD = '/usr/sbin/sshd';
@@ -52,13 +53,7 @@ function freePort(): Promise<number> {
   });
 }
 
-function freshRoot(): string {
-  const d = fs.mkdtempSync(join(work, 'root-'));
-  fs.chmodSync(d, 0o755);
-  fs.mkdirSync(join(d, 'etc'), { mode: 0o755 });
-  for (const f of ['passwd', 'group', 'shadow', 'gshadow', 'login.defs']) if (fs.existsSync(`/etc/${f}`)) fs.copyFileSync(`/etc/${f}`, join(d, 'etc', f));
-  return d;
-}
+const freshRoot = (): string => makeRoot(work);
 
 const remoteTemps = (): string[] => fs.readdirSync(tmpdir()).filter((n) => n.startsWith('remote-usb-deploy.')).sort();
 

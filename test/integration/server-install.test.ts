@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, test } from 'node:test';
 import { DEFAULT_SETTINGS, udevRulesText, unitText } from '../../server/install.js';
+import { freshRoot as makeRoot } from '../helpers/install-root.js';
 
 const root = join(__dirname, '../../..');
 const isRoot = process.geteuid?.() === 0;
@@ -47,13 +48,7 @@ function userOf(name: string): { uid: number; gid: number; shell: string } | und
   const p = l.split(':');
   return { uid: Number(p[2]), gid: Number(p[3]), shell: p[6] };
 }
-function freshRoot(): string {
-  const d = fs.mkdtempSync(join(work, 'root-'));
-  fs.chmodSync(d, 0o755);
-  fs.mkdirSync(join(d, 'etc'), { mode: 0o755 });
-  for (const f of ['passwd', 'group', 'shadow', 'gshadow', 'login.defs']) if (fs.existsSync(`/etc/${f}`)) fs.copyFileSync(`/etc/${f}`, join(d, 'etc', f));
-  return d;
-}
+const freshRoot = (): string => makeRoot(work);
 
 before(() => {
   if (skip) return;

@@ -256,6 +256,9 @@ remove_acm_gadget() {  # remove_acm_gadget [NAME]
 FTDI_VID=0403 FTDI_PID=6001
 
 # ------------------------------------------------------------------------------------------ tty data
+bench_config() {  # bench_config FILE PORT STATE_DIR : our daemon's config for a scenario (loopback, no relay)
+  printf 'name = "ktest-bench"\nlisten = "127.0.0.1:%s"\nstate_dir = "%s"\nlog_level = "debug"\n[relay]\nmode = "disabled"\n' "$2" "$3" > "$1"
+}
 tty_raw() { stty -F "$1" raw -echo -echoe -echok -echoctl -echoke -ixon -ixoff -crtscts clocal "${@:2}"; }
 _ktest_mbps() { awk -v b="$1" -v us="$2" 'BEGIN { if (us <= 0) us = 1; printf "%.3f", b / us }'; }  # bytes/us = MB/s
 # tty_xfer SRC DST BYTES NAME [TIMEOUT_S]: write BYTES random bytes into tty SRC, read them from tty DST,

@@ -21,7 +21,7 @@ if r=$(wait_tty_of $FTDI_VID $FTDI_PID local 15); then FTDI_LOCAL_BUSID=${r% *};
 
 # ---------------------------------------------------------------- bench side: our daemon, real USB backend
 PORT=47320
-printf 'name = "ktest-bench"\nlisten = "127.0.0.1:%s"\nstate_dir = "%s/state"\nlog_level = "debug"\n[relay]\nmode = "disabled"\n' "$PORT" "$W" > "$W/server.toml"
+bench_config "$W/server.toml" "$PORT" "$W/state"
 "$NODE" "$KTEST_REPO/dist/server.js" run -c "$W/server.toml" > "$W/daemon.log" 2>&1 & DAEMON=$!
 wait_until 15 grep -q 'serving as' "$W/daemon.log" || { cat "$W/daemon.log"; ktest_fail ours.daemon_start "daemon did not start"; exit 1; }
 BENCH="$("$NODE" "$KTEST_REPO/dist/server.js" id -c "$W/server.toml")@127.0.0.1:$PORT"

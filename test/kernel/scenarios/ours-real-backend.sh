@@ -13,14 +13,7 @@ make_acm_gadget || exit 1
 tty_raw "$ACM_GADGET_TTY"
 
 PORT=47310
-cat > "$W/server.toml" <<TOML
-name = "ktest-bench"
-listen = "127.0.0.1:$PORT"
-state_dir = "$W/state"
-log_level = "debug"
-[relay]
-mode = "disabled"
-TOML
+bench_config "$W/server.toml" "$PORT" "$W/state"
 NODE=${KTEST_NODE:-node}
 SERVER="$NODE $KTEST_REPO/dist/server.js"
 CLIENT="$NODE $KTEST_REPO/dist/remote-usb.js"
