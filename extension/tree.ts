@@ -149,7 +149,8 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     const rate = attached?.rate ? ` · ↓${formatRate(attached.rate.inBps)} ↑${formatRate(attached.rate.outBps)}` : '';
     item.description = `${vidPidOf(d)} · ${d.serial ? `${d.serial} · ` : ''}${d.speed} · ${where}${local ? ` (${local})` : ''}${rate}`;
     item.iconPath = STATE_ICONS[state];
-    const serial = d.tty !== undefined ? '.serial' : '';
+    // a board attached here has no tty on the bench any more, but its local one opens in the monitor
+    const serial = d.tty !== undefined || attached?.localTty !== undefined ? '.serial' : '';
     item.contextValue = `device.${state === 'attached' ? 'attached' : state === 'available' ? 'available' : state}${serial}`;
     const tip = new vscode.MarkdownString(undefined, true);
     tip.appendMarkdown(`**${escape(deviceLabel(d))}**${d.manufacturer ? ` — ${escape(d.manufacturer)}` : ''}\n\n`);

@@ -51,7 +51,7 @@ firmware_echo() {
 firmware_echo & FW=$!
 
 PORT=47320
-printf 'name = "ktest-bench"\nlisten = "127.0.0.1:%s"\nstate_dir = "%s/state"\nlog_level = "debug"\n[relay]\nmode = "disabled"\n' "$PORT" "$W" > "$W/server.toml"
+bench_config "$W/server.toml" "$PORT" "$W/state"
 "$NODE" "$KTEST_REPO/dist/server.js" run -c "$W/server.toml" > "$W/daemon.log" 2>&1 & DAEMON=$!
 wait_until 30 grep -q 'serving as' "$W/daemon.log" || { cat "$W/daemon.log"; ktest_fail vscode.daemon "daemon did not start"; exit 1; }
 PAIR=$("$NODE" "$KTEST_REPO/dist/server.js" pair -c "$W/server.toml") || { ktest_fail vscode.pair "remote-usb-server pair failed: $PAIR"; exit 1; }

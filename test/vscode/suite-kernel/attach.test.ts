@@ -113,7 +113,7 @@ suite('Attach with one click: real VS Code, real kernel (qemu guest)', function 
     assert.match(tty, /^\/dev\/ttyACM\d+$/);
     await until(() => /attached here \((\/dev\/)?ttyACM\d+\)/.test(describe()), 10_000, 'the tree to say attached here', describe);
     assert.match(describe(), new RegExp(`^${bench!.vidPid} · KTEST-ACM-0001 · \\w+ · attached here \\(${a.localTty}\\)`));
-    assert.match(String(gadgetItem()!.contextValue), /^device\.attached/);
+    assert.equal(gadgetItem()!.contextValue, 'device.attached.serial', 'the row offers the monitor (on its local tty)');
     // the kernel's view: a vhci port in use, the imported device under vhci_hcd with cdc_acm on it
     const ports = vhciPortsInUse();
     assert.equal(ports.length, 1, `one vhci port in use: ${JSON.stringify(ports)}`);
@@ -128,8 +128,7 @@ suite('Attach with one click: real VS Code, real kernel (qemu guest)', function 
   test('Open Serial Monitor (command palette) opens the LOCAL tty; typed text comes back from the firmware', async () => {
     const local = attachment()!.localTty!;
     const before = new Set(api.monitors.open);
-    // An attached row has no inline monitor button (the bench no longer reports a tty for a claimed
-    // board, and the button's `when` wants `.serial`), so the user goes through the palette.
+    // Through the palette here (the row's inline monitor button opens the same local tty).
     await ui([
       { press: 'F1' },
       { waitFor: '.quick-input-widget' },
