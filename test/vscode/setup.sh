@@ -43,6 +43,12 @@ fi
 CHROMIUM=$(command -v chromium) || die "chromium not found on PATH after installing it"
 
 # ---------------------------------------------------------------------------------------------- npm helpers
+# Run from `npm run`, the outer npm's settings arrive as npm_* variables, and an inner npm takes them as its
+# own config: its user agent would still say node v20, which code-server's postinstall reads to refuse
+# to install. The installs below start from a clean npm environment.
+for v in $(compgen -e | grep '^npm_' || true); do unset "$v"; done
+unset NODE
+
 # Installed version of <pkg> under <prefix>, or nothing.
 installed_version() {
   local pj="$1/node_modules/$2/package.json"
