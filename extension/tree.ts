@@ -100,7 +100,9 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     if (!node) return this.benches.list().map((b) => this.benchNode(b));
     if (node.kind !== 'bench') return [];
     const b = node.bench;
-    const devices = [...b.devices].sort((x, y) => x.id.localeCompare(y.id, undefined, { numeric: true }));
+    // While a bench reconnects, the devices attached here stay in view (their 30 s grace is running).
+    const shown = b.state === 'online' ? b.devices : (b.client?.devices ?? []).filter((d) => this.attachments.get(b.id, d.id));
+    const devices = [...shown].sort((x, y) => x.id.localeCompare(y.id, undefined, { numeric: true }));
     return [...devices.map((d) => this.deviceNode(b, d.id)), ...b.ttys.map((t) => this.ttyNode(b, t))];
   }
 
