@@ -15,13 +15,13 @@ import * as vscode from 'vscode';
 import type { RemoteUsbApi } from '../../../extension/extension.js';
 import type { SerialMonitor } from '../../../extension/serial-monitor.js';
 import { BenchNode, DeviceNode, Node } from '../../../extension/tree.js';
+import { isPortFree, parseVhciStatus, VhciPort } from '../../../extension/core/usbip/vhci-status.js';
+import { activateClean } from '../suite/activate.js';
 import { screenshot, ui } from '../suite/screenshot.js';
 
 interface KernelBench { ticket: string; code: string; vidPid: string; busid: string; benchTty: string; firmwareLog: string }
 
 const VHCI_STATUS = '/sys/devices/platform/vhci_hcd.0/status';
-const config = (): vscode.WorkspaceConfiguration => vscode.workspace.getConfiguration('remoteUsb');
-const G = vscode.ConfigurationTarget.Global;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function until(cond: () => boolean, timeoutMs: number, what: string, detail?: () => string): Promise<void> {
@@ -32,11 +32,9 @@ async function until(cond: () => boolean, timeoutMs: number, what: string, detai
   }
 }
 
-/** vhci_hcd's ports in use: "hub port sta spd dev sockfd local_busid" lines whose state is not 004 (free). */
-function vhciPortsInUse(): { port: number; state: string; busid: string }[] {
-  return readFileSync(VHCI_STATUS, 'utf8').split('\n').slice(1).map((l) => l.trim().split(/\s+/))
-    .filter((f) => (f[0] === 'hs' || f[0] === 'ss') && f[2] !== '004')
-    .map((f) => ({ port: Number(f[1]), state: f[2], busid: f[6] }));
+/** vhci_hcd's ports in use, read with the extension's own status parser. */
+function vhciPortsInUse(): VhciPort[] {
+  return parseVhciStatus(readFileSync(VHCI_STATUS, 'utf8')).filter((p) => !isPortFree(p));
 }
 
 suite('Attach with one click: real VS Code, real kernel (qemu guest)', function () {
@@ -61,13 +59,7 @@ suite('Attach with one click: real VS Code, real kernel (qemu guest)', function 
 
   suiteSetup(async () => {
     assert.ok(bench, 'REMOTE_USB_KERNEL_BENCH is set (run through test/vscode/run-kernel.mjs)');
-    await config().update('relay', 'disabled', G);
-    await config().update('benches', [], G);
-    await config().update('autoAttach', [], G);
-    const ext = vscode.extensions.getExtension<RemoteUsbApi>('remote-usb.remote-usb');
-    assert.ok(ext, 'the extension remote-usb.remote-usb is installed');
-    api = await ext.activate();
-    await api.ready;
+    api = await activateClean();
     console.log(`      VS Code ${vscode.version} on Node ${process.version}, uid ${process.getuid?.()}, kernel vhci: ${existsSync(VHCI_STATUS)}`);
   });
 

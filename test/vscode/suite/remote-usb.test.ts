@@ -15,10 +15,9 @@ import { simLoopbackBoard, simSerialBoard } from '../../../server/usb/simulated.
 import type { BenchClient } from '../../../extension/core/bench-client.js';
 import type { RemoteUsbApi } from '../../../extension/extension.js';
 import { BenchNode, DeviceNode, Node } from '../../../extension/tree.js';
+import { activateClean, config, G } from './activate.js';
 import { hasRunner, screenshot, ui } from './screenshot.js';
 
-const config = (): vscode.WorkspaceConfiguration => vscode.workspace.getConfiguration('remoteUsb');
-const G = vscode.ConfigurationTarget.Global;
 
 suite('Remote USB in real VS Code', function () {
   this.timeout(60_000);
@@ -40,13 +39,7 @@ suite('Remote USB in real VS Code', function () {
   };
 
   suiteSetup(async () => {
-    await config().update('relay', 'disabled', G);
-    await config().update('benches', [], G);
-    await config().update('autoAttach', [], G);
-    const ext = vscode.extensions.getExtension<RemoteUsbApi>('remote-usb.remote-usb');
-    assert.ok(ext, 'the extension remote-usb.remote-usb is installed');
-    api = await ext.activate();
-    await api.ready;
+    api = await activateClean();
     fixture = await new BenchFixture().start();
     ticket = ticketFor(fixture.daemon.address());
   });
