@@ -55,14 +55,15 @@ export class AutoAttach implements vscode.Disposable {
 
   private loadRules(): void {
     const raw = autoAttachRules();
-    const problems = raw.flatMap((r, i) => checkRule(r, i));
+    const perRule = raw.map((r, i) => checkRule(r, i));
+    const problems = perRule.flat();
     for (const p of problems) this.log.warn(p);
     if (problems.length > 0) {
       void vscode.window.showWarningMessage(`Remote USB: ${problems[0]}${problems.length > 1 ? ` (and ${problems.length - 1} more)` : ''}. Fix it in settings.`, 'Open Settings').then((c) => {
         if (c) void vscode.commands.executeCommand('workbench.action.openSettings', 'remoteUsb.autoAttach');
       });
     }
-    this.rules = raw.filter((r, i) => checkRule(r, i).length === 0);
+    this.rules = raw.filter((_, i) => perRule[i].length === 0);
   }
 
   /** Why this device should be attached now, if it should. */
