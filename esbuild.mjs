@@ -50,7 +50,7 @@ if (process.argv.includes('--kernel')) {
   builds.push(esbuild.build({ ...common, entryPoints: guest, outdir: 'out/test/kernel/guest', outbase: dir }));
 }
 if (process.argv.includes('--bench')) {
-  builds.push(esbuild.build({ ...common, entryPoints: ['test/bench/bench.ts', 'test/bench/raw-peer.ts', 'test/bench/load.ts', 'test/bench/soak.ts'], outdir: 'out/test/bench', outbase: 'test/bench' }));
+  builds.push(esbuild.build({ ...common, entryPoints: ['test/bench/bench.ts', 'test/bench/raw-peer.ts', 'test/bench/activation-probe.ts', 'test/bench/load.ts', 'test/bench/soak.ts'], outdir: 'out/test/bench', outbase: 'test/bench' }));
 }
 if (process.argv.includes('--vscode')) {
   // suite-kernel/: the real-kernel suite (npm run test:vscode:kernel), run inside the qemu guest

@@ -11,6 +11,7 @@ import { CAPABILITIES, ErrorCode, MAX_FRAME_BYTES, MAX_URB_BYTES_IN_FLIGHT, MAX_
 import type { BenchMessage, ClientMessage, DeviceInfo, Hello, Message, SerialClose, SerialOpen, SerialSet, SerialWrite, Submit } from './protocol/messages.js';
 import { parseSetup, ProtocolError } from './protocol/messages.js';
 import { MessageStream } from './protocol/stream.js';
+import { COMPRESSION_CAPABILITY, PayloadCompressor } from './protocol/compression.js';
 import { CloseCode, IrohConnection } from './net/iroh.js';
 import type { Logger } from './log.js';
 import type { OpenedDevice } from './usb/backend.js';
@@ -71,6 +72,8 @@ export class Session {
   clientName = '?';
   authenticated = false;
   private control?: MessageStream;
+  /** Compresses URB payloads to this client once its hello listed 'brotli'. */
+  private compressor?: PayloadCompressor;
   private readonly streams = new Set<MessageStream>();
   private readonly claims = new Map<string, Claim>();
   private readonly serials = new Map<number, SerialUse>();
@@ -142,6 +145,7 @@ export class Session {
         continue;
       }
       const stream = new MessageStream(io, (e) => this.end(`write failed: ${e.message}`));
+      stream.compressor = this.compressor;
       this.streams.add(stream);
       if (!this.control) this.control = stream;
       // Until hello, frames are small: an unknown peer cannot make us buffer megabytes.
@@ -210,6 +214,10 @@ export class Session {
     if (!auth.ok) return this.refuse(auth.code, auth.message, CloseCode.unauthorized);
     this.clientName = auth.name;
     this.authenticated = true;
+    if (m.caps.includes(COMPRESSION_CAPABILITY)) {
+      this.compressor = new PayloadCompressor();
+      for (const s of this.streams) s.compressor = this.compressor;
+    }
     this.host.log.info(`client ${this.label} connected${auth.paired ? ' (newly paired)' : ''}`);
     this.trySend(this.control!, {
       t: 'welcome', v: PROTOCOL_VERSION, caps: [...CAPABILITIES], bench: this.host.benchName, you: this.clientId,

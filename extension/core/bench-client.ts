@@ -13,6 +13,7 @@ import { CAPABILITIES, ErrorCode, PROTOCOL_VERSION, UrbStatus } from '../../serv
 import type { BenchMessage, DeviceInfo, Message, SetupPacket, TransferType } from '../../server/protocol/messages.js';
 import { encodeSetup, isDataLane } from '../../server/protocol/messages.js';
 import { MessageStream } from '../../server/protocol/stream.js';
+import { COMPRESSION_CAPABILITY, PayloadCompressor } from '../../server/protocol/compression.js';
 import { IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
 import { Logger, silentLogger } from '../../server/log.js';
 import { Backoff } from './backoff.js';
@@ -41,6 +42,8 @@ export interface BenchClientOptions {
   connectTimeoutMs?: number;
   /** Reuse an endpoint (several benches from one process). */
   endpoint?: IrohEndpoint;
+  /** Compress URB payloads when the bench can (default true; the bench turns it off to compare). */
+  compression?: boolean;
 }
 
 export class BenchError extends Error {
@@ -123,6 +126,14 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
   clientId = '';
   /** Last measured application-level round trip, ms. */
   rttMs?: number;
+  /** Compresses the URB payloads we send (when the bench speaks 'brotli'); its stats show what it saved. */
+  readonly compressor = new PayloadCompressor();
+
+  /** Bytes the current connection moved on the wire, after compression (bench, tests). */
+  get wireBytes(): { sent: number; received: number } {
+    const streams = [this.control, this.data].filter((x): x is MessageStream => x !== undefined);
+    return { sent: streams.reduce((n, x) => n + x.bytesSent, 0), received: streams.reduce((n, x) => n + x.bytesReceived, 0) };
+  }
   private readonly log: Logger;
 
   constructor(private readonly options: BenchClientOptions) {
@@ -217,7 +228,9 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     const timer = setTimeout(() => this.requests.get(0)?.reject(new BenchError('timeout', `bench did not answer within ${timeoutMs} ms`)), timeoutMs);
     this.readFrom(control, generation);
     void conn.closed().then((why) => this.connectionLost(generation, why));
-    control.send({ t: 'hello', v: PROTOCOL_VERSION, caps: [...CAPABILITIES], name: this.options.clientName, pair: this.pairingCode });
+    // Without 'brotli' in our hello the bench sends its payloads plain too.
+    const caps = CAPABILITIES.filter((c) => c !== COMPRESSION_CAPABILITY || this.options.compression !== false);
+    control.send({ t: 'hello', v: PROTOCOL_VERSION, caps, name: this.options.clientName, pair: this.pairingCode });
     let w: BenchMessage;
     try {
       w = await welcome;
@@ -239,6 +252,10 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     // first frame), so it costs nothing until used.
     const data = new MessageStream(await conn.openStream(), (e) => this.connectionLost(generation, `write failed: ${e.message}`));
     this.data = data;
+    if (this.options.compression !== false && w.caps.includes(COMPRESSION_CAPABILITY)) {
+      control.compressor = this.compressor;
+      data.compressor = this.compressor;
+    }
     this.readFrom(data, generation);
     this.pairingCode = undefined;
     this.benchName = w.bench;

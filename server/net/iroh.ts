@@ -12,7 +12,7 @@ import { ByteStream } from '../protocol/stream.js';
 import { fromWireArray, toWireArray, WIRE_CHUNK } from './bytes.js';
 
 const ALPN_BYTES = Array.from(Buffer.from(ALPN));
-const READ_SIZE = 1024 * 1024;
+const READ_SIZE = WIRE_CHUNK; // see bytes.ts
 
 export type RelayChoice =
   | { mode: 'default' } // n0's public relays and discovery: works across NAT, connect by id alone

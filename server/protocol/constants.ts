@@ -7,7 +7,7 @@ export const ALPN = 'remote-usb/1';
 export const PROTOCOL_VERSION = 1;
 
 /** What this build can do; peers use this to switch optional behaviour on. */
-export const CAPABILITIES: readonly string[] = ['urb', 'hotplug', 'ping', 'pairing', 'serial'];
+export const CAPABILITIES: readonly string[] = ['urb', 'hotplug', 'ping', 'pairing', 'serial', 'brotli'];
 
 /** Largest URB data we carry in one message (usb-storage and DFU use up to a few hundred KiB). */
 export const MAX_URB_DATA = 4 * 1024 * 1024;

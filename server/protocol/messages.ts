@@ -71,6 +71,8 @@ export interface Submit {
   data?: Uint8Array;
   len: number;
   timeout?: number;
+  /** 1: `data` is Brotli-compressed and inflates to `len` bytes (capability 'brotli', compression.ts). */
+  z?: number;
 }
 export interface Cancel { t: 'cancel'; dev: string; id: number }
 export interface Ping { t: 'ping'; n: number }
@@ -101,7 +103,8 @@ export interface DeviceRemoved { t: 'removed'; dev: string }
 export interface DeviceChanged { t: 'changed'; device: DeviceInfo }
 export interface Claimed { t: 'claimed'; req: number; device: DeviceInfo }
 export interface Released { t: 'released'; req: number; dev: string }
-export interface Complete { t: 'complete'; dev: string; id: number; status: number; len: number; data?: Uint8Array }
+/** `z` as in Submit: compressed `data`, `len` bytes once inflated. */
+export interface Complete { t: 'complete'; dev: string; id: number; status: number; len: number; data?: Uint8Array; z?: number }
 export interface Pong { t: 'pong'; n: number }
 /** `path`: the tty the bench opened (`/dev/ttyACM0`, `sim:sim-1`). */
 export interface SerialOpened { t: 'serial-opened'; req: number; sid: number; port: string; path: string }
@@ -162,6 +165,12 @@ function bytes(o: Obj, key: string, maxLen: number): Uint8Array {
   if (!(v instanceof Uint8Array)) fail(`field '${key}' of '${String(o.t)}' must be binary, got ${describe(v)}`);
   if (v.length > maxLen) fail(`field '${key}' of '${String(o.t)}' is ${v.length} bytes, limit ${maxLen}`);
   return v;
+}
+/** `z` (compression scheme) needs data to inflate; compression.ts checks the inflated size. */
+function compressed(o: Obj): void {
+  if (o.z === undefined) return;
+  if (o.z !== 1) fail(`field 'z' of '${String(o.t)}' names an unknown compression scheme: ${describe(o.z)}`);
+  if (o.data === undefined) fail(`'${String(o.t)}' says its data is compressed but has no data`);
 }
 function optBytes(o: Obj, key: string, maxLen: number): void {
   if (o[key] !== undefined) bytes(o, key, maxLen);
@@ -240,6 +249,7 @@ export function parseMessage(value: unknown): Message {
       }
       optBytes(o, 'data', MAX_URB_DATA);
       if (o.timeout !== undefined) uint(o, 'timeout', 3_600_000);
+      compressed(o);
       break;
     }
     case 'cancel': str(o, 'dev', 64); uint(o, 'id'); break;
@@ -261,7 +271,7 @@ export function parseMessage(value: unknown): Message {
     case 'removed': str(o, 'dev', 64); break;
     case 'claimed': uint(o, 'req'); device(o.device); break;
     case 'released': uint(o, 'req'); str(o, 'dev', 64); break;
-    case 'complete': str(o, 'dev', 64); uint(o, 'id'); int(o, 'status'); uint(o, 'len', MAX_URB_DATA); optBytes(o, 'data', MAX_URB_DATA); break;
+    case 'complete': str(o, 'dev', 64); uint(o, 'id'); int(o, 'status'); uint(o, 'len', MAX_URB_DATA); optBytes(o, 'data', MAX_URB_DATA); compressed(o); break;
     case 'error':
       if (o.req !== undefined) uint(o, 'req');
       if (o.id !== undefined) uint(o, 'id');

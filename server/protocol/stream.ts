@@ -2,8 +2,10 @@
  * A message stream over one byte stream (a QUIC stream in production, an in-memory pipe in tests).
  * Writes are serialised — one write in flight per stream, because concurrent writes on one Iroh stream
  * can reorder bytes (FACTS.md) — and frames queued meanwhile are coalesced into one write, which
- * matters because every write crosses the N-API binding.
+ * matters because every write crosses the N-API binding. With a `compressor`, URB payloads are
+ * compressed on the thread pool while earlier frames are written; frames still go out in send() order.
  */
+import { PayloadCompressor } from './compression.js';
 import { encodeFrame, FrameDecoder } from './framing.js';
 import { Message } from './messages.js';
 
@@ -22,8 +24,15 @@ export interface ByteStream {
 /** Upper bound for one coalesced write: big enough to amortise the binding, small enough to keep latency. */
 const MAX_COALESCED_WRITE = 256 * 1024;
 
+/** A queued frame; `ready` while its payload is still being compressed. `bytes` is what it added to the backlog. */
+interface Queued {
+  frame?: Buffer;
+  ready?: Promise<Buffer>;
+  bytes: number;
+}
+
 export class MessageStream {
-  private readonly queue: Buffer[] = [];
+  private readonly queue: Queued[] = [];
   private queuedBytes = 0;
   private pumping = false;
   private closed = false;
@@ -36,14 +45,25 @@ export class MessageStream {
   /** True while readLoop waits for the backlog to drain. */
   readPaused = false;
 
+  /** Set once the peer said it speaks compressed payloads (capability 'brotli'). */
+  compressor?: PayloadCompressor;
+
   constructor(private readonly io: ByteStream, private readonly onWriteError: (e: Error) => void = () => {}) {}
 
   /** Queues a message; never blocks. Throws if the message cannot be encoded (too large). */
   send(message: Message): void {
     if (this.closed) return;
-    const frame = encodeFrame(message);
-    this.queue.push(frame);
-    this.queuedBytes += frame.length;
+    let entry: Queued;
+    if (this.compressor?.wants(message)) {
+      // Encoding the original now reports an oversized message to the caller, as without compression.
+      const plain = encodeFrame(message);
+      entry = { bytes: plain.length, ready: this.compressor.compress(message).then((m) => (m === message ? plain : encodeFrame(m))) };
+    } else {
+      const frame = encodeFrame(message);
+      entry = { frame, bytes: frame.length };
+    }
+    this.queue.push(entry);
+    this.queuedBytes += entry.bytes;
     if (!this.pumping) void this.pump();
   }
 
@@ -62,20 +82,23 @@ export class MessageStream {
     this.pumping = true;
     try {
       while (this.queue.length > 0 && !this.closed) {
-        let chunk: Buffer;
-        if (this.queue.length === 1 || this.queue[0].length >= MAX_COALESCED_WRITE) {
-          chunk = this.queue.shift()!;
-        } else {
-          const parts: Buffer[] = [];
-          let size = 0;
-          while (this.queue.length > 0 && size + this.queue[0].length <= MAX_COALESCED_WRITE) {
-            const f = this.queue.shift()!;
-            parts.push(f);
-            size += f.length;
-          }
-          chunk = Buffer.concat(parts, size);
+        const head = this.queue[0];
+        if (!head.frame) head.frame = await head.ready!;
+        if (this.closed) break;
+        // Coalesce the frames that are ready behind the head, up to MAX_COALESCED_WRITE.
+        const parts: Buffer[] = [];
+        let size = 0;
+        let bytes = 0;
+        while (this.queue.length > 0) {
+          const next = this.queue[0];
+          if (!next.frame || (parts.length > 0 && size + next.frame.length > MAX_COALESCED_WRITE)) break;
+          this.queue.shift();
+          parts.push(next.frame);
+          size += next.frame.length;
+          bytes += next.bytes;
         }
-        this.queuedBytes -= chunk.length;
+        const chunk = parts.length === 1 ? parts[0] : Buffer.concat(parts, size);
+        this.queuedBytes -= bytes;
         await this.io.write(chunk);
         this.bytesSent += chunk.length;
       }

@@ -13,8 +13,8 @@
  * completion or a watcher that never heard of a hot-plug.
  *   --quick   a short form for CI (a few seconds per phase, one run)
  */
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BenchClient, ClaimedDevice, UrbResult } from '../../extension/core/bench-client.js';
@@ -24,6 +24,7 @@ import { UrbStatus } from '../../server/protocol/constants.js';
 import { TrustStore } from '../../server/trust.js';
 import { LOOP_EP_IN, LOOP_EP_OUT } from '../../server/usb/sim-loopback-board.js';
 import { DaemonProcess, freeUdpPort } from '../helpers/daemon-process.js';
+import { cpuSeconds, median, ownCpuSeconds, pct, rssKiB, sleep } from './measure.js';
 
 const quick = process.argv.includes('--quick');
 const RUNS = quick ? 1 : 3;
@@ -41,8 +42,6 @@ const HOTPLUG_ID = 'sim-11';
 /** How long a completion or a hot-plug event may take before we call it lost. */
 const LOST_MS = 15_000;
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const pct = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]; };
 const failures: string[] = [];
 function fail(what: string): void {
   failures.push(what);
@@ -51,31 +50,11 @@ function fail(what: string): void {
 function row(name: string, value: string): void {
   process.stdout.write(`${name.padEnd(74)} ${value}\n`);
 }
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms (lost)`)), ms);
     p.then((v) => { clearTimeout(t); resolve(v); }, (e: unknown) => { clearTimeout(t); reject(e as Error); });
   });
-}
-
-// ---- the daemon's process, from /proc ----
-const CLK_TCK = ((): number => {
-  try { return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100; } catch { return 100; }
-})();
-function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
-/** utime + stime in seconds (fields 14 and 15 of /proc/<pid>/stat, after the parenthesised name). */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-}
-function ownCpuSeconds(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
 }
 
 // ---- bulk loopback with self-describing data ----

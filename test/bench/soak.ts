@@ -16,7 +16,7 @@
  *   --minutes N         how long (default 10; CI: 1)
  *   --sample-seconds N  sampling period (default 5 for runs up to 2 minutes, else 10)
  */
-import { readdirSync, readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,6 +32,7 @@ import { LOOP_EP_IN, LOOP_EP_OUT } from '../../server/usb/sim-loopback-board.js'
 import { recordingLogger } from '../helpers/bench-fixture.js';
 import { DaemonProcess, freeUdpPort } from '../helpers/daemon-process.js';
 import { FakeVhci, GET_DESCRIPTOR } from '../helpers/fake-vhci.js';
+import { rssKiB, sleep } from './measure.js';
 
 const { values: args } = parseArgs({ options: { minutes: { type: 'string', default: '10' }, 'sample-seconds': { type: 'string' } } });
 const MINUTES = Number(args.minutes);
@@ -49,7 +50,6 @@ const STEP_MS = 15_000; // a step of a cycle that takes longer than this has fai
 const NOISE_PER_MINUTE = 0.01;
 
 const gc = (globalThis as { gc?: () => void }).gc;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 function within<T>(p: Promise<T>, what: string, ms = STEP_MS): Promise<T> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms);
@@ -170,10 +170,6 @@ interface Sample {
   fds: number;
 }
 
-function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
 const fdCount = (pid: number | 'self'): number => readdirSync(`/proc/${pid}/fd`).length;
 
 function sample(pid: number, t0: number): Sample {

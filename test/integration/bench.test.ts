@@ -16,7 +16,7 @@ import { UrbStatus } from '../../server/protocol/constants.js';
 import { LOOP_EP_IN, LOOP_EP_OUT, REPORT_EP_IN, SOURCE_EP_IN } from '../../server/usb/sim-loopback-board.js';
 import { SERIAL_EP_IN, SERIAL_EP_OUT } from '../../server/usb/sim-serial-board.js';
 import { simLoopbackBoard } from '../../server/usb/simulated.js';
-import { seededBytes } from '../../server/usb/patterns.js';
+import { firmwareLikeImage, seededBytes } from '../../server/usb/patterns.js';
 import { generateSecretKey } from '../../server/net/iroh.js';
 import { BenchFixture, until, waitFor } from '../helpers/bench-fixture.js';
 
@@ -118,6 +118,33 @@ describe('bench daemon + client core over real Iroh', () => {
     assert.deepEqual(received(), Buffer.concat(chunks));
     await dev.release(); // cancels the IN URBs still waiting
     await c.close();
+  });
+
+  test('a firmware image loops back compressed both ways, byte for byte; with compression off nothing is compressed', async () => {
+    const image = firmwareLikeImage(1 << 20);
+    for (const compression of [true, false]) {
+      const c = await bench.connect({ compression });
+      const dev = await c.claim('sim-2');
+      const wire0 = c.wireBytes;
+      const chunks = Array.from({ length: 16 }, (_, i) => image.subarray(i * 65536, (i + 1) * 65536));
+      const ins = Array.from({ length: 16 }, () => dev.submit({ type: 'bulk', ep: LOOP_EP_IN, length: 64 * 1024 }));
+      const outs = chunks.map((data) => dev.submit({ type: 'bulk', ep: LOOP_EP_OUT, data }));
+      for (const r of await Promise.all(outs)) assert.equal(r.status, 0);
+      const back = await Promise.all(ins);
+      assert.deepEqual(Buffer.concat(back.map((r) => r.data)), image);
+      const st = c.compressor.stats;
+      const received = c.wireBytes.received - wire0.received; // the bench's completions, as they crossed the wire
+      if (compression) {
+        assert.ok(st.compressed >= 12, `${st.compressed} of ${st.payloads} OUT payloads compressed`);
+        assert.ok(st.bytesIn / st.bytesOut > 2, `ratio ${(st.bytesIn / st.bytesOut).toFixed(2)}`);
+        assert.ok(received < image.length / 2, `${received} bytes received for a ${image.length}-byte image`);
+      } else {
+        assert.equal(st.payloads, 0);
+        assert.ok(received > image.length, `${received} bytes received for a ${image.length}-byte image`);
+      }
+      await dev.release();
+      await c.close();
+    }
   });
 
   test('bulk source and interrupt endpoints with many URBs in flight', async () => {

@@ -6,11 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { brotliCompressSync } from 'node:zlib';
 import { encodeFrame, FrameDecoder } from '../../server/protocol/framing.js';
 import { ProtocolError, Message } from '../../server/protocol/messages.js';
 import { MAX_FRAME_BYTES } from '../../server/protocol/constants.js';
 import { encodeCmdSubmit, encodeCmdUnlink, UsbipDecoder, UsbipProtocolError } from '../../extension/core/usbip/codec.js';
-import { seededBytes } from '../../server/usb/patterns.js';
+import { firmwareLikeImage, seededBytes } from '../../server/usb/patterns.js';
 
 const INPUTS = 100_000;
 
@@ -38,6 +39,9 @@ const protocolSeeds: Message[] = [
   { t: 'submit', dev: 'sim-1', id: 3, ep: 0x00, type: 'control', setup: Buffer.from([0x80, 6, 0, 1, 0, 0, 18, 0]), len: 18 },
   { t: 'submit', dev: 'sim-2', id: 9, ep: 0x01, type: 'bulk', data: seededBytes(300), len: 300 },
   { t: 'complete', dev: 'sim-2', id: 9, status: -32, len: 0 },
+  // compressed payloads (compression.ts): mutations hit the Brotli stream, its length and `len`
+  { t: 'complete', dev: 'sim-2', id: 10, status: 0, len: 4096, data: brotliCompressSync(firmwareLikeImage(4096)), z: 1 },
+  { t: 'submit', dev: 'sim-2', id: 11, ep: 0x01, type: 'bulk', data: brotliCompressSync(Buffer.alloc(3000, 0xff)), len: 3000, z: 1 },
   { t: 'claim', req: 4, dev: 'sim-1' },
   { t: 'error', req: 1, code: 'in-use', message: 'in use by bob' },
   { t: 'cancel', dev: 'sim-2', id: 77 },
