@@ -8,11 +8,15 @@
 /**
  * Writes are cut into pieces of this size so one preallocated Array serves almost every write. Reads
  * ask for the same size (iroh.ts): each event-loop turn then converts at most this much in either
- * direction, which keeps a stream that sends and receives at once balanced (with 64 KiB writes and
- * 1 MiB reads the sending side got under 10 % of the bandwidth) and bounds how long a control
- * completion waits behind bulk data (≈10 ms; 1 MiB reads made it ≈80 ms). Measured in `npm run bench`.
+ * direction — the binding's conversion runs on the JS thread (≈0.08 µs a byte), so under bulk load a
+ * control completion waits about one piece's conversion on each side. Measured with `npm run bench`
+ * (a control URB on a 9th device while 8 stream bulk, p50 / p99, two runs each):
+ *   64 KiB writes, 1 MiB reads:  0.35 / 77-79 ms; and a two-way stream gave its sending side under 10 %
+ *   64 / 64 KiB (this):          5.1 / 10 ms both runs; bulk within the noise of the others
+ *   128 / 128 KiB:               9.5 / 15-16 ms
+ *   256 / 256 KiB:               0.35-19 / 26-34 ms
  */
-export const WIRE_CHUNK = 128 * 1024;
+export const WIRE_CHUNK = 64 * 1024;
 
 const pool = new Map<number, number[]>();
 const POOL_SIZES = 16;

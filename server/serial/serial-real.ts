@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
-import { SerialPort } from 'serialport';
+import type { SerialPort } from 'serialport';
 import type { SerialLine } from '../protocol/messages.js';
 import type { SerialBackend, SerialPortEvents, SerialPortHandle, SerialSignals } from './backend.js';
 
@@ -67,6 +67,8 @@ class RealSerialPort extends EventEmitter<SerialPortEvents> implements SerialPor
 
 export class RealSerialBackend implements SerialBackend {
   async open(path: string, line: SerialLine): Promise<SerialPortHandle> {
+    // Loaded on first use: its native binding (and libstdc++) cost a daemon that never opens a tty ≈6 MB.
+    const { SerialPort } = await import('serialport');
     const port = new SerialPort({
       path, baudRate: line.baud, dataBits: line.dataBits, parity: line.parity, stopBits: line.stopBits,
       lock: true, autoOpen: false,

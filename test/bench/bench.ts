@@ -62,26 +62,29 @@ function conversions(): void {
   row('receive conversion Array→Buffer: Buffer.from (naive) / loop into allocUnsafe (ours)', `${time(() => Buffer.from(arr)).toFixed(0)} / ${time(() => fromWireArray(arr)).toFixed(0)} MB/s`);
 }
 
-interface Raw { oneWay: number; bothWays: number; p50: number; p99: number; workers2: number }
+interface Raw { oneWay: number; bothWays: { up: number; down: number }; p50: number; p99: number; workers2: number }
 
 /** bench.ts → raw-peer.js processes: bare Iroh streams, our conversions. */
 async function rawCeiling(): Promise<Raw> {
   const js = join(__dirname, 'raw-peer.js');
-  const serve = async (n: number): Promise<{ targets: string; stop: () => void }> => {
+  /** A raw-peer server; `received` collects the byte counts it prints per stream. */
+  const serve = async (n: number): Promise<{ targets: string; received: number[]; stop: () => void }> => {
     const server = spawn(process.execPath, [js, 'serve', String(n)], { stdio: ['ignore', 'pipe', 'inherit'] });
     const ids: string[] = [];
+    const received: number[] = [];
     let buf = '';
     server.stdout!.on('data', (d: Buffer) => {
       buf += d;
       let i;
       while ((i = buf.indexOf('\n')) >= 0) {
-        const m = JSON.parse(buf.slice(0, i)) as { id?: string; port?: number };
+        const m = JSON.parse(buf.slice(0, i)) as { id?: string; port?: number; bytes?: number };
         if (m.id) ids.push(`${m.id}@${m.port}`);
+        if (m.bytes !== undefined) received.push(m.bytes);
         buf = buf.slice(i + 1);
       }
     });
     while (ids.length < n) await sleep(20);
-    return { targets: ids.join(','), stop: () => server.kill() };
+    return { targets: ids.join(','), received, stop: () => server.kill() };
   };
   const client = (args: string[]): Promise<{ bytes: number; secs?: number; rtts?: number[] }[]> => new Promise((resolve, reject) => {
     const c = spawn(process.execPath, [js, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -93,7 +96,7 @@ async function rawCeiling(): Promise<Raw> {
   const two = await serve(2);
   try {
     const oneWay: number[] = [];
-    const bothWays: number[] = [];
+    const bothWays: { up: number; down: number }[] = [];
     const workers2: number[] = [];
     for (let r = 0; r < RUNS; r++) {
       // one way: what the sender wrote over the time it took (the receiver's rate, within a flush)
@@ -101,14 +104,19 @@ async function rawCeiling(): Promise<Raw> {
       const [s] = await client(['send', one.targets, String(SECONDS)]);
       oneWay.push(s.bytes / 1e6 / ((performance.now() - t0) / 1000 - 0.2));
       const t1 = performance.now();
+      const before = one.received.length;
       const [b] = await client(['both', one.targets, String(SECONDS)]);
-      bothWays.push((2 * b.bytes) / 1e6 / ((performance.now() - t1) / 1000 - 0.2)); // ≈ symmetric: twice what came back
+      while (one.received.length === before) await sleep(20);
+      // what came back to the client plus what reached the server
+      const secs = (performance.now() - t1) / 1000 - 0.2;
+      bothWays.push({ up: one.received[one.received.length - 1] / 1e6 / secs, down: b.bytes / 1e6 / secs });
       const t2 = performance.now();
       const w = await client(['send', two.targets, String(SECONDS)]);
       workers2.push(w.reduce((n, x) => n + x.bytes, 0) / 1e6 / ((performance.now() - t2) / 1000 - 0.2));
     }
     const [{ rtts }] = await client(['ping', one.targets, '1000']);
-    return { oneWay: median(oneWay), bothWays: median(bothWays), workers2: median(workers2), p50: median(rtts!), p99: pct(rtts!, 99) };
+    const both = bothWays.sort((x, y) => x.up + x.down - y.up - y.down)[Math.floor(bothWays.length / 2)];
+    return { oneWay: median(oneWay), bothWays: both, workers2: median(workers2), p50: median(rtts!), p99: pct(rtts!, 99) };
   } finally {
     one.stop();
     two.stop();
@@ -236,7 +244,7 @@ async function main(): Promise<void> {
   conversions();
   const raw = await rawCeiling();
   row('raw ceiling: one stream, one way, 256 KiB writes', mbps(raw.oneWay));
-  row('raw: one stream, both ways at once (sum of the two directions)', mbps(raw.bothWays));
+  row('raw: one stream, both ways at once: sum (up + down)', `${mbps(raw.bothWays.up + raw.bothWays.down)} (${raw.bothWays.up.toFixed(1)} + ${raw.bothWays.down.toFixed(1)})`);
   row('raw: one way, 2 worker threads per side (own endpoint + connection each)', `${mbps(raw.workers2)} (${(raw.workers2 / raw.oneWay).toFixed(2)}× one thread)`);
   row('raw 64-byte round trip p50 / p99', `${ms(raw.p50)} / ${ms(raw.p99)}`);
 
