@@ -87,22 +87,49 @@ test('MessageStream keeps send() order while payloads compress, and coalesces wh
 
 test('bad compressed payloads are refused with a clear error and bounded memory', () => {
   const frame = (m: Record<string, unknown>): Message[] => decodeAll(encodeFrame(m as unknown as Message));
-  const throwsWith = (m: Record<string, unknown>, re: RegExp): void => assert.throws(() => frame(m), (e: Error) => e instanceof ProtocolError && re.test(e.message));
+  const rejectsWith = (m: Record<string, unknown>, re: RegExp): void => assert.throws(() => frame(m), (e: Error) => e instanceof ProtocolError && re.test(e.message));
   const good = zlib.brotliCompressSync(image.subarray(0, 10000));
-  throwsWith({ t: 'complete', dev: 'd', id: 1, status: 0, len: 10000, data: Buffer.from('not brotli at all'), z: 1 }, /does not inflate to 10000 bytes/);
-  throwsWith({ t: 'complete', dev: 'd', id: 1, status: 0, len: 9999, data: good, z: 1 }, /does not inflate to 9999 bytes/);
-  throwsWith({ t: 'complete', dev: 'd', id: 1, status: 0, len: 10001, data: good, z: 1 }, /inflates to 10000 bytes, 'len' says 10001/);
-  throwsWith({ t: 'submit', dev: 'd', id: 1, ep: 2, type: 'bulk', len: 10000, data: good, z: 2 }, /unknown compression scheme: 2/);
-  throwsWith({ t: 'submit', dev: 'd', id: 1, ep: 0x81, type: 'bulk', len: 10000, z: 1 }, /compressed but has no data/);
+  rejectsWith({ t: 'complete', dev: 'd', id: 1, status: 0, len: 10000, data: Buffer.from('not brotli at all'), z: 1 }, /does not inflate to 10000 bytes/);
+  rejectsWith({ t: 'complete', dev: 'd', id: 1, status: 0, len: 9999, data: good, z: 1 }, /does not inflate to 9999 bytes/);
+  rejectsWith({ t: 'complete', dev: 'd', id: 1, status: 0, len: 10001, data: good, z: 1 }, /inflates to 10000 bytes, 'len' says 10001/);
+  rejectsWith({ t: 'submit', dev: 'd', id: 1, ep: 2, type: 'bulk', len: 10000, data: good, z: 2 }, /unknown compression scheme: 2/);
+  rejectsWith({ t: 'submit', dev: 'd', id: 1, ep: 0x81, type: 'bulk', len: 10000, z: 1 }, /compressed but has no data/);
   // a bomb: 4 MiB of zeros in a few bytes, claiming 100 bytes — refused without inflating it all
   const bomb = zlib.brotliCompressSync(Buffer.alloc(4 << 20));
   assert.ok(bomb.length < 100);
   const before = process.memoryUsage().arrayBuffers;
-  throwsWith({ t: 'complete', dev: 'd', id: 1, status: 0, len: 100, data: bomb, z: 1 }, /does not inflate to 100 bytes/);
+  rejectsWith({ t: 'complete', dev: 'd', id: 1, status: 0, len: 100, data: bomb, z: 1 }, /does not inflate to 100 bytes/);
   assert.ok(process.memoryUsage().arrayBuffers - before < 1 << 20);
   // and the good one works
   const [m] = frame({ t: 'complete', dev: 'd', id: 1, status: 0, len: 10000, data: good, z: 1 });
   assert.deepEqual(Buffer.from((m as Complete).data!), image.subarray(0, 10000));
+});
+
+test('readLoop delivers compressed and plain messages in arrival order, and stops at once on a bad one', async () => {
+  // the peer's side: firmware-like and plain messages interleaved, compressed where it pays
+  const sender = new PayloadCompressor();
+  const frames: Buffer[] = [];
+  const sent: Message[] = [];
+  for (let i = 0; i < 60; i++) {
+    const m: Message = i % 3 === 0 ? { t: 'pong', n: i } : complete(i, image.subarray(i * 4096, i * 4096 + (i % 3) * 16384));
+    sent.push(m);
+    frames.push(encodeFrame(sender.wants(m) ? await sender.compress(m) : m));
+  }
+  assert.ok(sender.stats.compressed > 20);
+  const chunks = [Buffer.concat(frames)];
+  const io: ByteStream = { write: async () => {}, read: async () => chunks.shift() ?? null, finish: async () => {}, abort: () => {} };
+  const got: Message[] = [];
+  await new MessageStream(io).readLoop((m) => got.push(m));
+  assert.deepEqual(got.map((m) => (m.t === 'pong' ? m.n : (m as Complete).id)), sent.map((m) => (m.t === 'pong' ? m.n : (m as Complete).id)));
+  for (let i = 0; i < 60; i++) if (got[i].t === 'complete') assert.deepEqual(Buffer.from((got[i] as Complete).data!), Buffer.from((sent[i] as Complete).data!));
+  // a bad payload, then a peer that goes quiet: the loop fails now, naming the problem
+  const quiet: ByteStream = {
+    write: async () => {}, finish: async () => {}, abort: () => {},
+    read: (() => { let first = true; return () => (first ? ((first = false), Promise.resolve(encodeFrame({ t: 'complete', dev: 'd', id: 7, status: 0, len: 50, data: Buffer.from('junk'), z: 1 }))) : new Promise<Buffer | null>(() => {})); })(),
+  };
+  const delivered: Message[] = [];
+  await assert.rejects(new MessageStream(quiet).readLoop((m) => delivered.push(m)), /compressed data of 'complete' 7 does not inflate to 50 bytes/);
+  assert.equal(delivered.length, 0);
 });
 
 test('inflatePayload leaves plain messages alone', () => {
