@@ -164,12 +164,29 @@ time_attach() {
     [ -n "$bg" ] && tail -20 "/run/ktest/$name.attach.log" | sed 's/^/  attach log: /'
     return 1; }
   t2=$(ktest_now_us)
+  ATTACH_T0_US=$t0 ATTACH_T2_US=$t2
   IMP_BUSID=${r% *} IMP_TTY=${r#* }
   IMP_PORT=$(vhci_port_of_busid "$IMP_BUSID")
-  [ -z "$bg" ] && ktest_metric "${name}_attach_cmd_ms" $(( (t1 - t0) / 1000 )) ms
+  [ -z "$bg" ] && ATTACH_CMD_MS=$(( (t1 - t0) / 1000 )) && ktest_metric "${name}_attach_cmd_ms" "$ATTACH_CMD_MS" ms
   ENUM_MS=$(( (t2 - t0) / 1000 ))
   ktest_metric "${name}_enum_ms" "$ENUM_MS" ms
   ktest_pass "$name.enumerate" "imported as $IMP_BUSID (vhci port $IMP_PORT, $(cat "/sys/bus/usb/devices/$IMP_BUSID/speed") Mbit/s), driver $(driver_of "$IMP_BUSID:1.0") -> /dev/$IMP_TTY in $(( (t2 - t0) / 1000 )) ms"
+}
+# attach_breakdown NAME LOG: where the time of our last time_attach went, from the client's log
+# timestamps (same wall clock as ktest_now_us): METRIC NAME_to_helper_ms (client start-up, Iroh connect,
+# claim: until pkexec runs), NAME_helper_ms (pkexec + polkit + the helper's own start-up and the vhci
+# attach) and NAME_kernel_ms (helper done -> the imported copy's tty exists: enumeration through the
+# bridge; also left in ATTACH_KERNEL_MS).
+attach_breakdown() {
+  local name=$1 log=$2 pk hd
+  pk=$(grep -m1 'running .*pkexec' "$log" | cut -d' ' -f1) || return 0
+  hd=$(grep -m1 'remote-usb-helper: attached' "$log" | cut -d' ' -f1) || return 0
+  [ -n "$pk" ] && [ -n "$hd" ] || return 0
+  pk=$(date -d "$pk" +%s%6N) hd=$(date -d "$hd" +%s%6N)
+  ktest_metric "${name}_to_helper_ms" $(( (pk - ATTACH_T0_US) / 1000 )) ms
+  ktest_metric "${name}_helper_ms" $(( (hd - pk) / 1000 )) ms
+  ATTACH_KERNEL_MS=$(( (ATTACH_T2_US - hd) / 1000 ))
+  ktest_metric "${name}_kernel_ms" "$ATTACH_KERNEL_MS" ms
 }
 # time_detach NAME VID PID PORT CMD... : run CMD (e.g. `usbip detach -p 0`, or stopping our client), then
 # require the vhci port to be free (state 004) and the imported copy gone. METRIC NAME_detach_ms,

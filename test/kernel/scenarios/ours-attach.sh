@@ -45,6 +45,7 @@ driver_back() { wait_until "${2:-15}" sh -c "[ \"\$(basename \"\$(readlink /sys/
 # ---------------------------------------------------------------- CDC-ACM gadget: attach, 1 MiB each way, detach
 if time_attach ours_acm $ACM_VID $ACM_PID --bg "${CLIENT[@]}" "$ACM_LOCAL_BUSID"; then
   ACM_PID_CLIENT=$ATTACH_PID ACM_PORT=$IMP_PORT OURS_ENUM=$ENUM_MS
+  attach_breakdown ours_acm "/run/ktest/ours_acm.attach.log" && OURS_KERNEL=${ATTACH_KERNEL_MS:-}
   tty_xfer "/dev/$IMP_TTY" "$ACM_GADGET_TTY" "$XFER" ours_acm_out 180 && OURS_OUT=$XFER_MBPS
   tty_xfer "$ACM_GADGET_TTY" "/dev/$IMP_TTY" "$XFER" ours_acm_in 180 && OURS_IN=$XFER_MBPS
   time_detach ours_acm $ACM_VID $ACM_PID "$ACM_PORT" stop_client "$ACM_PID_CLIENT"
@@ -102,6 +103,8 @@ start_usbipd || exit 1
 usbip_bind "$ACM_LOCAL_BUSID" native_acm
 if time_attach native_acm $ACM_VID $ACM_PID usbip attach -r 127.0.0.1 -b "$ACM_LOCAL_BUSID"; then
   NATIVE_ENUM=$ENUM_MS
+  NATIVE_KERNEL=$(( ENUM_MS - ${ATTACH_CMD_MS:-0} ))   # usbip attach done -> tty
+  ktest_metric native_acm_kernel_ms "$NATIVE_KERNEL" ms
   tty_xfer "/dev/$IMP_TTY" "$ACM_GADGET_TTY" "$XFER" native_acm_out 120 && NATIVE_OUT=$XFER_MBPS
   tty_xfer "$ACM_GADGET_TTY" "/dev/$IMP_TTY" "$XFER" native_acm_in 120 && NATIVE_IN=$XFER_MBPS
   time_detach native_acm $ACM_VID $ACM_PID "$IMP_PORT" usbip detach -p "$IMP_PORT"
@@ -114,6 +117,8 @@ ktest_check gadget.remove remove_acm_gadget native
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.3f", a / b }'; }
 # enumeration: native time / ours time (≥ 1 means ours is as fast); throughput: ours / native
 ktest_metric ratio_enum_native_over_ours "$(ratio "${NATIVE_ENUM:-}" "${OURS_ENUM:-}")" x
+# the kernel's part alone: from the device on the vhci port to its tty (without process start-ups)
+ktest_metric ratio_enum_kernel_native_over_ours "$(ratio "${NATIVE_KERNEL:-}" "${OURS_KERNEL:-}")" x
 ktest_metric ratio_acm_out_ours_over_native "$(ratio "${OURS_OUT:-}" "${NATIVE_OUT:-}")" x
 ktest_metric ratio_acm_in_ours_over_native "$(ratio "${OURS_IN:-}" "${NATIVE_IN:-}")" x
 exit 0
