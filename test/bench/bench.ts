@@ -5,11 +5,11 @@
  * The raw ceiling comes from bare Iroh processes (raw-peer.ts) with the same conversions. Prints a
  * table, then the same as Markdown; asserts nothing.
  *   --quick     fewer and shorter runs (CI)
- *   --profile   also profile this process (the client) during compressed bulk IN and print where its
- *               CPU time goes
+ *   --profile   also profile the client (this process) during compressed bulk IN and small URBs, and
+ *               the daemon over its whole run, and print where their CPU time goes
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
@@ -19,7 +19,7 @@ import { endpointIdOf, generateSecretKey, PeerAddress } from '../../server/net/i
 import { fromWireArray, toWireArray } from '../../server/net/bytes.js';
 import { TrustStore } from '../../server/trust.js';
 import { firmwareLikeImage, seededBytes } from '../../server/usb/patterns.js';
-import { SINK_EP_OUT, SOURCE_EP_IN, VENDOR_SET_PATTERN } from '../../server/usb/sim-loopback-board.js';
+import { LOOP_EP_IN, LOOP_EP_OUT, SINK_EP_OUT, SOURCE_EP_IN, VENDOR_SET_PATTERN } from '../../server/usb/sim-loopback-board.js';
 import { DaemonProcess, freeUdpPort, repoRoot } from '../helpers/daemon-process.js';
 import { Session } from 'node:inspector/promises';
 import { cpuSeconds, freeCores, median, ownCpuSeconds, pct, rssKiB, sleep } from './measure.js';
@@ -211,13 +211,23 @@ function activation(): { loadMs: number; activateMs: number; natives: string[] }
 /** A V8 CPU profile of this process while it streams a firmware image in, summed by function. */
 async function profileBulk(dev: ClaimedDevice): Promise<void> {
   await setPattern(dev, 'firmware');
+  await profiled('bulk IN firmware 32 in flight', () => bulk(dev, 'in', 32, 'firmware'));
+}
+
+/** Runs `work` under the V8 profiler (this process: the client) and prints where the time went. */
+async function profiled(what: string, work: () => Promise<unknown>): Promise<void> {
   const session = new Session();
   session.connect();
   await session.post('Profiler.enable');
   await session.post('Profiler.start');
-  await bulk(dev, 'in', 32, 'firmware');
+  await work();
   const { profile: p } = await session.post('Profiler.stop');
   session.disconnect();
+  printProfile(`client, ${what}`, p);
+}
+
+/** Prints the ten functions of a V8 CPU profile with the most self time. */
+function printProfile(what: string, p: { nodes: { id: number; callFrame: { functionName: string; url: string } }[]; samples?: number[] }): void {
   const self = new Map<string, number>();
   const total = p.samples!.length;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
@@ -227,7 +237,17 @@ async function profileBulk(dev: ClaimedDevice): Promise<void> {
     self.set(name, (self.get(name) ?? 0) + 1);
   }
   const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 10);
-  for (const [name, n] of top) row(`  client profile, bulk IN firmware 32 in flight: ${name}`, `${((100 * n) / total).toFixed(1)} % of samples`);
+  for (const [name, n] of top) row(`  profile, ${what}: ${name}`, `${((100 * n) / total).toFixed(1)} % of samples`);
+}
+
+/** Where the client's CPU goes per URB: small IN URBs, 16 in flight. */
+async function profileSmall(dev: ClaimedDevice): Promise<void> {
+  await profiled('512-byte IN, 16 in flight', async () => {
+    const until = performance.now() + SECONDS * 1000;
+    await Promise.all(Array.from({ length: 16 }, async () => {
+      while (performance.now() < until) await dev.submit({ type: 'bulk', ep: SOURCE_EP_IN, length: 512 });
+    }));
+  });
 }
 
 /** Anonymous memory the process wrote (Private_Dirty): RSS without the shared, file-backed code pages. */
@@ -251,6 +271,8 @@ async function main(): Promise<void> {
   const stateDir = mkdtempSync(join(tmpdir(), 'remote-usb-bench-'));
   process.env.REMOTE_USB_SIM_BOARDS = BOARDS; // the daemon child inherits it
   const daemon = new DaemonProcess(stateDir, await freeUdpPort());
+  const profileDir = join(stateDir, 'daemon-profile');
+  if (profile) daemon.nodeArgs = ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]; // the daemon's whole run
   await daemon.start();
   const pid = daemon.child!.pid!;
   const clients: BenchClient[] = [];
@@ -317,6 +339,38 @@ async function main(): Promise<void> {
       }
     }
     if (profile) await profileBulk(dev);
+    section('Small URBs, like a debug probe (CMSIS-DAP: 64-512-byte command, then its response)');
+    const pairs: number[] = [];
+    const command = IMAGES.random.subarray(0, 512);
+    for (let i = 0; i < (quick ? 300 : 1000); i++) {
+      const t = performance.now();
+      const [w, r] = await Promise.all([
+        dev.submit({ type: 'bulk', ep: LOOP_EP_OUT, data: command }),
+        dev.submit({ type: 'bulk', ep: LOOP_EP_IN, length: 512 }),
+      ]);
+      if (w.status !== 0 || r.status !== 0 || r.actual !== 512) throw new Error(`command/response ${i} failed: ${w.status}/${r.status}`);
+      pairs.push(performance.now() - t);
+    }
+    row('512-byte OUT + 512-byte IN (submitted together) p50 / p99', `${ms(median(pairs))} / ${ms(pct(pairs, 99))} (${(median(pairs) / raw.p50).toFixed(2)}× raw round trip)`);
+    for (const inflight of [1, 16]) {
+      const counts: number[] = [];
+      for (let r = 0; r < RUNS; r++) {
+        let n = 0;
+        const t0 = performance.now();
+        const until = t0 + SECONDS * 1000;
+        await Promise.all(Array.from({ length: inflight }, async () => {
+          while (performance.now() < until) {
+            const res = await dev.submit({ type: 'bulk', ep: SOURCE_EP_IN, length: 512 });
+            if (res.status !== 0) throw new Error(`small IN failed: ${res.status}`);
+            n++;
+          }
+        }));
+        counts.push(n / ((performance.now() - t0) / 1000));
+      }
+      row(`512-byte bulk IN URBs, ${String(inflight).padStart(2)} in flight`, `${median(counts).toFixed(0)} URBs/s`);
+    }
+    if (profile) await profileSmall(dev);
+
     const plain = await connect(s, false);
     clients.push(plain);
     const plainDev = await plain.claim('sim-2');
@@ -381,6 +435,7 @@ async function main(): Promise<void> {
   } finally {
     for (const c of clients) await c.close().catch(() => {});
     await daemon.stop();
+    if (profile) printProfile('bench daemon, whole run', JSON.parse(readFileSync(join(profileDir, readdirSync(profileDir)[0]), 'utf8')));
     rmSync(stateDir, { recursive: true, force: true });
   }
   process.stdout.write('\n| measure | value |\n|---|---|\n');

@@ -30,6 +30,8 @@ export class DaemonProcess {
   child?: ChildProcess;
   output = '';
   readonly configFile: string;
+  /** Options for node itself, before the script (the bench passes --cpu-prof). */
+  nodeArgs: string[] = [];
 
   /** `extraToml` goes before the `[relay]` table, so it may set top-level keys (`client_silence_s = 2`). */
   constructor(readonly stateDir: string, readonly port: number, extraToml = '') {
@@ -40,7 +42,7 @@ export class DaemonProcess {
   /** Starts it and resolves once it serves. */
   async start(): Promise<void> {
     this.output = '';
-    const child = spawn(process.execPath, [SERVER_JS, 'run', '--simulate', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...this.nodeArgs, SERVER_JS, 'run', '--simulate', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     child.stdout!.on('data', (d: Buffer) => { this.output += d.toString(); });
     child.stderr!.on('data', (d: Buffer) => { this.output += d.toString(); });
