@@ -339,6 +339,20 @@ async function main(): Promise<void> {
       }
     }
     if (profile) await profileBulk(dev);
+    const plain = await connect(s, false);
+    clients.push(plain);
+    const plainDev = await plain.claim('sim-2');
+    for (const pattern of ['firmware', 'random'] as Pattern[]) {
+      await setPattern(plainDev, pattern);
+      for (const dir of ['in', 'out'] as const) {
+        const runs: number[] = [];
+        for (let r = 0; r < RUNS; r++) runs.push(await bulk(plainDev, dir, 32, pattern));
+        rate(`bulk ${dir.toUpperCase().padEnd(3)} 32 in flight, ${pattern === 'random' ? 'random data' : 'firmware image'}, compression off`, runs);
+      }
+    }
+    const st = c.compressor.stats;
+    row('compression, this client\'s OUT payloads: sent compressed / ratio', `${st.compressed} of ${st.payloads} / ${(st.bytesIn / Math.max(1, st.bytesOut)).toFixed(2)}×`);
+
     section('Small URBs, like a debug probe (CMSIS-DAP: 64-512-byte command, then its response)');
     const pairs: number[] = [];
     const command = IMAGES.random.subarray(0, 512);
@@ -370,20 +384,6 @@ async function main(): Promise<void> {
       row(`512-byte bulk IN URBs, ${String(inflight).padStart(2)} in flight`, `${median(counts).toFixed(0)} URBs/s`);
     }
     if (profile) await profileSmall(dev);
-
-    const plain = await connect(s, false);
-    clients.push(plain);
-    const plainDev = await plain.claim('sim-2');
-    for (const pattern of ['firmware', 'random'] as Pattern[]) {
-      await setPattern(plainDev, pattern);
-      for (const dir of ['in', 'out'] as const) {
-        const runs: number[] = [];
-        for (let r = 0; r < RUNS; r++) runs.push(await bulk(plainDev, dir, 32, pattern));
-        rate(`bulk ${dir.toUpperCase().padEnd(3)} 32 in flight, ${pattern === 'random' ? 'random data' : 'firmware image'}, compression off`, runs);
-      }
-    }
-    const st = c.compressor.stats;
-    row('compression, this client\'s OUT payloads: sent compressed / ratio', `${st.compressed} of ${st.payloads} / ${(st.bytesIn / Math.max(1, st.bytesOut)).toFixed(2)}×`);
 
     section('Several devices at once (random data, 8 × 64 KiB in flight each, one connection)');
     let single = 0;
