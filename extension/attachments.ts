@@ -8,6 +8,7 @@ import type { Logger } from '../server/log.js';
 import { ttyOfUsbDevice } from '../server/serial/sysfs-tty.js';
 import type { ClaimedDevice } from './core/bench-client.js';
 import type { Attachment } from './core/usbip/attach.js';
+import type { BridgeCloseReason } from './core/usbip/bridge.js';
 import { Bench } from './benches.js';
 import { helperPath } from './settings.js';
 
@@ -36,7 +37,8 @@ export const keyOf = (benchId: string, deviceId: string): string => `${benchId}/
 export class AttachManager implements vscode.Disposable {
   private readonly attached = new Map<string, AttachedDevice>();
   private readonly attaching = new Map<string, Promise<AttachedDevice>>();
-  private readonly changed = new vscode.EventEmitter<{ bench: Bench; deviceId: string; detached?: { reason: string; message?: string } }>();
+  /** `detached.reason` 'local': we closed it (Detach, Detach All, shutdown); anything else: it went by itself. */
+  private readonly changed = new vscode.EventEmitter<{ bench: Bench; deviceId: string; detached?: { reason: BridgeCloseReason; message?: string } }>();
   readonly onDidChange = this.changed.event;
 
   private sampler?: NodeJS.Timeout;
@@ -129,7 +131,14 @@ export class AttachManager implements vscode.Disposable {
     await entry.claimed.release().catch(() => {});
   }
 
+  /**
+   * Detaches everything, including attaches that finish within 5 s (one waiting for a password does
+   * not hold shutdown): a port the helper attached whose client then went away unclosed was seen to
+   * stay stuck in vhci_hcd (state 005, in the real-kernel suite).
+   */
   async detachAll(): Promise<number> {
+    const inProgress = Promise.all([...this.attaching.values()].map((p) => p.catch(() => {})));
+    await Promise.race([inProgress, new Promise((r) => setTimeout(r, 5000).unref())]);
     const all = this.list();
     await Promise.all(all.map((a) => this.detach(a.bench.id, a.deviceId)));
     return all.length;

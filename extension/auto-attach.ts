@@ -48,7 +48,8 @@ export class AutoAttach implements vscode.Disposable {
         if (c) this.scan(c.bench);
       }),
       attachments.onDidChange((c) => {
-        if (c.detached) this.reenumeration.deviceLeft(keyOf(c.bench.id, c.deviceId), c.detached.reason === 'detached');
+        // 'local': detached here on purpose (the user, Detach All, shutdown) — never follow that one back in.
+        if (c.detached) this.reenumeration.deviceLeft(keyOf(c.bench.id, c.deviceId), c.detached.reason === 'local');
       }),
     );
   }

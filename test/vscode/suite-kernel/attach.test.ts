@@ -164,6 +164,13 @@ suite('Attach with one click: real VS Code, real kernel (qemu guest)', function 
     await until(() => /available$/.test(describe()), 30_000, 'the gadget available again', describe);
     const driver = `/sys/bus/usb/devices/${bench!.busid}:1.0/driver`;
     await until(() => existsSync(driver) && realpathSync(driver).endsWith('/cdc_acm'), 30_000, 'cdc_acm back on the bench side');
+    // The bench re-probing cdc_acm shows the board again: a board the user detached must stay detached
+    // (auto-attach once took it for a board that re-enumerated and attached it straight back).
+    await new Promise((r) => setTimeout(r, 3000));
+    const b = benchNode()!.bench;
+    assert.equal(attachment(), undefined, 'attached again after the user detached it');
+    assert.equal(api.attachments.isAttaching(b.id, bench!.busid), false, 'attaching again after the user detached it');
+    assert.deepEqual(api.autoAttach.history, []);
     await screenshot('detached-kernel');
   });
 });
