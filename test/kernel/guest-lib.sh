@@ -273,8 +273,29 @@ remove_acm_gadget() {  # remove_acm_gadget [NAME]
 FTDI_VID=0403 FTDI_PID=6001
 
 # ------------------------------------------------------------------------------------------ tty data
-bench_config() {  # bench_config FILE PORT STATE_DIR : our daemon's config for a scenario (loopback, no relay)
-  printf 'name = "ktest-bench"\nlisten = "127.0.0.1:%s"\nstate_dir = "%s"\nlog_level = "debug"\n[relay]\nmode = "disabled"\n' "$2" "$3" > "$1"
+bench_config() {  # bench_config FILE PORT STATE_DIR [HOST] : our daemon's config for a scenario (127.0.0.1, no relay)
+  printf 'name = "ktest-bench"\nlisten = "%s:%s"\nstate_dir = "%s"\nlog_level = "debug"\n[relay]\nmode = "disabled"\n' "${4:-127.0.0.1}" "$2" "$3" > "$1"
+}
+# start_bench NAME CONFIG LOG [TIMEOUT_S]: runs our daemon (real usb backend) in the background and waits
+# for 'serving as'; DAEMON is the node process itself, so signals reach it. FAIL NAME.daemon_start + exit if not.
+start_bench() {
+  "${KTEST_NODE:-node}" "$KTEST_REPO/dist/server.js" run -c "$2" > "$3" 2>&1 & DAEMON=$!
+  wait_until "${4:-15}" grep -q 'serving as' "$3" || { cat "$3"; ktest_fail "$1.daemon_start" "daemon did not start"; exit 1; }
+}
+# attach_user NAME [GROUP...]: the developer side of an attach — our helper installed for group plugdev,
+# the system D-Bus and polkitd running, and the unprivileged user alice in plugdev (and GROUPs).
+attach_user() {
+  local name=$1; shift
+  ktest_check "$name.helper_install" "${KTEST_NODE:-node}" "$KTEST_REPO/dist/helper.js" install --group plugdev
+  start_system_dbus || exit 1
+  start_polkitd || exit 1
+  ktest_add_user alice plugdev "$@" || { ktest_fail "$name.user_add" "useradd alice failed"; exit 1; }
+}
+# alice_key CONFIG: alice's client key in AK (private to her), her endpoint id in ALICE_ID, allowed on the bench.
+alice_key() {
+  AK=/run/ktest/alice-key; mkdir -p "$AK"; chown alice "$AK"; chmod 700 "$AK"
+  ALICE_ID=$(run_as alice "${KTEST_NODE:-node}" "$KTEST_REPO/dist/remote-usb.js" id --key-dir "$AK")
+  "${KTEST_NODE:-node}" "$KTEST_REPO/dist/server.js" allow "$ALICE_ID" --name alice -c "$1" > /dev/null
 }
 tty_raw() { stty -F "$1" raw -echo -echoe -echok -echoctl -echoke -ixon -ixoff -crtscts clocal "${@:2}"; }
 _ktest_mbps() { awk -v b="$1" -v us="$2" 'BEGIN { if (us <= 0) us = 1; printf "%.3f", b / us }'; }  # bytes/us = MB/s

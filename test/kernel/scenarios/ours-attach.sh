@@ -22,19 +22,13 @@ if r=$(wait_tty_of $FTDI_VID $FTDI_PID local 15); then FTDI_LOCAL_BUSID=${r% *};
 # ---------------------------------------------------------------- bench side: our daemon, real USB backend
 PORT=47320
 bench_config "$W/server.toml" "$PORT" "$W/state"
-"$NODE" "$KTEST_REPO/dist/server.js" run -c "$W/server.toml" > "$W/daemon.log" 2>&1 & DAEMON=$!
-wait_until 15 grep -q 'serving as' "$W/daemon.log" || { cat "$W/daemon.log"; ktest_fail ours.daemon_start "daemon did not start"; exit 1; }
+start_bench ours "$W/server.toml" "$W/daemon.log"
 BENCH="$("$NODE" "$KTEST_REPO/dist/server.js" id -c "$W/server.toml")@127.0.0.1:$PORT"
 
 # ---------------------------------------------------------------- developer side: helper, polkit, a user
-ktest_check helper.install "$NODE" "$KTEST_REPO/dist/helper.js" install --group plugdev
+attach_user ours
 ls -l /usr/local/libexec/remote-usb/ | sed 's/^/  /'
-start_system_dbus || exit 1
-start_polkitd || exit 1
-ktest_add_user alice plugdev || { ktest_fail user.add "useradd alice failed"; exit 1; }
-AK=/run/ktest/alice-key; mkdir -p "$AK"; chown alice "$AK"; chmod 700 "$AK"
-ALICE_ID=$(run_as alice "$NODE" "$KTEST_REPO/dist/remote-usb.js" id --key-dir "$AK")
-"$NODE" "$KTEST_REPO/dist/server.js" allow "$ALICE_ID" --name alice -c "$W/server.toml" > /dev/null
+alice_key "$W/server.toml"
 # setpriv execs node, so $ATTACH_PID is the client itself and signals reach it (run_as is a shell function)
 CLIENT=(setpriv --reuid=alice --regid=alice --init-groups --reset-env "$NODE" "$KTEST_REPO/dist/remote-usb.js" attach --bench "$BENCH" --relay disabled --key-dir "$AK" --log-level debug)
 [ "$(id -u alice)" != 0 ] && ktest_pass user.unprivileged "client runs as alice (uid $(id -u alice), groups $(id -Gn alice))"

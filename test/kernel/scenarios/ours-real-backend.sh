@@ -18,8 +18,7 @@ NODE=${KTEST_NODE:-node}
 SERVER="$NODE $KTEST_REPO/dist/server.js"
 CLIENT="$NODE $KTEST_REPO/dist/remote-usb.js"
 $SERVER list -c "$W/server.toml" | sed 's/^/  /'
-$SERVER run -c "$W/server.toml" > "$W/daemon.log" 2>&1 & DAEMON=$!   # the node process itself, so signals reach it
-wait_until 15 grep -q 'serving as' "$W/daemon.log" || { cat "$W/daemon.log"; ktest_fail real.daemon_start "daemon did not start"; exit 1; }
+start_bench real "$W/server.toml" "$W/daemon.log"
 ktest_pass real.daemon_start "$(grep -o 'serving as [0-9a-f]\{10\}' "$W/daemon.log")"
 BENCH_ID=$($SERVER id -c "$W/server.toml")
 $SERVER allow "$($CLIENT id --key-dir "$W/client")" --name ktest -c "$W/server.toml" >/dev/null

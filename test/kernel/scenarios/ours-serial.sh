@@ -27,8 +27,7 @@ else
   sed 's/^/  /' "$W/list.json"; ktest_fail serial.tty_from_sysfs "list --json has no tty /dev/$ACM_LOCAL_TTY for $ACM_LOCAL_BUSID"
 fi
 
-$SERVER run -c "$W/server.toml" > "$W/daemon.log" 2>&1 & DAEMON=$!
-wait_until 15 grep -q 'serving as' "$W/daemon.log" || { cat "$W/daemon.log"; ktest_fail serial.daemon_start "daemon did not start"; exit 1; }
+start_bench serial "$W/server.toml" "$W/daemon.log"
 BENCH="$($SERVER id -c "$W/server.toml")@127.0.0.1:$PORT"
 $SERVER allow "$($CLIENT id --key-dir "$W/client")" --name ktest -c "$W/server.toml" >/dev/null
 

@@ -22,19 +22,13 @@ tty_raw "$ACM_GADGET_TTY"
 
 # ---------------------------------------------------------------- bench: our daemon (real USB backend)
 PORT=47330
-printf 'name = "ktest-soak"\nlisten = "0.0.0.0:%s"\nstate_dir = "%s/state"\nlog_level = "debug"\n[relay]\nmode = "disabled"\n' "$PORT" "$W" > "$W/server.toml"
-"$NODE" "$KTEST_REPO/dist/server.js" run -c "$W/server.toml" > "$W/daemon.log" 2>&1 & DAEMON=$!
-wait_until 15 grep -q 'serving as' "$W/daemon.log" || { cat "$W/daemon.log"; ktest_fail soak.daemon_start "daemon did not start"; exit 1; }
+bench_config "$W/server.toml" "$PORT" "$W/state" 0.0.0.0   # all addresses: the client moves to its own namespace later
+start_bench soak "$W/server.toml" "$W/daemon.log"
 BENCH_ID=$("$NODE" "$KTEST_REPO/dist/server.js" id -c "$W/server.toml")
 
 # ---------------------------------------------------------------- client: helper, polkit, an unprivileged user
-ktest_check soak.helper_install "$NODE" "$KTEST_REPO/dist/helper.js" install --group plugdev
-start_system_dbus || exit 1
-start_polkitd || exit 1
-ktest_add_user alice plugdev || { ktest_fail soak.user_add "useradd alice failed"; exit 1; }
-AK=/run/ktest/alice-key; mkdir -p "$AK"; chown alice "$AK"; chmod 700 "$AK"
-ALICE_ID=$(run_as alice "$NODE" "$KTEST_REPO/dist/remote-usb.js" id --key-dir "$AK")
-"$NODE" "$KTEST_REPO/dist/server.js" allow "$ALICE_ID" --name alice -c "$W/server.toml" > /dev/null
+attach_user soak
+alice_key "$W/server.toml"
 client() {  # client BENCH_ADDR : the attach command line (setpriv execs node: $ATTACH_PID is the client)
   CLIENT=(setpriv --reuid=alice --regid=alice --init-groups --reset-env "$NODE" "$KTEST_REPO/dist/remote-usb.js" attach --bench "$BENCH_ID@$1" --relay disabled --key-dir "$AK" --log-level debug)
 }

@@ -52,8 +52,7 @@ firmware_echo & FW=$!
 
 PORT=47320
 bench_config "$W/server.toml" "$PORT" "$W/state"
-"$NODE" "$KTEST_REPO/dist/server.js" run -c "$W/server.toml" > "$W/daemon.log" 2>&1 & DAEMON=$!
-wait_until 30 grep -q 'serving as' "$W/daemon.log" || { cat "$W/daemon.log"; ktest_fail vscode.daemon "daemon did not start"; exit 1; }
+start_bench vscode "$W/server.toml" "$W/daemon.log" 30
 PAIR=$("$NODE" "$KTEST_REPO/dist/server.js" pair -c "$W/server.toml") || { ktest_fail vscode.pair "remote-usb-server pair failed: $PAIR"; exit 1; }
 CODE=$(sed -n 's/^Pairing code: \([A-Z0-9-]*\).*/\1/p' <<< "$PAIR")
 TICKET=$(sed -n 's/^Bench ticket: \(.*\)$/\1/p' <<< "$PAIR")
@@ -63,10 +62,7 @@ printf '{"ticket":"%s","code":"%s","vidPid":"%s:%s","busid":"%s","benchTty":"/de
 ktest_pass vscode.pair "daemon on the real usb backend serving; one-time pairing code and ticket handed to the host"
 
 # ---------------------------------------------------------------- developer side: helper + polkit, alice
-ktest_check helper.install "$NODE" "$KTEST_REPO/dist/helper.js" install --group plugdev
-start_system_dbus || exit 1
-start_polkitd || exit 1
-ktest_add_user alice plugdev dialout || { ktest_fail vscode.user "useradd alice failed"; exit 1; }
+attach_user vscode dialout
 [ "$(id -u alice)" != 0 ] && ktest_pass vscode.unprivileged "code-server runs as alice (uid $(id -u alice), groups $(id -Gn alice))"
 # udev's default rule for serial ports (KERNEL=="ttyACM[0-9]*", GROUP="dialout", MODE="0660"): there is
 # no udev in the guest, so this loop applies it to new /dev/ttyACM* nodes (builtins only: no fork per poll).
