@@ -17,7 +17,7 @@ import type { SerialMonitor } from '../../../extension/serial-monitor.js';
 import { BenchNode, DeviceNode, Node } from '../../../extension/tree.js';
 import { isPortFree, parseVhciStatus, VhciPort } from '../../../extension/core/usbip/vhci-status.js';
 import { activateClean } from '../suite/activate.js';
-import { screenshot, ui } from '../suite/screenshot.js';
+import { fromPalette, screenshot, ui } from '../suite/screenshot.js';
 
 interface KernelBench { ticket: string; code: string; vidPid: string; busid: string; benchTty: string; firmwareLog: string }
 
@@ -122,11 +122,7 @@ suite('Attach with one click: real VS Code, real kernel (qemu guest)', function 
     const before = new Set(api.monitors.open);
     // Through the palette here (the row's inline monitor button opens the same local tty).
     await ui([
-      { press: 'F1' },
-      { waitFor: '.quick-input-widget' },
-      { type: 'Remote USB: Open Serial Monitor' },
-      { waitFor: '.quick-input-list .monaco-list-row', text: 'Open Serial Monitor' },
-      { press: 'Enter' },
+      ...fromPalette('Open Serial Monitor'),
       { waitFor: '.quick-input-list .monaco-list-row', text: 'attached here as' },
       { press: 'Enter' },
     ]);

@@ -16,7 +16,7 @@ import type { BenchClient } from '../../../extension/core/bench-client.js';
 import type { RemoteUsbApi } from '../../../extension/extension.js';
 import { BenchNode, DeviceNode, Node } from '../../../extension/tree.js';
 import { activateClean, config, G } from './activate.js';
-import { hasRunner, screenshot, ui } from './screenshot.js';
+import { fromPalette, hasRunner, screenshot, ui } from './screenshot.js';
 
 
 suite('Remote USB in real VS Code', function () {
@@ -128,11 +128,7 @@ suite('Remote USB in real VS Code', function () {
     if (!hasRunner()) this.skip(); // desktop runner: no browser to drive
     await vscode.env.clipboard.writeText('');
     await ui([
-      { press: 'F1' },
-      { waitFor: '.quick-input-widget' },
-      { type: 'Remote USB: Copy Device Info' },
-      { waitFor: '.quick-input-list .monaco-list-row', text: 'Copy Device Info' },
-      { press: 'Enter' },
+      ...fromPalette('Copy Device Info'),
       { waitFor: '.quick-input-list .monaco-list-row', text: 'Simulated Loopback Board' },
     ]);
     await screenshot('palette-device-pick');

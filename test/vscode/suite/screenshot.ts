@@ -52,6 +52,17 @@ export async function ui(steps: UiStep[]): Promise<void> {
   await ask({ steps }, 'ui steps');
 }
 
+/** Steps that run `Remote USB: <title>` from the command palette (F1, type, wait for its row, Enter). */
+export function fromPalette(title: string): UiStep[] {
+  return [
+    { press: 'F1' },
+    { waitFor: '.quick-input-widget' },
+    { type: `Remote USB: ${title}` },
+    { waitFor: '.quick-input-list .monaco-list-row', text: title },
+    { press: 'Enter' },
+  ];
+}
+
 /** True when a runner is there to take screenshots and drive the UI. */
 export const hasRunner = (): boolean => Boolean(process.env.REMOTE_USB_VSCODE_REQUESTS);
 
