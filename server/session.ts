@@ -7,11 +7,11 @@
  * cancel won the race) or an `error` naming that URB. A cancel for a URB that already completed is
  * ignored, because its completion is already on the way; the client must not expect a second reply.
  */
-import { CAPABILITIES, ErrorCode, MAX_FRAME_BYTES, MAX_URB_BYTES_IN_FLIGHT, MAX_URBS_IN_FLIGHT, PROTOCOL_VERSION, UrbStatus } from './protocol/constants.js';
+import { CAPABILITIES, COMPRESSION_CAPABILITY, ErrorCode, MAX_FRAME_BYTES, MAX_URB_BYTES_IN_FLIGHT, MAX_URBS_IN_FLIGHT, PROTOCOL_VERSION, UrbStatus } from './protocol/constants.js';
 import type { BenchMessage, ClientMessage, DeviceInfo, Hello, Message, SerialClose, SerialOpen, SerialSet, SerialWrite, Submit } from './protocol/messages.js';
 import { parseSetup, ProtocolError } from './protocol/messages.js';
 import { MessageStream } from './protocol/stream.js';
-import { COMPRESSION_CAPABILITY, PayloadCompressor } from './protocol/compression.js';
+import { PayloadCompressor } from './protocol/compression.js';
 import { CloseCode, IrohConnection } from './net/iroh.js';
 import type { Logger } from './log.js';
 import type { OpenedDevice } from './usb/backend.js';

@@ -9,11 +9,11 @@
  * the client stops and reports it instead of hammering the bench.
  */
 import { EventEmitter } from 'node:events';
-import { CAPABILITIES, ErrorCode, PROTOCOL_VERSION, UrbStatus } from '../../server/protocol/constants.js';
+import { CAPABILITIES, COMPRESSION_CAPABILITY, ErrorCode, PROTOCOL_VERSION, UrbStatus } from '../../server/protocol/constants.js';
 import type { BenchMessage, DeviceInfo, Message, SetupPacket, TransferType } from '../../server/protocol/messages.js';
 import { encodeSetup, isDataLane } from '../../server/protocol/messages.js';
 import { MessageStream } from '../../server/protocol/stream.js';
-import { COMPRESSION_CAPABILITY, PayloadCompressor } from '../../server/protocol/compression.js';
+import { PayloadCompressor } from '../../server/protocol/compression.js';
 import { IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
 import { Logger, silentLogger } from '../../server/log.js';
 import { Backoff } from './backoff.js';

@@ -12,14 +12,10 @@
  */
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
+import { Z_BROTLI } from './constants.js';
 import { ProtocolError } from './messages.js';
 import type { Complete, Message, Submit } from './messages.js';
 
-/** The capability both sides list when they speak compressed payloads. */
-export const COMPRESSION_CAPABILITY = 'brotli';
-
-/** Value of the `z` field: the only scheme so far. */
-export const Z_BROTLI = 1;
 
 /** Smaller payloads are not worth a trip to the thread pool (control transfers, serial-sized bulk). */
 const MIN_PAYLOAD = 2048;

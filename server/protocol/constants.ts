@@ -6,8 +6,14 @@ export const ALPN = 'remote-usb/1';
 /** Bumped on any incompatible message change; both sides refuse a different version with a clear error. */
 export const PROTOCOL_VERSION = 1;
 
+/** The capability of peers that speak compressed URB payloads (compression.ts). */
+export const COMPRESSION_CAPABILITY = 'brotli';
+
+/** `z` of a submit or complete whose data is Brotli-compressed: the only scheme so far. */
+export const Z_BROTLI = 1;
+
 /** What this build can do; peers use this to switch optional behaviour on. */
-export const CAPABILITIES: readonly string[] = ['urb', 'hotplug', 'ping', 'pairing', 'serial', 'brotli'];
+export const CAPABILITIES: readonly string[] = ['urb', 'hotplug', 'ping', 'pairing', 'serial', COMPRESSION_CAPABILITY];
 
 /** Largest URB data we carry in one message (usb-storage and DFU use up to a few hundred KiB). */
 export const MAX_URB_DATA = 4 * 1024 * 1024;

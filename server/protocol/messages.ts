@@ -3,7 +3,7 @@
  * with a `t` tag. Replies to a request carry its `req` number; URB traffic is keyed by (`dev`, `id`).
  * A peer never trusts the other side's shapes: `parseMessage` checks every field it relies on.
  */
-import { ErrorCode, MAX_BAUD, MAX_SERIAL_DATA, MAX_URB_DATA } from './constants.js';
+import { ErrorCode, MAX_BAUD, MAX_SERIAL_DATA, MAX_URB_DATA, Z_BROTLI } from './constants.js';
 
 export type Speed = 'low' | 'full' | 'high' | 'super' | 'superPlus' | 'unknown';
 export type TransferType = 'control' | 'bulk' | 'interrupt';
@@ -169,7 +169,7 @@ function bytes(o: Obj, key: string, maxLen: number): Uint8Array {
 /** `z` (compression scheme) needs data to inflate; compression.ts checks the inflated size. */
 function compressed(o: Obj): void {
   if (o.z === undefined) return;
-  if (o.z !== 1) fail(`field 'z' of '${String(o.t)}' names an unknown compression scheme: ${describe(o.z)}`);
+  if (o.z !== Z_BROTLI) fail(`field 'z' of '${String(o.t)}' names an unknown compression scheme: ${describe(o.z)}`);
   if (o.data === undefined) fail(`'${String(o.t)}' says its data is compressed but has no data`);
 }
 function optBytes(o: Obj, key: string, maxLen: number): void {

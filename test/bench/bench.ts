@@ -22,7 +22,7 @@ import { firmwareLikeImage, seededBytes } from '../../server/usb/patterns.js';
 import { LOOP_EP_IN, LOOP_EP_OUT, SINK_EP_OUT, SOURCE_EP_IN, VENDOR_SET_PATTERN } from '../../server/usb/sim-loopback-board.js';
 import { DaemonProcess, freeUdpPort, repoRoot } from '../helpers/daemon-process.js';
 import { Session } from 'node:inspector/promises';
-import { cpuSeconds, freeCores, median, ownCpuSeconds, pct, rssKiB, sleep } from './measure.js';
+import { cpuSeconds, freeCores, median, ownCpuSeconds, pct, privateDirtyKiB, rssKiB, sleep } from './measure.js';
 
 const quick = process.argv.includes('--quick');
 const profile = process.argv.includes('--profile');
@@ -248,12 +248,6 @@ async function profileSmall(dev: ClaimedDevice): Promise<void> {
       while (performance.now() < until) await dev.submit({ type: 'bulk', ep: SOURCE_EP_IN, length: 512 });
     }));
   });
-}
-
-/** Anonymous memory the process wrote (Private_Dirty): RSS without the shared, file-backed code pages. */
-function privateDirtyKiB(pid: number): number {
-  const m = /Private_Dirty:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
 }
 
 async function main(): Promise<void> {

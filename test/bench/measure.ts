@@ -19,6 +19,12 @@ export function rssKiB(pid: number): number {
   return m ? Number(m[1]) : NaN;
 }
 
+/** Anonymous memory the process wrote (Private_Dirty), KiB: RSS without the shared, file-backed code pages. */
+export function privateDirtyKiB(pid: number): number {
+  const m = /Private_Dirty:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
 /** utime + stime in seconds (fields 14 and 15 of /proc/<pid>/stat, after the parenthesised name). */
 export function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');

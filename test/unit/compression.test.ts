@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as zlib from 'node:zlib';
-import { inflatePayload, PayloadCompressor, Z_BROTLI } from '../../server/protocol/compression.js';
+import { inflatePayload, PayloadCompressor } from '../../server/protocol/compression.js';
+import { Z_BROTLI } from '../../server/protocol/constants.js';
 import { encodeFrame, FrameDecoder } from '../../server/protocol/framing.js';
 import { Complete, Message, ProtocolError, Submit } from '../../server/protocol/messages.js';
 import { ByteStream, MessageStream } from '../../server/protocol/stream.js';
