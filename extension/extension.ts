@@ -4,7 +4,7 @@
  * first bench connects (benches.ts), so VS Code starts as fast as without us.
  */
 import * as vscode from 'vscode';
-import { createLogger, LogLevel } from '../server/log.js';
+import { createLogger, LogLevel, printable } from '../server/log.js';
 import { AttachManager } from './attachments.js';
 import { AutoAttach } from './auto-attach.js';
 import { BenchManager } from './benches.js';
@@ -81,12 +81,13 @@ export function deactivate(): Promise<void> | undefined {
 function channelLogger(channel: vscode.LogOutputChannel): ReturnType<typeof createLogger> {
   const levels: LogLevel[] = ['error', 'warn', 'info', 'debug'];
   const on = (l: LogLevel): boolean => levels.indexOf(l) <= levels.indexOf(logLevel());
+  // printable(): text from a bench (its name, its error messages) cannot forge lines in the channel
   return {
-    error: (m) => on('error') && channel.error(m),
-    warn: (m) => on('warn') && channel.warn(m),
-    info: (m) => on('info') && channel.info(m),
+    error: (m) => on('error') && channel.error(printable(m)),
+    warn: (m) => on('warn') && channel.warn(printable(m)),
+    info: (m) => on('info') && channel.info(printable(m)),
     // the channel's own level hides debug by default; ours decides whether it is written at all
-    debug: (m) => on('debug') && channel.info(`[debug] ${m}`),
+    debug: (m) => on('debug') && channel.info(`[debug] ${printable(m)}`),
   } as ReturnType<typeof createLogger>;
 }
 

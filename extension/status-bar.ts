@@ -5,7 +5,7 @@
 import * as vscode from 'vscode';
 import { AttachManager } from './attachments.js';
 import { BenchManager } from './benches.js';
-import { formatRate, formatRtt } from './format.js';
+import { statusTooltipMarkdown } from './format.js';
 
 export class StatusBar implements vscode.Disposable {
   readonly item = vscode.window.createStatusBarItem('remoteUsb.status', vscode.StatusBarAlignment.Left, 50);
@@ -40,20 +40,10 @@ export class StatusBar implements vscode.Disposable {
 
     const tip = new vscode.MarkdownString(undefined, true);
     tip.isTrusted = { enabledCommands: ['remoteUsb.addBench', 'remoteUsb.pairBench', 'remoteUsb.attachDevice', 'remoteUsb.detachAll', 'remoteUsb.openSerialMonitor', 'remoteUsb.showLogs', 'remoteUsb.refresh'] };
-    tip.appendMarkdown('**Remote USB**\n\n');
-    if (all.length === 0) tip.appendMarkdown('No bench yet.\n\n');
-    for (const b of all) {
-      const icon = b.state === 'online' ? '$(pass-filled)' : b.state === 'connecting' ? '$(sync~spin)' : '$(error)';
-      const rtt = formatRtt(b.rttMs);
-      tip.appendMarkdown(`${icon} ${b.name}: ${b.state}${rtt ? ` · ${rtt}` : ''}${b.state === 'online' ? ` · ${b.devices.length} device(s)` : b.detail ? ` — ${b.detail}` : ''}  \n`);
-    }
-    for (const a of attached) {
-      const rate = a.rate ? ` · ↓${formatRate(a.rate.inBps)} ↑${formatRate(a.rate.outBps)}` : '';
-      tip.appendMarkdown(`$(plug) ${a.bench.device(a.deviceId)?.product ?? a.deviceId} attached${a.localTty ? ` as ${a.localTty}` : ''}${rate}  \n`);
-    }
-    tip.appendMarkdown('\n[Attach](command:remoteUsb.attachDevice) · [Serial monitor](command:remoteUsb.openSerialMonitor) · ');
-    if (attached.length > 0) tip.appendMarkdown('[Detach all](command:remoteUsb.detachAll) · ');
-    tip.appendMarkdown('[Add bench](command:remoteUsb.addBench) · [Logs](command:remoteUsb.showLogs)');
+    tip.appendMarkdown(statusTooltipMarkdown(
+      all.map((b) => ({ name: b.name, state: b.state, rttMs: b.rttMs, deviceCount: b.devices.length, detail: b.detail })),
+      attached.map((a) => ({ product: a.bench.device(a.deviceId)?.product ?? a.deviceId, localTty: a.localTty, rate: a.rate })),
+    ));
     this.item.tooltip = tip;
   }
 

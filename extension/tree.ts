@@ -6,7 +6,7 @@
 import * as vscode from 'vscode';
 import type { DeviceInfo } from '../server/protocol/messages.js';
 import { AttachManager } from './attachments.js';
-import { formatRate, formatRtt } from './format.js';
+import { escapeMarkdown, formatRate, formatRtt } from './format.js';
 import { Bench, BenchManager } from './benches.js';
 import { vidPidOf } from './core/auto-attach-rules.js';
 
@@ -132,8 +132,8 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     item.contextValue = `bench.${state}`;
     const tip = new vscode.MarkdownString(undefined, true);
     tip.isTrusted = { enabledCommands: ['remoteUsb.refresh', 'remoteUsb.pairBench', 'remoteUsb.showLogs'] };
-    tip.appendMarkdown(`**$(vm) ${escape(b.name)}** — ${state}${rtt ? `, round trip ${rtt}` : ''}\n\n`);
-    if (b.detail && state !== 'online') tip.appendMarkdown(`${escape(b.detail)}\n\n`);
+    tip.appendMarkdown(`**$(vm) ${escapeMarkdown(b.name)}** — ${state}${rtt ? `, round trip ${rtt}` : ''}\n\n`);
+    if (b.detail && state !== 'online') tip.appendMarkdown(`${escapeMarkdown(b.detail)}\n\n`);
     tip.appendMarkdown(`Endpoint \`${b.id.slice(0, 16)}…\` · ${b.devices.length} device(s)\n\n`);
     if (state === 'refused') tip.appendMarkdown(`[Pair with a code](command:remoteUsb.pairBench) · `);
     tip.appendMarkdown(`[Reconnect](command:remoteUsb.refresh) · [Show logs](command:remoteUsb.showLogs)`);
@@ -155,7 +155,7 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     const serial = d.tty !== undefined || attached?.localTty !== undefined ? '.serial' : '';
     item.contextValue = `device.${state === 'attached' ? 'attached' : state === 'available' ? 'available' : state}${serial}`;
     const tip = new vscode.MarkdownString(undefined, true);
-    tip.appendMarkdown(`**${escape(deviceLabel(d))}**${d.manufacturer ? ` — ${escape(d.manufacturer)}` : ''}\n\n`);
+    tip.appendMarkdown(`**${escapeMarkdown(deviceLabel(d))}**${d.manufacturer ? ` — ${escapeMarkdown(d.manufacturer)}` : ''}\n\n`);
     const rows: [string, string][] = [
       ['VID:PID', vidPidOf(d)],
       ['Serial', d.serial ?? '—'],
@@ -167,7 +167,7 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     if (d.tty) rows.push(['Serial port on bench', d.tty]);
     if (attached) rows.push(['Here', `vhci port ${attached.port}${attached.localBusid ? `, bus id ${attached.localBusid}` : ''}${attached.localTty ? `, ${attached.localTty}` : ''}`]);
     if (attached) rows.push(['Traffic', `${(attached.claimed.traffic.bytesIn / 1e6).toFixed(2)} MB in, ${(attached.claimed.traffic.bytesOut / 1e6).toFixed(2)} MB out, ${attached.claimed.traffic.urbs} URBs`]);
-    tip.appendMarkdown(rows.map(([k, v]) => `${k}: \`${escape(v)}\``).join('  \n'));
+    tip.appendMarkdown(rows.map(([k, v]) => `${k}: ${escapeMarkdown(v)}`).join('  \n'));
     item.tooltip = tip;
     return item;
   }
@@ -187,6 +187,3 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
   }
 }
 
-function escape(s: string): string {
-  return s.replace(/[\\`*_{}[\]()#+\-.!|<>]/g, '\\$&');
-}

@@ -8,9 +8,9 @@ import { parseArgs } from 'node:util';
 import { ConfigError, defaultConfigPath, describeSharing, loadConfig, ServerConfig } from './config.js';
 import { Daemon, describeDevice } from './daemon.js';
 import { loadOrCreateSecretKey } from './identity.js';
-import { createLogger } from './log.js';
+import { createLogger, printable } from './log.js';
 import { endpointIdOf, ticketFor } from './net/iroh.js';
-import { TrustStore } from './trust.js';
+import { clientNameProblem, TrustStore } from './trust.js';
 import type { UsbBackend } from './usb/backend.js';
 import { DEFAULT_SIM_BOARDS, makeSimBoard, parseSimBoards, SimBoardSpec, SimulatedBackend } from './usb/simulated.js';
 import { deviceTable } from './device-table.js';
@@ -130,14 +130,15 @@ async function main(argv: string[]): Promise<number> {
       const clients = new TrustStore(config.allowlistFile, config.stateDir).clients();
       if (values.json) process.stdout.write(JSON.stringify(clients, null, 2) + '\n');
       else if (clients.length === 0) process.stdout.write(`no clients allowed yet (allowlist: ${config.allowlistFile}); run 'remote-usb-server pair'\n`);
-      else for (const c of clients) process.stdout.write(`${c.id}  ${c.name}  (added ${c.added})\n`);
+      else for (const c of clients) process.stdout.write(`${c.id}  ${printable(c.name)}  (added ${printable(c.added)})\n`);
       return 0;
     }
     case 'allow': {
       const id = rest[0].toLowerCase();
       if (!/^[0-9a-f]{64}$/.test(id)) throw new UsageError(`'${rest[0].slice(0, 80)}' is not a client endpoint id (64 hex digits, from 'remote-usb id')`);
       const name = values.name ?? id.slice(0, 10);
-      if (name.length > 128 || [...name].some((ch) => ch.charCodeAt(0) < 0x20)) throw new UsageError('--name must be at most 128 printable characters');
+      const problem = clientNameProblem(name);
+      if (problem) throw new UsageError(`--name: ${problem}`);
       new TrustStore(config.allowlistFile, config.stateDir).allow(id, name);
       process.stdout.write(`allowed ${name} (${id})\n`);
       return 0;
@@ -184,13 +185,8 @@ async function run(config: ServerConfig, backend: UsbBackend, hotplugBoard?: Sim
   const { key, created } = loadOrCreateSecretKey(config.stateDir);
   if (created) log.info(`created a new bench identity in ${config.stateDir}`);
   const daemon = new Daemon({ config, backend, secretKey: key, log });
-  await daemon.start();
-  log.info(`ticket: ${benchTicket(config, key)}`);
-  await notifyReady(`serving as ${endpointIdOf(key).slice(0, 16)}…`, log);
-  if (daemon.trust.clients().length === 0) log.info(`no clients paired yet: run 'remote-usb-server pair' to add one`);
-  for (const d of await backend.list()) log.debug(`device: ${describeDevice(d)}`);
-  await new Promise<void>((resolve) => {
-    let stopping = false;
+  let stopping = false;
+  const stopped = new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       if (stopping) return;
       stopping = true;
@@ -204,6 +200,18 @@ async function run(config: ServerConfig, backend: UsbBackend, hotplugBoard?: Sim
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGTERM', () => stop('SIGTERM'));
   });
+  try {
+    // A broken allowlist or an unusable address fails here, before systemd hears READY=1.
+    await daemon.start();
+  } catch (e) {
+    await backend.close().catch(() => {});
+    throw e;
+  }
+  log.info(`ticket: ${benchTicket(config, key)}`);
+  if (daemon.trust.clients().length === 0) log.info(`no clients paired yet: run 'remote-usb-server pair' to add one`);
+  await notifyReady(`serving as ${endpointIdOf(key).slice(0, 16)}…`, log);
+  for (const d of await backend.list()) log.debug(`device: ${describeDevice(d)}`);
+  await stopped;
   // Every device is released; native modules (usb's hot-plug thread) could keep the event loop alive.
   process.exit(0);
 }
@@ -213,6 +221,7 @@ main(process.argv.slice(2)).then(
   (e: Error) => {
     const usage = e instanceof UsageError || e instanceof ConfigError || e.name === 'UsageError';
     process.stderr.write(`remote-usb-server: ${e.message}${usage && !(e instanceof ConfigError) ? `\nTry 'remote-usb-server --help'.` : ''}\n`);
-    process.exitCode = e instanceof InstallError ? e.exitCode : usage ? 2 : 1;
+    // exit now: a daemon that failed to start may hold native handles (usb's hot-plug thread) open
+    process.exit(e instanceof InstallError ? e.exitCode : usage ? 2 : 1);
   },
 );

@@ -83,8 +83,10 @@ export class Daemon implements SessionHost {
     return Number(s.split(':').pop());
   }
 
+  /** Throws (TrustError, naming file, line and key) before serving anything when the allowlist is broken. */
   async start(): Promise<void> {
     const { backend, config } = this.options;
+    this.trust.check();
     for (const d of await backend.list()) this.devices.set(d.id, d);
     backend.on('attach', this.onAttach);
     backend.on('detach', this.onDetach);

@@ -1,4 +1,5 @@
-/** Plain-text table of devices for `remote-usb-server list` and the demo. */
+/** Plain-text table of devices for `remote-usb-server list`, `remote-usb list` and the demo. */
+import { printable } from './log.js';
 import type { BackendDevice } from './usb/backend.js';
 
 const hex4 = (n: number): string => n.toString(16).padStart(4, '0');
@@ -13,7 +14,7 @@ export function deviceTable(devices: (BackendDevice & { shared?: string | boolea
     d.speed,
     d.interfaces.map((i) => i.driver ?? '-').join(',') || '-',
     d.claimedBy ? `in use by ${d.claimedBy}` : d.shared === false ? 'not shared' : typeof d.shared === 'string' ? d.shared : 'available',
-  ]);
+  ].map(printable)); // product and serial come from the device, names from other clients
   const head = ['BUS ID', 'VID:PID', 'PRODUCT', 'SERIAL', 'SPEED', 'DRIVERS', 'STATE'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   return [head, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n');

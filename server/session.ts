@@ -46,6 +46,8 @@ const MAX_HELLO_FRAME_BYTES = 4096;
 export const CLIENT_SILENCE_LIMIT_MS = 20_000;
 /** How long a refused peer gets to read our error before we close the connection on it. */
 const REFUSAL_GRACE_MS = 1000;
+/** A peer that has not said hello this long after connecting is dropped (a client says it at once). */
+export const HELLO_TIMEOUT_MS = 10_000;
 
 interface Claim {
   device: OpenedDevice;
@@ -76,6 +78,8 @@ export class Session {
   private compressor?: PayloadCompressor;
   private readonly streams = new Set<MessageStream>();
   private readonly claims = new Map<string, Claim>();
+  /** Claims still opening their device, by device. */
+  private readonly claiming = new Map<string, Promise<{ ok: true } | { ok: false; code: ErrorCode; message: string }>>();
   private readonly serials = new Map<number, SerialUse>();
   private ended = false;
   private lastHeard = performance.now();
@@ -129,6 +133,9 @@ export class Session {
       if (silent > this.silenceLimitMs) void this.end(`nothing heard for ${Math.round(silent / 1000)} s`);
     }, Math.min(5000, this.silenceLimitMs / 2));
     this.silenceTimer.unref();
+    const helloTimer = setTimeout(() => { if (!this.authenticated) void this.end(`no hello within ${HELLO_TIMEOUT_MS / 1000} s`); }, HELLO_TIMEOUT_MS);
+    helloTimer.unref();
+    void this.conn.closed().then(() => clearTimeout(helloTimer));
     for (let n = 0; !this.ended; n++) {
       const io = await this.conn.acceptStream();
       if (io === null) break;
@@ -150,7 +157,8 @@ export class Session {
       if (!this.control) this.control = stream;
       // Until hello, frames are small: an unknown peer cannot make us buffer megabytes.
       const frameLimit = (): number => (this.authenticated ? MAX_FRAME_BYTES : MAX_HELLO_FRAME_BYTES);
-      void stream.readLoop((m) => this.onMessage(m, stream), REPLY_BACKLOG_LIMIT, frameLimit).then(
+      const admit = (m: Message): boolean => this.admit(m);
+      void stream.readLoop((m) => this.onMessage(m, stream), { admit, maxBacklog: REPLY_BACKLOG_LIMIT, maxFrameBytes: frameLimit }).then(
         () => { if (stream === this.control) this.end('client closed its stream'); },
         (e: Error) => this.onStreamError(e),
       );
@@ -181,14 +189,24 @@ export class Session {
     }
   }
 
+  /**
+   * Decides, before a message's payload is inflated, whether it is read at all. An unknown peer gets
+   * exactly one message, which must be `hello`: it is then either authenticated or refused, and a
+   * refused or ended session reads nothing more. So an unauthenticated peer costs one small frame's
+   * decoding (MAX_HELLO_FRAME_BYTES), never an inflation.
+   */
+  private admit(m: Message): boolean {
+    if (this.ended) return false;
+    if (this.authenticated || m.t === 'hello') return true;
+    this.refuse('bad-message', `expected 'hello' first, got '${m.t}'`, CloseCode.protocol);
+    return false;
+  }
+
   private onMessage(raw: Message, stream: MessageStream): void {
     if (this.ended) return;
     this.lastHeard = performance.now();
     const m = raw as ClientMessage;
-    if (!this.authenticated) {
-      if (m.t !== 'hello') return this.refuse('bad-message', `expected 'hello' first, got '${raw.t}'`, CloseCode.protocol);
-      return this.onHello(m);
-    }
+    if (!this.authenticated) return this.onHello(m as Hello);
     switch (m.t) {
       case 'hello': return this.trySend(stream, { t: 'error', code: 'bad-message', message: 'already said hello' });
       case 'list': return this.trySend(stream, { t: 'devices', req: m.req, devices: this.host.devicesFor(this) });
@@ -227,20 +245,31 @@ export class Session {
   }
 
   private async onClaim(req: number, dev: string, stream: MessageStream): Promise<void> {
-    if (this.claims.has(dev)) {
-      this.trySend(stream, { t: 'claimed', req, device: this.host.deviceInfoFor(this, dev)! });
-      return;
+    // A claim while the same device's claim is still opening shares it: the two must not both ask the
+    // daemon, or the second's "already open" failure would drop the first's reservation.
+    let claiming = this.claiming.get(dev);
+    if (!claiming) {
+      claiming = this.claimDevice(dev).finally(() => this.claiming.delete(dev));
+      this.claiming.set(dev, claiming);
     }
-    const res = await this.host.claim(this, dev);
+    const res = await claiming;
     if (!res.ok) return this.trySend(stream, { t: 'error', req, code: res.code, message: res.message });
+    if (!this.ended) this.trySend(stream, { t: 'claimed', req, device: this.host.deviceInfoFor(this, dev)! });
+  }
+
+  /** Claims `dev` unless this session holds it already; on success the claim is recorded. */
+  private async claimDevice(dev: string): Promise<{ ok: true } | { ok: false; code: ErrorCode; message: string }> {
+    if (this.claims.has(dev)) return { ok: true };
+    const res = await this.host.claim(this, dev);
+    if (!res.ok) return res;
     if (this.ended) {
       await res.device.close();
       await this.host.release(this, dev);
-      return;
+      return { ok: false, code: 'internal', message: 'connection ended' };
     }
     this.claims.set(dev, { device: res.device, inflight: new Map() });
     this.host.log.info(`${this.label} claimed ${dev}`);
-    this.trySend(stream, { t: 'claimed', req, device: this.host.deviceInfoFor(this, dev)! });
+    return { ok: true };
   }
 
   private async onRelease(req: number, dev: string, stream: MessageStream): Promise<void> {

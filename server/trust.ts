@@ -4,8 +4,13 @@
  * process) and the running daemon share them; every change is an atomic replace.
  *
  * A pairing code is 10 Crockford-base32 characters (50 bits) shown as XXXXX-XXXXX, stored only as a
- * SHA-256 hash with an expiry, and deleted when used. After MAX_FAILED_ATTEMPTS wrong codes every pending
- * code is revoked, so guessing is hopeless.
+ * SHA-256 hash with an expiry, and deleted when used.
+ *
+ * Guessing: one client id may try MAX_WRONG_CODES_PER_CLIENT wrong codes per WRONG_CODE_WINDOW_MS, and
+ * then is refused without its code being looked at. Nothing a stranger does revokes or blocks the
+ * admin's codes (an earlier global counter let ten fresh keys revoke them all): a guesser must make a
+ * new key and a new QUIC handshake for every few guesses, and even at 1,000 guesses a second over a
+ * code's 10 minutes the odds of a hit are 6·10^5 / 2^50 ≈ 5·10^-10.
  */
 import { createHash, randomInt, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
@@ -13,6 +18,7 @@ import { dirname, join } from 'node:path';
 import { parse, stringify, TomlError } from 'smol-toml';
 import { writeFileAtomic } from './atomic-file.js';
 import { ensureStateDir } from './identity.js';
+import { isPrintable, printable } from './log.js';
 
 export interface AllowedClient {
   id: string;
@@ -25,7 +31,19 @@ export class TrustError extends Error {
 }
 
 const CODE_ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'; // Crockford: no I, L, O, U
-export const MAX_FAILED_ATTEMPTS = 10;
+export const MAX_WRONG_CODES_PER_CLIENT = 3;
+export const WRONG_CODE_WINDOW_MS = 10 * 60_000;
+/** Client ids whose wrong guesses are remembered; past this the oldest are forgotten (memory stays bounded). */
+const MAX_TRACKED_GUESSERS = 4096;
+export const MAX_CLIENT_NAME = 128;
+
+/** Why `name` cannot be a client's name (shown on the bench and to other clients), or undefined. */
+export function clientNameProblem(name: string): string | undefined {
+  if (name.length === 0 || name.length > MAX_CLIENT_NAME || !isPrintable(name)) {
+    return `a client name must be 1 to ${MAX_CLIENT_NAME} printable characters (no control characters), got '${printable(name.slice(0, MAX_CLIENT_NAME))}'`;
+  }
+  return undefined;
+}
 
 function hashCode(code: string): string {
   return createHash('sha256').update(normalizeCode(code)).digest('hex');
@@ -38,7 +56,8 @@ export function normalizeCode(code: string): string {
 
 export class TrustStore {
   private cache?: { mtimeMs: number; clients: AllowedClient[] };
-  private failedAttempts = 0;
+  /** Per client id: when its wrong guesses in the current window started, and how many. */
+  private readonly wrongGuesses = new Map<string, { since: number; count: number }>();
 
   constructor(readonly allowlistFile: string, readonly stateDir: string) {}
 
@@ -58,12 +77,24 @@ export class TrustStore {
     if (this.cache && this.cache.mtimeMs === mtimeMs) return this.cache.clients;
     const clients = readTable(this.allowlistFile, 'client').map((c, i) => {
       if (typeof c.id !== 'string' || !/^[0-9a-f]{64}$/.test(c.id)) {
-        throw new TrustError(`${this.allowlistFile}: client #${i + 1}: id must be a 64-hex-digit endpoint id`);
+        throw new TrustError(`${this.allowlistFile}:${entryLine(this.allowlistFile, 'client', i, 'id')}: client #${i + 1}: 'id' must be a 64-hex-digit endpoint id`);
       }
-      return { id: c.id, name: typeof c.name === 'string' ? c.name : c.id.slice(0, 10), added: String(c.added ?? '') };
+      if (c.name !== undefined && typeof c.name !== 'string') {
+        throw new TrustError(`${this.allowlistFile}:${entryLine(this.allowlistFile, 'client', i, 'name')}: client #${i + 1}: 'name' must be a string`);
+      }
+      return { id: c.id, name: c.name ?? c.id.slice(0, 10), added: String(c.added ?? '') };
     });
     this.cache = { mtimeMs, clients };
     return clients;
+  }
+
+  /**
+   * Reads the allowlist and the pending codes once, so a broken file stops the daemon at start — with
+   * the file, line and key named — instead of leaving it running and refusing everyone.
+   */
+  check(): void {
+    this.clients();
+    this.pendingCodes();
   }
 
   isAllowed(id: string): boolean {
@@ -75,8 +106,10 @@ export class TrustStore {
   }
 
   allow(id: string, name: string): void {
+    const problem = clientNameProblem(name);
+    if (problem) throw new TrustError(problem);
     const clients = this.clients().filter((c) => c.id !== id);
-    clients.push({ id, name: name.slice(0, 128), added: new Date().toISOString() });
+    clients.push({ id, name, added: new Date().toISOString() });
     this.writeClients(clients);
   }
 
@@ -113,23 +146,37 @@ export class TrustStore {
    */
   redeemPairingCode(code: string, clientId: string, clientName: string): { ok: true } | { ok: false; reason: string } {
     const now = Date.now();
+    const guesses = this.wrongGuesses.get(clientId);
+    if (guesses && now - guesses.since > WRONG_CODE_WINDOW_MS) this.wrongGuesses.delete(clientId);
+    else if (guesses && guesses.count >= MAX_WRONG_CODES_PER_CLIENT) {
+      const minutes = Math.ceil((guesses.since + WRONG_CODE_WINDOW_MS - now) / 60_000);
+      return { ok: false, reason: `too many wrong pairing codes from this client; try again in ${minutes} min` };
+    }
+    const nameProblem = clientNameProblem(clientName);
+    if (nameProblem) return { ok: false, reason: nameProblem };
     const all = this.pendingCodes();
     const live = all.filter((c) => c.expires > now);
     const wanted = Buffer.from(hashCode(code), 'hex');
     const match = live.find((c) => timingSafeEqual(Buffer.from(c.hash, 'hex'), wanted));
     if (!match) {
-      this.failedAttempts++;
-      if (this.failedAttempts >= MAX_FAILED_ATTEMPTS) {
-        this.writeCodes([]);
-        this.failedAttempts = 0;
-        return { ok: false, reason: `too many wrong pairing codes: every pending code was revoked; run 'remote-usb-server pair' again` };
-      }
+      this.countWrongGuess(clientId, now);
       const expired = all.some((c) => c.expires <= now && timingSafeEqual(Buffer.from(c.hash, 'hex'), wanted));
       return { ok: false, reason: expired ? 'pairing code expired; ask for a new one' : 'pairing code unknown or already used' };
     }
     this.writeCodes(live.filter((c) => c !== match));
     this.allow(clientId, clientName);
+    this.wrongGuesses.delete(clientId);
     return { ok: true };
+  }
+
+  private countWrongGuess(clientId: string, now: number): void {
+    const g = this.wrongGuesses.get(clientId);
+    if (g) {
+      g.count++;
+      return;
+    }
+    if (this.wrongGuesses.size >= MAX_TRACKED_GUESSERS) this.wrongGuesses.delete(this.wrongGuesses.keys().next().value!);
+    this.wrongGuesses.set(clientId, { since: now, count: 1 });
   }
 
   private pendingCodes(): { hash: string; expires: number }[] {
@@ -148,6 +195,30 @@ export class TrustStore {
     const body = { code: codes.map((c) => ({ hash: c.hash, expires: new Date(c.expires).toISOString() })) };
     writeFileAtomic(this.pairingFile, '# Pending one-time pairing codes (hashed). Managed by remote-usb-server.\n' + stringify(body) + '\n', 0o600);
   }
+}
+
+/**
+ * The line of `key` in the `index`-th `[[table]]` of `file` (or of the table header when the key is not
+ * there), for error messages; smol-toml reports lines only for syntax errors. '?' when not found.
+ */
+function entryLine(file: string, table: string, index: number, key: string): number | '?' {
+  const lines = readFileSync(file, 'utf8').split('\n');
+  const header = new RegExp(`^\\s*\\[\\[\\s*${table}\\s*\\]\\]`);
+  const anyHeader = /^\s*\[/;
+  const keyLine = new RegExp(`^\\s*${key}\\s*=`);
+  let seen = -1;
+  let headerLine: number | '?' = '?';
+  for (let n = 0; n < lines.length; n++) {
+    if (header.test(lines[n])) {
+      if (++seen > index) break;
+      if (seen === index) headerLine = n + 1;
+    } else if (anyHeader.test(lines[n]) && seen === index) {
+      break;
+    } else if (seen === index && keyLine.test(lines[n])) {
+      return n + 1;
+    }
+  }
+  return headerLine;
 }
 
 function readTable(file: string, key: string): Record<string, unknown>[] {

@@ -106,6 +106,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
   private nextReq = 1;
   private readonly deviceTable = new Map<string, DeviceInfo>();
   private readonly claimed = new Map<string, ClaimedDevice>();
+  private readonly claiming = new Map<string, Promise<ClaimedDevice>>();
   private readonly backoff: Backoff;
   private _state: BenchState = 'offline';
   private stateDetail?: string;
@@ -392,9 +393,18 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
   async claim(dev: string): Promise<ClaimedDevice> {
     const existing = this.claimed.get(dev);
     if (existing && !existing.lost) return existing;
-    const handle = new ClaimedDevice(this, await this.sendClaim(dev));
-    this.claimed.set(dev, handle);
-    return handle;
+    // Two calls at once share one request and one handle (each with its own handle, the first
+    // one's release would free the device under the second).
+    let pending = this.claiming.get(dev);
+    if (!pending) {
+      pending = this.sendClaim(dev).then((info) => {
+        const handle = new ClaimedDevice(this, info);
+        this.claimed.set(dev, handle);
+        return handle;
+      }).finally(() => this.claiming.delete(dev));
+      this.claiming.set(dev, pending);
+    }
+    return pending;
   }
 
   /** @internal used by ClaimedDevice */

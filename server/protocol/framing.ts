@@ -1,11 +1,11 @@
 /**
  * Length-framed msgpack: each frame is a 4-byte big-endian body length, then a msgpack map.
  * The decoder is incremental (`push(chunk)`, `next()` → message or undefined for "not yet") and copes
- * with any split of the byte stream; it checks a frame's length against the limit before buffering it,
- * and hands out URB payloads inflated (compression.ts).
+ * with any split of the byte stream; it checks a frame's length against the limit before buffering it.
+ * Compressed URB payloads come out as they arrived: the reader inflates them once it has decided to
+ * accept the message (MessageStream.readLoop, compression.ts).
  */
 import { Packr } from 'msgpackr';
-import { inflatePayload } from './compression.js';
 import { FRAME_HEADER_BYTES, MAX_FRAME_BYTES } from './constants.js';
 import { Message, parseMessage, ProtocolError } from './messages.js';
 
@@ -60,9 +60,7 @@ export class FrameDecoder {
     } catch (e) {
       throw new ProtocolError(`frame body is not valid MessagePack: ${(e as Error).message}`);
     }
-    const message = parseMessage(value);
-    inflatePayload(message);
-    return message;
+    return parseMessage(value);
   }
 
   private peekLength(): number {

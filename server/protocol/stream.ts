@@ -5,7 +5,7 @@
  * matters because every write crosses the N-API binding. With a `compressor`, URB payloads are
  * compressed on the thread pool while earlier frames are written; frames still go out in send() order.
  */
-import { PayloadCompressor } from './compression.js';
+import { inflatePayload, PayloadCompressor } from './compression.js';
 import { encodeFrame, FrameDecoder } from './framing.js';
 import { Message } from './messages.js';
 
@@ -19,6 +19,13 @@ export interface ByteStream {
   finish(): Promise<void>;
   /** Aborts both directions. */
   abort(): void;
+}
+
+/** How `readLoop` reads: see there. */
+export interface ReadOptions {
+  admit?: (m: Message) => boolean;
+  maxBacklog?: number;
+  maxFrameBytes?: () => number;
 }
 
 /** Upper bound for one coalesced write: big enough to amortise the binding, small enough to keep latency. */
@@ -116,8 +123,12 @@ export class MessageStream {
   }
 
   /**
-   * Reads messages until the stream ends. Resolves on a clean end (EOF between frames); rejects with
-   * ProtocolError on malformed input or with the transport's error.
+   * Reads messages until the stream ends. Resolves on a clean end (EOF between frames), or as soon as
+   * `admit` turns a message away; rejects with ProtocolError on malformed input or with the transport's
+   * error.
+   *
+   * `admit` sees each message before its payload is inflated, so a peer the reader does not trust yet
+   * cannot make it inflate anything, and one turned away is not read any further.
    *
    * With `maxBacklog`, reading pauses while more than that many bytes wait to be written, until they
    * are: a peer that sends requests but does not read the replies stops being read (QUIC flow control
@@ -125,7 +136,8 @@ export class MessageStream {
    * reads, so the two sides can never end up waiting on each other. `maxFrameBytes` overrides the frame
    * size limit (checked per frame).
    */
-  async readLoop(onMessage: (m: Message) => void, maxBacklog?: number, maxFrameBytes?: () => number): Promise<void> {
+  async readLoop(onMessage: (m: Message) => void, options: ReadOptions = {}): Promise<void> {
+    const { admit, maxBacklog, maxFrameBytes } = options;
     const decoder = new FrameDecoder(maxFrameBytes);
     for (;;) {
       const chunk = await this.io.read();
@@ -138,7 +150,8 @@ export class MessageStream {
       this.bytesReceived += chunk.length;
       decoder.push(chunk);
       for (let m = decoder.next(); m !== undefined; m = decoder.next()) {
-        if (this.closed) return;
+        if (this.closed || (admit && !admit(m))) return;
+        inflatePayload(m);
         onMessage(m);
         if (maxBacklog !== undefined && this.queuedBytes > maxBacklog) {
           this.readPauses++;

@@ -270,3 +270,40 @@ test('an expired pairing code is refused over the wire, says so, and admits nobo
   await c.close();
   assert.ok(bench.log.lines.some((l) => /pairing attempt by \w+ \('late'\) failed: pairing code expired/.test(l)), 'the bench logs the expired attempt');
 });
+
+test('ten strangers guessing pairing codes neither revoke nor block the admin\'s code', async () => {
+  const { code } = bench.daemon.trust.createPairingCode(5);
+  for (let i = 0; i < 10; i++) {
+    const c = new BenchClient({ ...bench.clientOptions(), secretKey: generateSecretKey(), pairingCode: '00000-00000', clientName: `guesser-${i}` });
+    await assert.rejects(c.start(), (e: BenchError) => e.code === 'pairing-failed' && e.message === 'pairing code unknown or already used');
+    await c.close();
+  }
+  const real = new BenchClient({ ...bench.clientOptions(), secretKey: generateSecretKey(), pairingCode: code, clientName: 'newcomer' });
+  await real.start();
+  assert.equal(real.state, 'online');
+  await real.close();
+});
+
+test('two claims of one device sent back to back by one client both succeed, and the bench keeps the reservation', async () => {
+  const peer = await rawPeer('double-claimer');
+  const got: Message[] = [];
+  peer.read((m) => got.push(m));
+  await until(() => got.some((m) => m.t === 'welcome'));
+  peer.s.send({ t: 'claim', req: 1, dev: 'sim-3' });
+  peer.s.send({ t: 'claim', req: 2, dev: 'sim-3' });
+  await until(() => got.filter((m) => 'req' in m && (m.req === 1 || m.req === 2)).length === 2);
+  assert.deepEqual(got.filter((m) => 'req' in m && (m.req === 1 || m.req === 2)).map((m) => m.t), ['claimed', 'claimed']);
+  // on the old code the second claim's "already open" dropped the reservation, so this said "already open"
+  await assert.rejects(bystander.claim('sim-3'), (e: BenchError) => e.code === 'in-use' && /in use by double-claimer/.test(e.message));
+  await peer.close();
+  await until(() => bench.daemon.devicesFor(sessionOf('bystander')).find((d) => d.id === 'sim-3')?.claimedBy === undefined);
+});
+
+test('BenchClient.claim called twice at once makes one request and returns one handle', async () => {
+  const [a, b] = await Promise.all([bystander.claim('sim-3'), bystander.claim('sim-3')]);
+  assert.equal(a, b);
+  await a.release();
+  const again = await bystander.claim('sim-3');
+  assert.notEqual(again, a);
+  await again.release();
+});

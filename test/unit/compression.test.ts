@@ -16,7 +16,10 @@ function decodeAll(frames: Buffer): Message[] {
   const d = new FrameDecoder();
   d.push(frames);
   const got: Message[] = [];
-  for (let m = d.next(); m !== undefined; m = d.next()) got.push(m);
+  for (let m = d.next(); m !== undefined; m = d.next()) {
+    inflatePayload(m);
+    got.push(m);
+  }
   return got;
 }
 

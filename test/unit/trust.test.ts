@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
 import { loadOrCreateSecretKey } from '../../server/identity.js';
-import { MAX_FAILED_ATTEMPTS, normalizeCode, TrustStore } from '../../server/trust.js';
+import { MAX_WRONG_CODES_PER_CLIENT, normalizeCode, TrustStore, WRONG_CODE_WINDOW_MS } from '../../server/trust.js';
 
 const dirs: string[] = [];
 function tmp(): string {
@@ -41,14 +41,33 @@ test('an expired code is refused and says so', () => {
   assert.deepEqual(t.redeemPairingCode(code, ID_A, 'a'), { ok: false, reason: 'pairing code expired; ask for a new one' });
 });
 
-test('too many wrong codes revoke every pending code', () => {
+test('strangers guessing cannot revoke or block the admin\'s code; one client id gets 3 wrong tries per 10 minutes', (t) => {
   const d = tmp();
-  const t = new TrustStore(join(d, 'clients.toml'), d);
-  const { code } = t.createPairingCode(5);
-  let last;
-  for (let i = 0; i < MAX_FAILED_ATTEMPTS; i++) last = t.redeemPairingCode('00000-00000', ID_B, 'guesser');
-  assert.match((last as { reason: string }).reason, /too many wrong pairing codes/);
-  assert.equal(t.redeemPairingCode(code, ID_A, 'a').ok, false);
+  const store = new TrustStore(join(d, 'clients.toml'), d);
+  const { code } = store.createPairingCode(5);
+  // ten fresh keys guess wrong: on the old code the tenth revoked every pending code
+  for (let i = 0; i < 10; i++) assert.equal(store.redeemPairingCode('00000-00000', i.toString(16).repeat(64), 'guesser').ok, false);
+  // one key guessing in a loop is cut off, even if its next guess is right: the code is not looked at
+  for (let i = 0; i < MAX_WRONG_CODES_PER_CLIENT; i++) store.redeemPairingCode('00000-00000', ID_B, 'guesser');
+  assert.match((store.redeemPairingCode(code, ID_B, 'guesser') as { reason: string }).reason, /too many wrong pairing codes from this client; try again in 10 min/);
+  assert.equal(store.isAllowed(ID_B), false);
+  // the admin's code still works for the real client
+  assert.deepEqual(store.redeemPairingCode(code, ID_A, 'alice'), { ok: true });
+  // after the window the guesser may try again
+  t.mock.timers.enable({ apis: ['Date'], now: Date.now() + WRONG_CODE_WINDOW_MS + 1000 });
+  assert.equal((store.redeemPairingCode('00000-00000', ID_B, 'guesser') as { reason: string }).reason, 'pairing code unknown or already used');
+});
+
+test('a client name with control characters cannot pair or be allowed', () => {
+  const d = tmp();
+  const store = new TrustStore(join(d, 'clients.toml'), d);
+  const { code } = store.createPairingCode(5);
+  const osc52 = 'eve\x1b]52;c;cm0gLXJmIH4K\x07';
+  assert.match((store.redeemPairingCode(code, ID_A, osc52) as { reason: string }).reason, /client name must be 1 to 128 printable characters .*got 'eve\\x1b\]52;c;cm0gLXJmIH4K\\x07'/);
+  assert.equal(store.isAllowed(ID_A), false);
+  assert.throws(() => store.allow(ID_A, 'line\nforged'), /printable/);
+  assert.throws(() => store.allow(ID_A, 'x'.repeat(129)), /printable/);
+  assert.deepEqual(store.redeemPairingCode(code, ID_A, 'alice@lab'), { ok: true }, 'the code was not used up by the refused name');
 });
 
 test('revoking re-reads the allowlist; writes leave no temp files', () => {
@@ -70,7 +89,10 @@ test('a broken allowlist is an error naming file and line', () => {
   writeFileSync(f, '[[client]]\nid = "abc\n');
   assert.throws(() => new TrustStore(f, d).clients(), { message: new RegExp(`^${f}:2:\\d+: `) });
   writeFileSync(f, '[[client]]\nid = "short"\n');
-  assert.throws(() => new TrustStore(f, d).clients(), /client #1: id must be a 64-hex-digit endpoint id/);
+  assert.throws(() => new TrustStore(f, d).clients(), { message: `${f}:2: client #1: 'id' must be a 64-hex-digit endpoint id` });
+  // the second entry's bad key is found on its own line
+  writeFileSync(f, `# allowed\n[[client]]\nid = "${ID_A}"\nname = "a"\n\n[[client]]\nadded = "today"\nname = 7\nid = "${ID_B}"\n`);
+  assert.throws(() => new TrustStore(f, d).clients(), { message: `${f}:8: client #2: 'name' must be a string` });
 });
 
 test('identity: created once with mode 0600, then reused', () => {
