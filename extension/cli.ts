@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { deviceTable } from '../server/device-table.js';
 import { loadOrCreateSecretKey } from '../server/identity.js';
 import { endpointIdOf, parsePeerAddress, RelayChoice } from '../server/net/iroh.js';
-import { createLogger, LOG_LEVELS, LogLevel } from '../server/log.js';
+import { createLogger, LOG_LEVELS, LogLevel, printable } from '../server/log.js';
 import { BenchClient } from './core/bench-client.js';
 import { AttachError, attachDevice, AttachOptions } from './core/usbip/attach.js';
 import { DEFAULT_SERIAL_PARAMS } from './core/serial.js';
@@ -91,10 +91,10 @@ async function main(argv: string[]): Promise<number> {
     if (command === 'serial') return await serial(client, rest[0], baud);
     if (command === 'attach') return await attach(client, rest[0], { helperPath: values.helper, runAsRoot: values.direct ? 'direct' : undefined, log: createLogger(logLevel) });
     if (command === 'pair') {
-      process.stdout.write(`paired with bench '${client.benchName}' (${bench.id}); ${client.devices.length} device(s)\n`);
+      process.stdout.write(`paired with bench '${printable(client.benchName)}' (${bench.id}); ${client.devices.length} device(s)\n`);
     } else {
       const devices = await client.list();
-      process.stdout.write(values.json ? JSON.stringify(devices, null, 2) + '\n' : `bench '${client.benchName}':\n${deviceTable(devices)}\n`);
+      process.stdout.write(values.json ? JSON.stringify(devices, null, 2) + '\n' : `bench '${printable(client.benchName)}':\n${deviceTable(devices)}\n`);
     }
   } finally {
     await client.close();
@@ -110,11 +110,11 @@ async function serial(client: BenchClient, port: string, baud: number): Promise<
   const s = await client.openSerial(port, { ...DEFAULT_SERIAL_PARAMS, baud });
   const stdin = process.stdin;
   const interactive = stdin.isTTY === true;
-  process.stderr.write(`connected to ${port} (${s.path}) on bench '${client.benchName}' at ${baud} 8N1; ${interactive ? 'Ctrl-] quits' : 'end of input quits'}\r\n`);
+  process.stderr.write(`connected to ${port} (${s.path}) on bench '${printable(client.benchName)}' at ${baud} 8N1; ${interactive ? 'Ctrl-] quits' : 'end of input quits'}\r\n`);
   s.on('data', (d) => process.stdout.write(d));
   const code = await new Promise<number>((resolve) => {
     s.on('state', (state, detail) => {
-      process.stderr.write(`\r\n[${state}${detail ? `: ${detail}` : ''}]\r\n`);
+      process.stderr.write(`\r\n[${state}${detail ? `: ${printable(detail)}` : ''}]\r\n`);
       if (state === 'closed') resolve(1);
     });
     process.once('SIGINT', () => resolve(0));
@@ -140,7 +140,7 @@ async function serial(client: BenchClient, port: string, baud: number): Promise<
 
 /** Attaches until a signal or until the device leaves; returns the exit code. */
 async function attach(client: BenchClient, id: string, options: AttachOptions): Promise<number> {
-  if (!client.device(id)) throw new Error(`bench '${client.benchName}' has no device '${id}' (see 'remote-usb list')`);
+  if (!client.device(id)) throw new Error(`bench '${printable(client.benchName)}' has no device '${id}' (see 'remote-usb list')`);
   const dev = await client.claim(id);
   let attachment;
   try {
@@ -150,7 +150,7 @@ async function attach(client: BenchClient, id: string, options: AttachOptions): 
     if (e instanceof AttachError) throw new Error(`${e.message} ${e.hint}`, { cause: e });
     throw e;
   }
-  process.stdout.write(`attached ${id} from bench '${client.benchName}' as vhci port ${attachment.port} (devid ${attachment.devid}); Ctrl-C detaches\n`);
+  process.stdout.write(`attached ${id} from bench '${printable(client.benchName)}' as vhci port ${attachment.port} (devid ${attachment.devid}); Ctrl-C detaches\n`);
   const stopped = await new Promise<'signal' | 'closed'>((resolve) => {
     process.once('SIGINT', () => resolve('signal'));
     process.once('SIGTERM', () => resolve('signal'));
@@ -159,14 +159,14 @@ async function attach(client: BenchClient, id: string, options: AttachOptions): 
   const info = stopped === 'closed' ? await attachment.closed : undefined;
   await attachment.detach();
   await dev.release().catch(() => {});
-  process.stdout.write(stopped === 'signal' ? `detached ${id}\n` : `${id} left the kernel: ${info?.reason}${info?.message ? ` (${info.message})` : ''}\n`);
+  process.stdout.write(stopped === 'signal' ? `detached ${id}\n` : `${id} left the kernel: ${info?.reason}${info?.message ? ` (${printable(info.message)})` : ''}\n`);
   return stopped === 'signal' ? 0 : 1;
 }
 
 main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },
   (e: Error) => {
-    process.stderr.write(`remote-usb: ${e.message}${e instanceof UsageError ? `\nTry 'remote-usb --help'.` : ''}\n`);
+    process.stderr.write(`remote-usb: ${e.message.split('\n').map(printable).join('\n')}${e instanceof UsageError ? `\nTry 'remote-usb --help'.` : ''}\n`);
     process.exitCode = e instanceof UsageError ? 2 : 1;
   },
 );

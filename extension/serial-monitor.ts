@@ -8,7 +8,7 @@
 import { createWriteStream, WriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import * as vscode from 'vscode';
-import type { Logger } from '../server/log.js';
+import { Logger, printable } from '../server/log.js';
 import { LineEnding, SerialRenderer, echoTyped, encodeTyped } from './serial-format.js';
 import { SerialDefaults, serialDefaults } from './settings.js';
 
@@ -124,7 +124,7 @@ export class SerialMonitor implements vscode.Pseudoterminal {
     } catch (e) {
       const message = (e as Error).message;
       this.log.error(`serial monitor ${this.title}: ${message}`);
-      this.note(red(`[cannot open: ${message}]`) + '\r\n' + dim('Press any key to close this terminal.'));
+      this.note(red(`[cannot open: ${printable(message)}]`) + '\r\n' + dim('Press any key to close this terminal.'));
     }
   }
 
@@ -134,7 +134,8 @@ export class SerialMonitor implements vscode.Pseudoterminal {
     this.out(this.renderer.render(data));
   }
 
-  private onState(state: PortState, detail: string | undefined): void {
+  private onState(state: PortState, raw: string | undefined): void {
+    const detail = raw === undefined ? undefined : printable(raw); // the bench's words, into a terminal
     if (state === 'open') this.note(green(`[connected again to ${this.port?.path}]`));
     else if (state === 'waiting') this.note(yellow(`[waiting: ${detail ?? 'the port went away; it reopens when it comes back'}]`));
     else this.note(red(`[port closed${detail ? `: ${detail}` : ''}]`) + '\r\n' + dim('Press any key to close this terminal.'));
