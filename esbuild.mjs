@@ -19,6 +19,7 @@ const common = { bundle: true, platform: 'node', target: 'node20', format: 'cjs'
 
 const entryPoints = {
   extension: 'extension/extension.ts',
+  'core-worker': 'extension/core/worker/core-worker.ts',
   server: 'server/cli.ts',
   helper: 'helper/cli.ts',
   demo: 'extension/demo.ts',

@@ -1,22 +1,20 @@
 /**
- * Devices attached to this machine's kernel: claim on the bench, then attachDevice (vhci_hcd through
- * the polkit helper). Tracks each attachment until it closes for any reason, and finds the local names
- * the kernel gave the device (its bus id, and its tty when a serial driver binds).
+ * Devices attached to this machine's kernel: the byte-path worker claims each on the bench and attaches
+ * it (vhci_hcd through the polkit helper); this tracks each attachment until it closes for any reason,
+ * and finds the local names the kernel gave the device (its bus id, and its tty when a serial driver binds).
  */
 import * as vscode from 'vscode';
 import type { Logger } from '../server/log.js';
 import { ttyOfUsbDevice } from '../server/serial/sysfs-tty.js';
-import type { ClaimedDevice } from './core/bench-client.js';
-import type { Attachment } from './core/usbip/attach.js';
 import type { BridgeCloseReason } from './core/usbip/bridge.js';
+import type { RemoteAttachment } from './core/worker/core-host.js';
 import { Bench } from './benches.js';
 import { helperPath } from './settings.js';
 
 export interface AttachedDevice {
   bench: Bench;
   deviceId: string;
-  claimed: ClaimedDevice;
-  attachment: Attachment;
+  attachment: RemoteAttachment;
   /** vhci port number. */
   port: number;
   /** The device's bus id on this machine ("3-1"), once the kernel has enumerated it. */
@@ -50,7 +48,7 @@ export class AttachManager implements vscode.Disposable {
   private sample(): void {
     const now = performance.now();
     for (const a of this.attached.values()) {
-      const t = a.claimed.traffic;
+      const t = a.attachment.traffic;
       const last = this.lastTraffic.get(a);
       this.lastTraffic.set(a, { bytesIn: t.bytesIn, bytesOut: t.bytesOut, at: now });
       if (!last) continue;
@@ -100,23 +98,14 @@ export class AttachManager implements vscode.Disposable {
   private async doAttach(bench: Bench, deviceId: string, reason: AttachedDevice['reason']): Promise<AttachedDevice> {
     const client = bench.client;
     if (!client || client.state !== 'online') throw new Error(`Bench ${bench.name} is ${bench.state}; attach again when it is online.`);
-    const { attachDevice } = await import('./core/usbip/attach.js');
-    const claimed = await client.claim(deviceId);
-    let attachment: Attachment;
-    try {
-      attachment = await attachDevice(claimed, { helperPath: helperPath(), log: this.log });
-    } catch (e) {
-      await claimed.release().catch(() => {});
-      throw e;
-    }
-    const entry: AttachedDevice = { bench, deviceId, claimed, attachment, port: attachment.port, reason };
+    const attachment = await client.attach(deviceId, { helperPath: helperPath() });
+    const entry: AttachedDevice = { bench, deviceId, attachment, port: attachment.port, reason };
     const key = keyOf(bench.id, deviceId);
     this.attached.set(key, entry);
     this.sampler ??= setInterval(() => this.sample(), SAMPLE_MS);
     this.log.info(`attached ${deviceId} from ${bench.name} on vhci port ${attachment.port}`);
-    void attachment.closed.then(async (info) => {
+    void attachment.closed.then((info) => {
       this.attached.delete(key);
-      await claimed.release().catch(() => {});
       this.log.info(`${deviceId} from ${bench.name} left this machine: ${info.reason}${info.message ? ` (${info.message})` : ''}`);
       this.changed.fire({ bench, deviceId, detached: { reason: info.reason, message: info.message } });
     });
@@ -125,10 +114,7 @@ export class AttachManager implements vscode.Disposable {
   }
 
   async detach(benchId: string, deviceId: string): Promise<void> {
-    const entry = this.attached.get(keyOf(benchId, deviceId));
-    if (!entry) return;
-    await entry.attachment.detach();
-    await entry.claimed.release().catch(() => {});
+    await this.attached.get(keyOf(benchId, deviceId))?.attachment.detach();
   }
 
   /**

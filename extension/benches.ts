@@ -1,29 +1,25 @@
 /**
- * The benches this VS Code knows: one BenchClient each, all on one Iroh endpoint whose secret key lives
- * in VS Code's secret storage. The client core (and with it the native Iroh binding) loads on first use,
- * so activation stays fast. Benches come from the `remoteUsb.benches` setting; editing it by hand works
- * too (the manager follows the setting).
+ * The benches this VS Code knows: one connection each, all on one Iroh endpoint whose secret key lives in
+ * VS Code's secret storage. The connections live in the byte-path worker (core/worker/): this thread
+ * holds their snapshots and sends commands. The worker, and with it the native Iroh binding, starts on
+ * first use, so activation stays fast and loads no native module. Benches come from the
+ * `remoteUsb.benches` setting; editing it by hand works too (the manager follows the setting).
  */
+import { randomBytes } from 'node:crypto';
 import { hostname, userInfo } from 'node:os';
+import { join } from 'node:path';
 import * as vscode from 'vscode';
 import type { DeviceInfo } from '../server/protocol/messages.js';
 import type { Logger } from '../server/log.js';
-import type { BenchClient, BenchState } from './core/bench-client.js';
-import type { IrohEndpoint, PeerAddress } from '../server/net/iroh.js';
+import type { BenchState } from './core/bench-client.js';
+import type { PeerAddress } from '../server/net/iroh.js';
+import { CoreHost, RemoteBench } from './core/worker/core-host.js';
 import { BenchSetting, benchSettings, clientName, relayChoice, saveBenchSettings } from './settings.js';
 
 const SECRET_KEY = 'remoteUsb.secretKey';
 
-/** The client core, loaded on demand (it pulls in the native Iroh binding). */
-export type Core = typeof import('./core/bench-client.js') & typeof import('../server/net/iroh.js');
-let corePromise: Promise<Core> | undefined;
-export function loadCore(): Promise<Core> {
-  corePromise ??= Promise.all([import('./core/bench-client.js'), import('../server/net/iroh.js')]).then(([a, b]) => ({ ...a, ...b }));
-  return corePromise;
-}
-
 export class Bench {
-  client?: BenchClient;
+  client?: RemoteBench;
   /** Set when the address in the setting cannot be parsed. */
   problem?: string;
 
@@ -71,7 +67,9 @@ export interface DeviceChange {
 
 export class BenchManager implements vscode.Disposable {
   private readonly benches = new Map<string, Bench>();
-  private endpoint?: Promise<IrohEndpoint>;
+  /** The byte-path worker (started on first use). */
+  readonly core: CoreHost;
+  private configured?: Promise<void>;
   private secretKey?: Uint8Array;
   private readonly changed = new vscode.EventEmitter<DeviceChange | undefined>();
   /** A bench or device changed; undefined = the list of benches itself changed. */
@@ -81,7 +79,16 @@ export class BenchManager implements vscode.Disposable {
   constructor(
     private readonly secrets: vscode.SecretStorage,
     private readonly log: Logger,
+    /** The extension's folder: the worker is dist/core-worker.js in it. */
+    extensionPath: string,
   ) {
+    this.core = new CoreHost(join(extensionPath, 'dist', 'core-worker.js'), log);
+    this.core.on('crashed', (reason) => {
+      this.changed.fire(undefined);
+      void vscode.window.showWarningMessage(`Remote USB: ${reason}; restarting it. Devices attached here were detached; auto-attach rules attach them again.`, 'Show Logs').then((c) => {
+        if (c) void vscode.commands.executeCommand('remoteUsb.showLogs');
+      });
+    });
     this.disposables.push(vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration('remoteUsb.benches')) void this.sync();
       if (e.affectsConfiguration('remoteUsb.relay') || e.affectsConfiguration('remoteUsb.relayUrls') || e.affectsConfiguration('remoteUsb.clientName')) void this.restartAll();
@@ -108,7 +115,7 @@ export class BenchManager implements vscode.Disposable {
     for (const setting of wanted) {
       let addr: PeerAddress;
       try {
-        addr = (await loadCore()).parsePeerAddress(setting.address);
+        addr = await this.core.parseAddress(setting.address);
       } catch (e) {
         const id = `invalid:${setting.address}`;
         seen.add(id);
@@ -141,17 +148,9 @@ export class BenchManager implements vscode.Disposable {
     this.changed.fire(undefined);
   }
 
-  private async startClient(bench: Bench, addr: PeerAddress, pairingCode?: string): Promise<BenchClient> {
-    const core = await loadCore();
-    const client = new core.BenchClient({
-      secretKey: await this.key(),
-      bench: addr,
-      clientName: clientName(`${userInfo().username}@${hostname()}`),
-      relay: relayChoice(),
-      endpoint: await this.sharedEndpoint(),
-      pairingCode,
-      log: this.log,
-    });
+  private async startClient(bench: Bench, addr: PeerAddress, pairingCode?: string): Promise<RemoteBench> {
+    await this.configure();
+    const client = this.core.bench(addr.id, addr, pairingCode);
     bench.client = client;
     client.on('state', (state, detail) => {
       this.log.info(`bench ${bench.name}: ${state}${detail ? ` (${detail})` : ''}`);
@@ -164,6 +163,24 @@ export class BenchManager implements vscode.Disposable {
     return client;
   }
 
+  /** Tells the worker who we are (once, and again after a change of relay or name). */
+  private configure(): Promise<void> {
+    this.configured ??= (async () => {
+      await this.core.configure({ secretKey: await this.key(), clientName: clientName(`${userInfo().username}@${hostname()}`), relay: relayChoice() });
+    })();
+    return this.configured;
+  }
+
+  /** Parses a ticket, an endpoint id or `id@host:port`; rejects with a readable error. */
+  parseAddress(address: string): Promise<PeerAddress> {
+    return this.core.parseAddress(address);
+  }
+
+  /** The endpoint id in `address`, or undefined when it is not a valid address. */
+  private async idOf(address: string): Promise<string | undefined> {
+    try { return (await this.core.parseAddress(address)).id; } catch { return undefined; }
+  }
+
   /** Our identity: created once and kept in secret storage. */
   async key(): Promise<Uint8Array> {
     if (this.secretKey) return this.secretKey;
@@ -172,7 +189,7 @@ export class BenchManager implements vscode.Disposable {
       this.secretKey = Uint8Array.from(Buffer.from(stored, 'hex'));
     } else {
       if (stored) this.log.warn('the stored client key was not 32 bytes of hex; made a new one (benches must pair this client again)');
-      this.secretKey = (await loadCore()).generateSecretKey();
+      this.secretKey = new Uint8Array(randomBytes(32));
       await this.secrets.store(SECRET_KEY, Buffer.from(this.secretKey).toString('hex'));
     }
     return this.secretKey;
@@ -180,15 +197,7 @@ export class BenchManager implements vscode.Disposable {
 
   /** This machine's endpoint id, which a bench admin passes to `remote-usb-server allow`. */
   async clientId(): Promise<string> {
-    return (await loadCore()).endpointIdOf(await this.key());
-  }
-
-  private async sharedEndpoint(): Promise<IrohEndpoint> {
-    this.endpoint ??= (async () => {
-      const core = await loadCore();
-      return core.IrohEndpoint.bind({ secretKey: await this.key(), relay: relayChoice() });
-    })();
-    return this.endpoint;
+    return this.core.endpointId(await this.key());
   }
 
   /**
@@ -196,8 +205,7 @@ export class BenchManager implements vscode.Disposable {
    * bench has let us in. Throws BenchError (unauthorized, pairing-failed, timeout …) otherwise.
    */
   async add(address: string, options: { name?: string; pairingCode?: string; token?: vscode.CancellationToken } = {}): Promise<Bench> {
-    const core = await loadCore();
-    const addr = core.parsePeerAddress(address.trim());
+    const addr = await this.core.parseAddress(address.trim());
     const existing = this.benches.get(addr.id);
     if (existing?.client?.state === 'online' && !options.pairingCode) return existing;
     if (existing) {
@@ -217,27 +225,23 @@ export class BenchManager implements vscode.Disposable {
       throw e;
     }
     this.benches.set(addr.id, bench);
-    const rest = benchSettings().filter((b) => {
-      try { return core.parsePeerAddress(b.address).id !== addr.id; } catch { return true; }
-    });
+    const ids = await Promise.all(benchSettings().map((b) => this.idOf(b.address)));
+    const rest = benchSettings().filter((_, i) => ids[i] !== addr.id);
     await saveBenchSettings([...rest, setting]); // sync() then finds it running
     this.changed.fire(undefined);
     return bench;
   }
 
   async rename(bench: Bench, name: string): Promise<void> {
-    const core = await loadCore();
-    await saveBenchSettings(benchSettings().map((b) => {
-      try { return core.parsePeerAddress(b.address).id === bench.id ? { ...b, name } : b; } catch { return b; }
-    }));
+    const settings = benchSettings();
+    const ids = await Promise.all(settings.map((b) => this.idOf(b.address)));
+    await saveBenchSettings(settings.map((b, i) => (ids[i] === bench.id ? { ...b, name } : b)));
   }
 
   async remove(bench: Bench): Promise<void> {
-    const core = await loadCore();
-    await saveBenchSettings(benchSettings().filter((b) => {
-      if (bench.problem) return b.address !== bench.setting.address;
-      try { return core.parsePeerAddress(b.address).id !== bench.id; } catch { return true; }
-    }));
+    const settings = benchSettings();
+    const ids = await Promise.all(settings.map((b) => this.idOf(b.address)));
+    await saveBenchSettings(settings.filter((b, i) => (bench.problem ? b.address !== bench.setting.address : ids[i] !== bench.id)));
   }
 
   /** Reconnects every offline bench now. */
@@ -250,9 +254,9 @@ export class BenchManager implements vscode.Disposable {
     const old = this.list();
     this.benches.clear();
     await Promise.all(old.map((b) => b.client?.close()));
-    const ep = this.endpoint;
-    this.endpoint = undefined;
-    await (await ep?.catch(() => undefined))?.close();
+    // the worker's endpoint goes with the old relay choice and name; the next bench binds a new one
+    await this.core.request({ op: 'shutdown' }).catch(() => {});
+    this.configured = undefined;
     await this.sync();
   }
 
@@ -263,7 +267,7 @@ export class BenchManager implements vscode.Disposable {
     this.disposed ??= (async () => {
       for (const d of this.disposables) d.dispose();
       await Promise.all(this.list().map((b) => b.client?.close()));
-      await (await this.endpoint?.catch(() => undefined))?.close();
+      await this.core.stop();
     })();
     return this.disposed;
   }

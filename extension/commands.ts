@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import * as vscode from 'vscode';
 import type { DeviceInfo } from '../server/protocol/messages.js';
 import { AttachManager } from './attachments.js';
-import { Bench, BenchManager, loadCore } from './benches.js';
+import { Bench, BenchManager } from './benches.js';
 import { vidPidOf } from './core/auto-attach-rules.js';
 import { ErrorReporter } from './errors.js';
 import { SerialMonitors } from './serial-monitors.js';
@@ -80,15 +80,12 @@ export function registerCommands(ctx: CommandContext): vscode.Disposable[] {
   };
 
   const askAddress = async (value?: string): Promise<string | undefined> => {
-    const core = await loadCore();
     return vscode.window.showInputBox({
       title: 'Remote USB: bench address',
       prompt: "The ticket from 'remote-usb-server ticket' on the bench (or its endpoint id when relays are on)",
       value,
       ignoreFocusOut: true,
-      validateInput: (v) => {
-        try { core.parsePeerAddress(v.trim()); return undefined; } catch (e) { return (e as Error).message; }
-      },
+      validateInput: (v) => benches.parseAddress(v.trim()).then(() => undefined, (e: Error) => e.message),
     });
   };
 

@@ -41,7 +41,7 @@ export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
   const channel = vscode.window.createOutputChannel('Remote USB', { log: true });
   const log = channelLogger(channel);
 
-  const benches = new BenchManager(context.secrets, log);
+  const benches = new BenchManager(context.secrets, log, context.extensionPath);
   const attachments = new AttachManager(log);
   const monitors = new SerialMonitors(attachments, log);
   const tasks = new TaskRunner(benches, attachments);

@@ -166,7 +166,7 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     ];
     if (d.tty) rows.push(['Serial port on bench', d.tty]);
     if (attached) rows.push(['Here', `vhci port ${attached.port}${attached.localBusid ? `, bus id ${attached.localBusid}` : ''}${attached.localTty ? `, ${attached.localTty}` : ''}`]);
-    if (attached) rows.push(['Traffic', `${(attached.claimed.traffic.bytesIn / 1e6).toFixed(2)} MB in, ${(attached.claimed.traffic.bytesOut / 1e6).toFixed(2)} MB out, ${attached.claimed.traffic.urbs} URBs`]);
+    if (attached) rows.push(['Traffic', `${(attached.attachment.traffic.bytesIn / 1e6).toFixed(2)} MB in, ${(attached.attachment.traffic.bytesOut / 1e6).toFixed(2)} MB out, ${attached.attachment.traffic.urbs} URBs`]);
     tip.appendMarkdown(rows.map(([k, v]) => `${k}: ${escapeMarkdown(v)}`).join('  \n'));
     item.tooltip = tip;
     return item;

@@ -19,9 +19,9 @@ const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 
 // The .vsix targets (VS Code's linux targets are glibc); natives.mjs says which natives each one takes.
 const TARGETS = Object.fromEntries(['linux-x64', 'linux-arm64', 'darwin-arm64', 'win32-x64'].map((t) => [t, NATIVE_TARGETS[t]]));
-// bundled runtime files the extension needs: extension.js, helper.js (Install Helper copies it from
+// bundled runtime files the extension needs: extension.js, core-worker.js (the byte path's worker thread), helper.js (Install Helper copies it from
 // the extension's own dist/), remote-usb.js (the CLI, for terminals and tasks)
-const DIST = ['extension.js', 'helper.js', 'remote-usb.js'];
+const DIST = ['extension.js', 'core-worker.js', 'helper.js', 'remote-usb.js'];
 // README links are relative; without a `repository` in package.json vsce needs a base URL (the
 // same repository the welcome view links to).
 const REPO_URL = 'https://github.com/remote-usb/remote-usb';
