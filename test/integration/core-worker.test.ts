@@ -5,6 +5,7 @@
  * noticed, restarted, and the bench comes back online.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { silentLogger } from '../../server/log.js';
@@ -36,7 +37,6 @@ after(async () => {
 
 /** CPU time of this process's main thread (its task id is the pid), in ms. */
 function mainThreadCpuMs(): number {
-  const { readFileSync } = require('node:fs') as typeof import('node:fs');
   const f = readFileSync(`/proc/${process.pid}/task/${process.pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) * 10;
 }
