@@ -19,7 +19,9 @@ export function formatRate(bps: number): string {
  * (`$(…)`), HTML, entities — and line breaks become spaces, so it cannot open a block of its own.
  */
 export function escapeMarkdown(text: string): string {
-  return text.replace(/[\r\n\u2028\u2029]+/g, ' ').replace(/[\\`*_{}[\]()#+\-.!|<>$~:&"']/g, '\\$&');
+  const inline = text.replace(/[\r\n\u2028\u2029]+/g, ' ').replace(/[\\`*_[\]()!|<>$~&]/g, '\\$&');
+  // at the start of a line these would make a heading, a list or a rule
+  return inline.replace(/^[#+=-]/, '\\$&').replace(/^(\d+)([.)])/, '$1\\$2');
 }
 
 /** What the status bar's tooltip says about one bench and one attached device (plain data, for tests). */

@@ -40,6 +40,8 @@ test('escapeMarkdown leaves no link, icon, HTML or new block', () => {
   const md = escapeMarkdown(evil);
   assert.doesNotMatch(md, /(^|[^\\])[[\]()<>$&]/, md);
   assert.doesNotMatch(md, /\n/);
+  // what would start a block at the start of a line, and plain text left readable
+  assert.deepEqual(['# big', '- item', '1. one', 'test-bench 1.0'].map(escapeMarkdown), ['\\# big', '\\- item', '1\\. one', 'test-bench 1.0']);
 });
 
 test('a hostile bench name, detail or product string plants no command link in the status bar tooltip', () => {

@@ -147,8 +147,11 @@ export class CoreHost extends EventEmitter<CoreHostEvents> {
     switch (m.event) {
       case 'log': return this.log[m.level](m.message);
       case 'bench': return this.benches.get(m.bench)?.apply(m.snapshot, m.deviceId);
-      case 'serial-data': return void this.serials.get(m.sid)?.emit('data', Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength));
-      case 'serial-state': return this.serials.get(m.sid)?.setState(m.state, m.detail);
+      case 'serial-data': return this.serials.get(m.sid)?.deliver(() => this.serials.get(m.sid)?.emit('data', Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength)));
+      case 'serial-state': {
+        const s = this.serials.get(m.sid);
+        return s?.deliver(() => s.setState(m.state, m.detail));
+      }
       case 'traffic':
         for (const i of m.items) this.attachments.get(`${i.bench}/${i.device}`)?.setTraffic(i.traffic);
         return;
@@ -291,9 +294,20 @@ export class RemoteBench extends EventEmitter<RemoteBenchEvents> {
 export class RemoteSerial extends EventEmitter<SerialSessionEvents> implements SerialSession {
   private _state: SerialState = 'closed';
   private _path = '';
+  /**
+   * Events that arrive before the open's reply has reached the caller (a board's banner comes at once):
+   * held, and given out once the caller has the session and its listeners.
+   */
+  private early?: (() => void)[] = [];
 
   constructor(private readonly host: CoreHost, readonly bench: RemoteBench, readonly port: string, readonly sid: number) {
     super();
+  }
+
+  /** @internal an event from the worker */
+  deliver(event: () => void): void {
+    if (this.early) this.early.push(event);
+    else event();
   }
 
   get state(): SerialState { return this._state; }
@@ -303,6 +317,11 @@ export class RemoteSerial extends EventEmitter<SerialSessionEvents> implements S
   opened(path: string): void {
     this._path = path;
     this._state = 'open';
+    setImmediate(() => {
+      const held = this.early ?? [];
+      this.early = undefined;
+      for (const e of held) e();
+    });
   }
 
   /** @internal */
