@@ -25,6 +25,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { walkTrusted, FsProbe } from '../helper/install.js';
 import { HelperError } from '../helper/errors.js';
+import { writeFileAtomic } from '../helper/atomic-write.js';
 import { loadConfig, ServerConfig } from './config.js';
 import { loadOrCreateSecretKey } from './identity.js';
 import { TrustStore } from './trust.js';
@@ -293,22 +294,13 @@ function readIfExists(file: string): string | undefined {
   }
 }
 
-/** temp file next to it (O_EXCL|O_NOFOLLOW), owner and mode set on the fd, then rename. */
+/** helper/atomic-write.ts (temp file O_EXCL|O_NOFOLLOW, every byte written, owner and mode on the fd, fsync,
+ *  rename), as an InstallError. */
 function writeFile(file: string, data: string, mode: number, uid = 0, gid = 0): void {
-  const tmp = `${file}.${process.pid}.tmp`;
   try {
-    fs.rmSync(tmp, { force: true });
-    const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
-    try {
-      fs.writeSync(fd, data);
-      fs.fchownSync(fd, uid, gid);
-      fs.fchmodSync(fd, mode);
-      fs.fsyncSync(fd);
-    } finally { fs.closeSync(fd); }
-    fs.renameSync(tmp, file);
+    writeFileAtomic(file, data, { mode, owner: { uid, gid } });
   } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw new InstallError(`writing ${file} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new InstallError((e as Error).message);
   }
 }
 
