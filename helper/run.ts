@@ -125,8 +125,10 @@ function dispatch(cmd: Command, host: Host): ExitCode {
       const uid = host.callerUid();
       detach(host.sysfsDir, cmd.port, (p) => authorizeDetach(host, uid, p));
       try {
-        removeOwner(host.ownersDir, cmd.port);
-        pruneOwners(host.ownersDir, readPorts(host.sysfsDir));
+        if (checkOwnersDir(host.ownersDir, false)) {
+          removeOwner(host.ownersDir, cmd.port);
+          pruneOwners(host.ownersDir, readPorts(host.sysfsDir));
+        }
       } catch {
         // the port is detached; a record left behind is stale and pruned by the next run
       }

@@ -614,6 +614,12 @@ test('ownership: the state directory must be root\'s own 0700 directory; a symli
   assert.match(oneError(h), /attached port 1 but could not record who attached it \(unsafe state directory .*: a symlink\); detached it again/);
   assert.equal(v.detach(), '1');
   assert.deepEqual(fs.readdirSync(elsewhere), []);
+  // root's detach still works, and prunes nothing through the link
+  fs.writeFileSync(path.join(elsewhere, 'port-1'), 'not ours\n');
+  showUsed(v, new Map([[1, { spd: 3, devid: 65538, busid: '3-2' }]]));
+  h = fakeHost(v.dir, { uid: 0 });
+  assert.equal(run(['detach', '1'], h), Exit.OK, h.errLines.join('\n'));
+  assert.deepEqual(fs.readdirSync(elsewhere), ['port-1']);
 
   // group/other access is refused too
   v = fakeVhci();
