@@ -79,7 +79,7 @@ function recordAttach(host: Host, r: { port: number; uid: number; devid: number;
  *  root may detach anything. */
 function authorizeDetach(host: Host, uid: number, p: VhciPort): void {
   if (uid === 0) return;
-  const hint = `only the user who attached it, or root (sudo remote-usb-helper detach ${p.port}), may detach it`;
+  const hint = `only the user who attached it may detach it, or root: sudo remote-usb-helper detach ${p.port}`;
   if (!checkOwnersDir(host.ownersDir, false)) {
     throw new HelperError(Exit.NOT_OWNER, `port ${p.port} was not attached by uid ${uid} through remote-usb-helper`, hint);
   }

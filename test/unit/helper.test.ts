@@ -553,7 +553,7 @@ test('ownership: attached as uid A, a detach as uid B is exit 9 and writes nothi
 
   h = fakeHost(v.dir, { uid: BOB });
   assert.equal(run(['detach', '1'], h), Exit.NOT_OWNER);
-  assert.equal(oneError(h), `remote-usb-helper: port 1 was attached by uid ${ALICE}, not by uid ${BOB} (only the user who attached it, or root (sudo remote-usb-helper detach 1), may detach it)`);
+  assert.equal(oneError(h), `remote-usb-helper: port 1 was attached by uid ${ALICE}, not by uid ${BOB} (only the user who attached it may detach it, or root: sudo remote-usb-helper detach 1)`);
   assert.equal(v.detach(), '', 'nothing written to detach');
 
   h = fakeHost(v.dir, { uid: ALICE });
