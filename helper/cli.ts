@@ -2,15 +2,17 @@
 //
 // Runs as root for one short call, through pkexec (polkit action dev.remoteusb.helper.attach, see
 // helper/README.md) or sudo - never setuid. It attaches the connected unix stream socket it receives
-// as stdin to a vhci_hcd port, detaches a port, loads vhci-hcd, prints vhci's status, and installs or
-// uninstalls itself with its polkit files. Every argument is validated before use (validate.ts); the
-// only things ever written are vhci's attach/detach files (values built from validated numbers) and,
-// for install/uninstall, the helper's own files. No shell is ever used.
+// as stdin to a vhci_hcd port, detaches a port (only one the caller attached, unless the caller is root),
+// loads vhci-hcd, prints vhci's status, and installs or uninstalls itself with its polkit files. Every
+// argument is validated before use (validate.ts); the only things ever written are vhci's attach/detach
+// files (values built from validated numbers), the port ownership records in /run/remote-usb-helper
+// (owners.ts) and, for install/uninstall, the helper's own files. No shell is ever used.
 //
 // Exit codes (same table in errors.ts and README.md):
 //   0 ok                 3 stdin is not a connected AF_UNIX SOCK_STREAM socket   6 not root
 //   1 internal error     4 vhci_hcd not loaded (`remote-usb-helper load`)       7 install refused/failed
 //   2 usage/bad argument 5 port busy / kernel refused the write (errno shown)   8 detach: port not attached
+//                                                                             9 detach: another user's port
 // Errors are one line on stderr: `remote-usb-helper: <what> (<hint>)`; success is one line on stdout.
 //
 // This file is the only place that binds the modules to the real machine: the paths below are fixed
@@ -26,6 +28,7 @@ import {
   MODPROBE,
   MODPROBE_ARGS,
   MODPROBE_ENV,
+  OWNERS_DIR,
   PKEXEC,
   POLICY_PATH,
   PROC_NET_UNIX,
@@ -92,6 +95,17 @@ function requester(): string {
   return `uid ${process.getuid?.() ?? '?'}`;
 }
 
+/** The uid the request is for. pkexec sets PKEXEC_UID to the caller's uid; without it we were run by root
+ *  (directly or through sudo), who may do anything. A PKEXEC_UID that is not a uid is refused. */
+function callerUid(): number {
+  const pk = process.env.PKEXEC_UID;
+  if (pk !== undefined) {
+    if (!UID.test(pk) || Number(pk) > 0xffffffff) throw new HelperError(Exit.INTERNAL, 'PKEXEC_UID is not a uid', 'run the helper through pkexec or sudo');
+    return Number(pk);
+  }
+  return process.getuid?.() ?? 0;
+}
+
 /** install copies the running file, so it must be the self-contained bundle (dist/helper.js). */
 function helperSource(): Buffer {
   const self = __filename;
@@ -133,6 +147,8 @@ const host: Host = {
   stdinVerdict,
   modprobe,
   requester,
+  callerUid,
+  ownersDir: OWNERS_DIR,
   out: (line) => writeLine(1, line),
   err: (line) => writeLine(2, line),
   install: {

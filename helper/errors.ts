@@ -12,6 +12,7 @@ import { getSystemErrorMap } from 'node:util';
 //   6  not running as root (run it through pkexec, or sudo)
 //   7  install/uninstall refused (unsafe path, polkit missing, foreign file in the way) or failed
 //   8  detach: nothing is attached on that port (a caller cleaning up may treat this as done)
+//   9  detach: the port was attached by another user (only that user, or root, may detach it)
 //
 // Every error is printed to stderr as exactly one line: `remote-usb-helper: <what> (<hint>)`.
 
@@ -25,6 +26,7 @@ export const Exit = {
   NOT_ROOT: 6,
   INSTALL: 7,
   NOT_ATTACHED: 8,
+  NOT_OWNER: 9,
 } as const;
 export type ExitCode = (typeof Exit)[keyof typeof Exit];
 

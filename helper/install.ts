@@ -10,6 +10,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { AtomicWriteError, writeFileAtomic as writeAtomic } from './atomic-write';
 import { Exit, HelperError, errnoText, isErrno } from './errors';
 import {
   HELPER_JS_NAME,
@@ -185,24 +186,12 @@ function failed(action: string, file: string, e: unknown): HelperError {
   return new HelperError(Exit.INSTALL, `${action} ${file} failed: ${errnoText(e)}`, 'nothing else was changed after this step; fix it and rerun');
 }
 
-/** Writes a temp file next to `file` (O_EXCL, no symlinks), sets mode and root ownership, renames over. */
+/** helper/atomic-write.ts with root as the owner (when we are root), as an install error (exit 7). */
 export function writeFileAtomic(file: string, data: string | Buffer, mode: number): void {
-  const tmp = `${file}.${process.pid}.tmp`;
   try {
-    fs.rmSync(tmp, { force: true });
-    const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
-    try {
-      const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-      for (let off = 0; off < buf.length; ) off += fs.writeSync(fd, buf, off);
-      if (isRoot()) fs.fchownSync(fd, 0, 0);
-      fs.fchmodSync(fd, mode);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, file);
+    writeAtomic(file, data, { mode, owner: isRoot() ? { uid: 0, gid: 0 } : undefined });
   } catch (e) {
-    fs.rmSync(tmp, { force: true });
+    if (e instanceof AtomicWriteError) throw new HelperError(Exit.INSTALL, e.message, 'nothing else was changed after this step; fix it and rerun');
     throw failed('writing', file, e);
   }
 }

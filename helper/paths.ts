@@ -15,4 +15,6 @@ export const DEFAULT_INSTALL_DIR = '/usr/local/libexec/remote-usb';
 export const POLICY_PATH = '/usr/share/polkit-1/actions/dev.remoteusb.helper.policy';
 export const RULES_PATH = '/etc/polkit-1/rules.d/49-remote-usb.rules';
 export const PKEXEC = '/usr/bin/pkexec';
+/** Who attached which vhci port (owners.ts): root-only, 0700, on /run's tmpfs (emptied at boot, like vhci). */
+export const OWNERS_DIR = '/run/remote-usb-helper';
 export const ETC_GROUP = '/etc/group';

@@ -44,14 +44,18 @@ export function policyExecPath(xml: string): string | undefined {
   return m ? m[1].replace(/&#([0-9]+);/g, (_, n: string) => String.fromCharCode(Number(n))) : undefined;
 }
 
-/** /etc/polkit-1/rules.d/49-remote-usb.rules (only with `install --group`). */
+/** /etc/polkit-1/rules.d/49-remote-usb.rules (only with `install --group`). YES only for a member of the
+ *  group in an active local session (at the machine's seat); anything else falls through to the action's
+ *  defaults (an administrator password for an active local session, no for every other session). */
 export function rulesJs(group: string): string {
   const g = JSON.stringify(group);
   return `// ${MARKER} --group ${group}; removed by remote-usb-helper uninstall.
 // Members of group ${g} may run the Remote USB helper (attach/detach a vhci_hcd port, load vhci-hcd)
-// through pkexec without a password, also from sessions that are not local and active (Remote-SSH).
+// through pkexec without a password, but only from an active local session (the one at the seat).
+// Other sessions (ssh, inactive, remote) get the action's defaults. The helper itself lets a user
+// detach only the ports that user attached.
 polkit.addRule(function (action, subject) {
-    if (action.id == ${JSON.stringify(ACTION_ID)} && subject.isInGroup(${g})) {
+    if (action.id == ${JSON.stringify(ACTION_ID)} && subject.active && subject.local && subject.isInGroup(${g})) {
         return polkit.Result.YES;
     }
 });

@@ -220,16 +220,23 @@ export function attach(sysfsDir: string, req: AttachRequest): string {
   return line;
 }
 
-/** Writes `<port>` to `detach`; exit 8 if nothing is attached there. */
-export function detach(sysfsDir: string, port: number): string {
+/** Writes `<port>` to `detach`; exit 8 if nothing is attached there. `authorize` sees the port as vhci
+ *  reports it just before the write and throws to refuse (run.ts: only the user who attached it). */
+export function detach(sysfsDir: string, port: number, authorize: (p: VhciPort) => void = () => {}): string {
   requireVhci(sysfsDir);
   const p = findPort(readPorts(sysfsDir), port);
   if (p.sta === VDEV_ST_NULL) {
     throw new HelperError(Exit.NOT_ATTACHED, `port ${port} has nothing attached`, 'nothing to detach');
   }
+  authorize(p);
   const line = String(port);
   writeAttribute(path.join(sysfsDir, 'detach'), line, 'detach');
   return line;
+}
+
+/** Writes `<port>` to `detach` without any check: taking back an attach the helper could not finish. */
+export function undoAttach(sysfsDir: string, port: number): void {
+  writeAttribute(path.join(sysfsDir, 'detach'), String(port), 'detach');
 }
 
 export interface ModprobeResult {

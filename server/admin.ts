@@ -5,14 +5,16 @@
 import { parseArgs } from 'node:util';
 import type { ServerConfig } from './config.js';
 import { diagnose, formatReport } from './doctor.js';
-import { findBundle, install, InstallError, InstallUsageError, realSystem, uninstall, validateSettings } from './install.js';
+import { findBundle, install, InstallError, InstallUsageError, realSystem, uninstall, updateUdevRules, validateSettings } from './install.js';
 
-export const ADMIN_COMMANDS = ['install', 'uninstall', 'status', 'doctor'];
+export const ADMIN_COMMANDS = ['install', 'uninstall', 'udev-rules', 'status', 'doctor'];
 
 export const ADMIN_HELP = `Setting up a bench (as root, from the unpacked bundle of npm run package:server):
   install          create the remote-usb user, /etc/remote-usb/server.toml, /var/lib/remote-usb, a udev
                    rule and a systemd unit; start the service; print a ticket and a pairing code
   uninstall        undo install (keeps config, identity and allowlist; --purge removes them and the user)
+  udev-rules       after changing [sharing]: rewrite the udev rule that gives the service user the shared
+                   USB devices (and no others), and apply it to the devices present
   status           config, service, identity
   doctor           everything status checks, plus USB/tty access for the service user, udev rule, relay
   --user <name> (remote-usb)  --prefix <dir> (/usr/local)  --config-dir <dir> (/etc/remote-usb)
@@ -79,6 +81,9 @@ export async function adminMain(argv: string[], ctx: { ticket: (config: ServerCo
     }
     case 'uninstall':
       for (const l of uninstall(settings, sys, { purge: values.purge })) out(l);
+      return 0;
+    case 'udev-rules':
+      for (const l of updateUdevRules(settings, sys)) out(l);
       return 0;
     case 'status':
     case 'doctor': {

@@ -1,30 +1,18 @@
 /**
- * Write-then-rename so a crash mid-write leaves either the old file or the new one, never a torn one.
- * The temporary file is fsynced before the rename and the directory after it.
+ * The daemon's atomic replace (allowlist, pairing codes, identity key): helper/atomic-write.ts, the one
+ * writer the helper and the installers use too (every byte written or an error, fsync, rename, fsync
+ * of the directory; on failure the old file stays as it was and the error names the file). This wrapper
+ * adds the clean-up of temp files whose writer was killed mid-write.
  */
-import { closeSync, fsyncSync, openSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { readdirSync, unlinkSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
+import { writeFileAtomic as writeAtomic } from '../helper/atomic-write.js';
+
+export { AtomicWriteError } from '../helper/atomic-write.js';
 
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): void {
   removeStaleTemps(path);
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
-  const fd = openSync(tmp, 'wx', mode);
-  try {
-    writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
-    fsyncSync(fd);
-  } catch (e) {
-    closeSync(fd);
-    try { unlinkSync(tmp); } catch { /* best effort */ }
-    throw e;
-  }
-  closeSync(fd);
-  renameSync(tmp, path);
-  try {
-    const dfd = openSync(dirname(path), 'r');
-    try { fsyncSync(dfd); } finally { closeSync(dfd); }
-  } catch {
-    // some filesystems refuse fsync on a directory; the rename itself is still atomic
-  }
+  writeAtomic(path, data, { mode });
 }
 
 /** Temp files of writers that were killed mid-write (their pid is gone): harmless, but not left to pile up. */

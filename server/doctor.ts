@@ -1,13 +1,14 @@
 /**
  * `remote-usb-server status` and `doctor`: what is wrong with this bench and how to fix it.
- * status: config, install, service, identity. doctor: those, plus the service user, USB and tty access
- * for that user, the udev rule, and whether a relay answers. Exit 0 healthy, 1 problems, 2 usage.
+ * status: config, install, service, identity. doctor: those, plus the service user, USB access for that user
+ * (the shared devices read/write; no USB device writable by anyone but root and it), tty access, whether the
+ * udev rule matches [sharing], and whether a relay answers. Exit 0 healthy, 1 problems, 2 usage.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ConfigError, loadConfig, ServerConfig } from './config.js';
+import { ConfigError, isShared, loadConfig, ServerConfig } from './config.js';
 import { endpointIdOf } from './net/iroh.js';
-import { InstallSettings, readManifest, System, UDEV_RULES_PATH, UNIT_NAME, UserInfo, configFile, MARKER, SERVICE_GROUPS } from './install.js';
+import { InstallSettings, readManifest, System, UDEV_RULES_PATH, UNIT_NAME, UserInfo, configFile, MARKER, OLD_USB_GROUP, SERVICE_GROUPS, udevRulesText } from './install.js';
 
 export type CheckState = 'ok' | 'problem' | 'warn' | 'skip';
 export interface Check { name: string; state: CheckState; detail: string; fix?: string }
@@ -49,6 +50,60 @@ async function httpProbe(url: string, timeoutMs: number): Promise<string | undef
   } catch (e) {
     const err = e as Error & { cause?: { code?: string; message?: string } };
     return err.name === 'TimeoutError' ? `no answer in ${timeoutMs / 1000} s` : (err.cause?.code ?? err.cause?.message ?? err.message);
+  }
+}
+
+export interface UsbNode { id: string; node: string; vendorId: number; productId: number; serial?: string }
+
+/** The USB devices the daemon could list (sysfs bus ids like 1-1.2; not root hubs, not vhci imports) and
+ *  their device nodes. */
+export function usbNodes(at: (p: string) => string): UsbNode[] {
+  const sys = '/sys/bus/usb/devices';
+  let names: string[];
+  try { names = fs.readdirSync(at(sys)).filter((n) => /^\d+-[\d.]+$/.test(n)).sort(); } catch { return []; }
+  const out: UsbNode[] = [];
+  for (const id of names) {
+    const read = (f: string): string | undefined => { try { return fs.readFileSync(at(path.posix.join(sys, id, f)), 'utf8').trim(); } catch { return undefined; } };
+    try { if (fs.realpathSync(at(path.posix.join(sys, id))).includes('/vhci_hcd')) continue; } catch { continue; }
+    const bus = read('busnum'), dev = read('devnum'), vid = read('idVendor'), pid = read('idProduct');
+    if (!bus || !dev || !vid || !pid) continue;
+    out.push({ id, node: `/dev/bus/usb/${bus.padStart(3, '0')}/${dev.padStart(3, '0')}`, vendorId: parseInt(vid, 16), productId: parseInt(pid, 16), serial: read('serial') });
+  }
+  return out;
+}
+
+/** 'usb access': the shared devices read/write for the service user. 'usb others': no USB device node
+ *  writable by anyone but root and the service user (mode bits and groups; ACLs are not read). */
+function usbChecks(sys: System, at: (p: string) => string, add: (c: Check) => void, config: ServerConfig | undefined, user: UserInfo | undefined, userName: string): void {
+  const devices = usbNodes(at);
+  const stat = (f: string): fs.Stats | undefined => { try { return fs.statSync(at(f)); } catch { return undefined; } };
+  const how = (f: string, st: fs.Stats): string => `${f} is ${sys.userName(st.uid) ?? st.uid}:${sys.groupName(st.gid) ?? st.gid} ${(st.mode & 0o777).toString(8)}`;
+  const fix = `sudo remote-usb-server udev-rules (writes ${UDEV_RULES_PATH} from [sharing] and applies it)`;
+  if (!user) add({ name: 'usb access', state: 'skip', detail: `no user ${userName} to check for` });
+  else if (!config) add({ name: 'usb access', state: 'skip', detail: 'no valid config: which devices are shared is unknown' });
+  else if (devices.length === 0) add({ name: 'usb access', state: 'warn', detail: 'no USB devices in /sys/bus/usb/devices here (no USB host controller, or nothing plugged in)' });
+  else {
+    const shared = devices.filter((d) => isShared(config.sharing, d) && stat(d.node));
+    const denied = shared.filter((d) => !canAccess(stat(d.node)!, user));
+    add(shared.length === 0
+      ? { name: 'usb access', state: 'warn', detail: `none of the ${devices.length} USB devices here is shared ([sharing] in the config)` }
+      : denied.length
+        ? { name: 'usb access', state: 'problem', detail: `${userName} cannot open ${denied.length} of ${shared.length} shared devices read/write (${how(denied[0].node, stat(denied[0].node)!)}${denied.length > 1 ? ', …' : ''})`, fix }
+        : { name: 'usb access', state: 'ok', detail: `${userName} can open all ${shared.length} shared devices (${shared.slice(0, 3).map((d) => d.node).join(', ')}${shared.length > 3 ? ', …' : ''})` });
+  }
+  const all = (() => { try { return fs.readdirSync(at('/dev/bus/usb')).filter((b) => /^\d+$/.test(b)); } catch { return []; } })()
+    .flatMap((b) => { try { return fs.readdirSync(at(`/dev/bus/usb/${b}`)).filter((d) => /^\d+$/.test(d)).map((d) => `/dev/bus/usb/${b}/${d}`); } catch { return []; } });
+  const mine = user?.uid;
+  const open = all.filter((f) => {
+    const st = stat(f);
+    if (!st) return false;
+    return (st.mode & 0o002) !== 0 || ((st.mode & 0o020) !== 0 && st.gid !== 0) || ((st.mode & 0o200) !== 0 && st.uid !== 0 && st.uid !== mine);
+  });
+  if (all.length) {
+    add(open.length
+      ? { name: 'usb others', state: 'warn', detail: `${open.length} of ${all.length} USB device nodes are writable by users other than root and ${userName} (${how(open[0], stat(open[0])!)}${open.length > 1 ? ', …' : ''}): they can take those devices over`,
+        fix: `find the rule that does it (grep -l 'GROUP=\\|MODE=' /etc/udev/rules.d/*.rules); an older remote-usb-server install's rule: ${fix}` }
+      : { name: 'usb others', state: 'ok', detail: `no USB device node is writable by anyone but root and ${userName}` });
   }
 }
 
@@ -101,7 +156,10 @@ export async function diagnose(o: DoctorOptions): Promise<Check[]> {
       const lacking = SERVICE_GROUPS.filter((g) => !user!.groups.includes(g));
       add(lacking.length
         ? { name: 'user', state: 'problem', detail: `${userName} is not in ${lacking.join(', ')}`, fix: `sudo usermod -aG ${lacking.join(',')} ${userName} && sudo systemctl restart remote-usb-server` }
-        : { name: 'user', state: 'ok', detail: `${userName} (uid ${user.uid}; groups ${user.groups.join(', ')})` });
+        : user.groups.includes(OLD_USB_GROUP) && userName !== 'root'
+          ? { name: 'user', state: 'warn', detail: `${userName} is in ${OLD_USB_GROUP}: not needed (the udev rule gives it the shared devices), and it may let it write other USB devices`,
+            fix: `sudo gpasswd --delete ${userName} ${OLD_USB_GROUP} && sudo systemctl restart remote-usb-server` }
+          : { name: 'user', state: 'ok', detail: `${userName} (uid ${user.uid}; groups ${user.groups.join(', ')})` });
     }
   }
 
@@ -145,17 +203,20 @@ export async function diagnose(o: DoctorOptions): Promise<Check[]> {
       ? { name, state: 'problem', detail: `${userName} cannot open ${denied.length} of ${files.length} read/write (${how(denied[0])}${denied.length > 1 ? ', …' : ''})`, fix }
       : { name, state: 'ok', detail: `${userName} can open all ${files.length} (${files.slice(0, 3).join(', ')}${files.length > 3 ? ', …' : ''})` });
   };
-  const usb = nodes('/dev/bus/usb', /^\d+$/).flatMap((b) => nodes(b, /^\d+$/));
-  access('usb access', usb, 'no /dev/bus/usb/*/* here (no USB host controller, or /dev not mounted)',
-    `the udev rule ${UDEV_RULES_PATH} (sudo remote-usb-server install), then: sudo udevadm trigger --subsystem-match=usb`);
+  usbChecks(o.sys, at, add, config, user, userName);
   const ttys = [...nodes('/dev', /^tty(ACM|USB)\d+$/), ...(config?.serialPorts ?? [])];
   access('tty access', ttys, 'no /dev/ttyACM*, /dev/ttyUSB* or [serial] ports now (nothing to check)',
     `the udev rule ${UDEV_RULES_PATH} makes ttyACM*/ttyUSB* dialout 0660 (sudo remote-usb-server install, then sudo udevadm trigger --subsystem-match=tty); ` +
     `${userName} must be in dialout (sudo usermod -aG dialout ${userName}); a [serial] port's group must be one of ${userName}'s`);
   const rule = (() => { try { return fs.readFileSync(at(UDEV_RULES_PATH), 'utf8'); } catch { return undefined; } })();
+  const wanted = config && rule?.includes(MARKER) ? udevRulesText(config.sharing, userName) : undefined;
   add(rule === undefined
     ? { name: 'udev rule', state: manifest ? 'problem' : 'warn', detail: `no ${UDEV_RULES_PATH}`, fix: 'sudo remote-usb-server install' }
-    : { name: 'udev rule', state: 'ok', detail: `${UDEV_RULES_PATH}${rule.includes(MARKER) ? '' : ' (not ours)'}` });
+    : wanted !== undefined && rule !== wanted
+      ? { name: 'udev rule', state: 'problem', detail: `${UDEV_RULES_PATH} does not match [sharing] in ${confPath ?? 'the config'} for ${userName}` +
+          `${/GROUP="plugdev"/.test(rule) ? ' (an older install\'s rule, which gives every USB device to group plugdev)' : ''}`,
+        fix: 'sudo remote-usb-server udev-rules (rewrites it from [sharing] and applies it)' }
+      : { name: 'udev rule', state: 'ok', detail: `${UDEV_RULES_PATH}${rule.includes(MARKER) ? ' (matches [sharing])' : ' (not ours)'}` });
 
   // relay
   if (!config || config.relay.mode === 'disabled') {

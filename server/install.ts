@@ -8,9 +8,10 @@
  *   /usr/local/bin/remote-usb-server            symlink to its launcher
  *   /etc/remote-usb/server.toml                 commented defaults (0644; never overwritten)
  *   /var/lib/remote-usb/                        state (0700, owned by the service user); secret.key 0600, made once
- *   /etc/udev/rules.d/70-remote-usb.rules       USB devices to group plugdev, serial ttys to dialout (0660)
+ *   /etc/udev/rules.d/70-remote-usb.rules       the USB devices [sharing] shares to the service user (0644), serial ttys to dialout
  *   /etc/systemd/system/remote-usb-server.service  hardened unit, Type=notify
- * and the `remote-usb` system user (groups plugdev, dialout) when it does not exist yet.
+ * and the `remote-usb` system user (group dialout) when it does not exist yet.
+ * `udev-rules` rewrites the rule from the current [sharing] and applies it (udevadm trigger).
  *
  * Safety, learnt from helper/install.ts: every directory we write into is resolved one component at a
  * time (walkTrusted) and must be root-owned and not group/other-writable — the unit runs what lies there;
@@ -25,7 +26,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { walkTrusted, FsProbe } from '../helper/install.js';
 import { HelperError } from '../helper/errors.js';
-import { loadConfig, ServerConfig } from './config.js';
+import { writeFileAtomic } from '../helper/atomic-write.js';
+import { loadConfig, ServerConfig, SharingRules } from './config.js';
 import { loadOrCreateSecretKey } from './identity.js';
 import { TrustStore } from './trust.js';
 
@@ -34,7 +36,11 @@ export const UNIT_NAME = 'remote-usb-server.service';
 export const UNIT_PATH = '/etc/systemd/system/remote-usb-server.service';
 export const UDEV_RULES_PATH = '/etc/udev/rules.d/70-remote-usb.rules';
 export const MANIFEST_NAME = 'installed.json';
-export const SERVICE_GROUPS = ['plugdev', 'dialout'];
+/** The service user's supplementary groups. Not plugdev: the udev rule gives it exactly the USB devices it
+ *  shares (an earlier install put it in plugdev; install takes it out again when it created the user). */
+export const SERVICE_GROUPS = ['dialout'];
+/** The group earlier installs added the service user to. */
+export const OLD_USB_GROUP = 'plugdev';
 
 export interface InstallSettings {
   /** '' for this system; else the directory everything is written under (tests, chroots). */
@@ -102,8 +108,8 @@ export const manifestFile = (s: InstallSettings): string => path.posix.join(s.co
 
 export function unitText(s: Pick<InstallSettings, 'prefix' | 'configDir' | 'stateDir' | 'user'>): string {
   return `# ${MARKER} (remote-usb-server uninstall removes it).
-# The Remote USB bench daemon as an unprivileged user; the udev rule (70-remote-usb.rules) gives that user's
-# groups the USB devices (plugdev) and serial ttys (dialout).
+# The Remote USB bench daemon as an unprivileged user; the udev rule (70-remote-usb.rules) gives that user
+# the USB devices it shares (as their owner) and serial ttys to group dialout.
 [Unit]
 Description=Remote USB bench daemon (share this machine's USB devices over Iroh)
 Documentation=https://github.com/remote-usb/remote-usb#set-up-your-bench
@@ -155,13 +161,67 @@ WantedBy=multi-user.target
 `;
 }
 
-export function udevRulesText(): string {
-  return `# ${MARKER} (remote-usb-server uninstall removes it).
-# USB devices to group plugdev and serial ttys to dialout, read/write for the group: the remote-usb
-# service user is in both, and nobody else gains anything (other users keep the default read-only access).
-SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device", MODE="0660", GROUP="plugdev"
-SUBSYSTEM=="tty", KERNEL=="ttyACM[0-9]*|ttyUSB[0-9]*", MODE="0660", GROUP="dialout"
-`;
+/** A udev match value for `text`: udev matches with fnmatch() globs (`*`, `?`, `[`) and `|` alternatives, and
+ *  the value sits in double quotes. Every run of characters outside a plain set becomes `*`, so the match can
+ *  only be wider than the text, never miss it; the extra devices it may catch go to the service user only
+ *  (the daemon still shares by the exact rule). */
+export function udevGlob(text: string): string {
+  return text.replace(/[^A-Za-z0-9 ._:+=@,/-]+/g, '*');
+}
+
+/** The udev match keys of one [sharing] pattern (config.ts checkDevicePattern), or undefined for a pattern
+ *  no real device can match (port:sim-N). */
+export function udevMatch(pattern: string): string | undefined {
+  if (pattern.startsWith('serial:')) return `ATTR{serial}=="${udevGlob(pattern.slice(7))}"`;
+  if (pattern.startsWith('port:')) return /^port:[0-9]+-[0-9.]+$/.test(pattern) ? `KERNEL=="${pattern.slice(5)}"` : undefined;
+  const [v, p] = pattern.toLowerCase().split(':');
+  const keys = [v === '*' ? '' : `ATTR{idVendor}=="${v}"`, p === '*' ? '' : `ATTR{idProduct}=="${p}"`].filter(Boolean);
+  return keys.length ? keys.join(', ') : 'ENV{DEVTYPE}=="usb_device"';
+}
+
+/**
+ * 70-remote-usb.rules, generated from [sharing]: the USB devices the bench shares belong to the service user
+ * (owner read/write, 0644: no write for group or others); every other USB device is root's (udev's default
+ * 0664 root:root, the owner set back explicitly so that narrowing [sharing] takes effect on the next
+ * `udevadm trigger`). Root hubs and devices imported over USB/IP (vhci_hcd) are never the daemon's: it never
+ * lists them. Nobody but root and the service user gains write access to a USB device node.
+ */
+export function udevRulesText(sharing: SharingRules, user: string): string {
+  const lines = [
+    `# ${MARKER} (remote-usb-server uninstall removes it).`,
+    `# Generated from [sharing] in the daemon's config: the USB devices the bench shares belong to the service`,
+    `# user ${user} (0644: read/write for it, no write for group or others); every other USB device stays root's`,
+    `# (0664 root:root, udev's default). After changing [sharing]: sudo remote-usb-server udev-rules`,
+    `SUBSYSTEM!="usb", GOTO="remote_usb_end"`,
+    `ENV{DEVTYPE}!="usb_device", GOTO="remote_usb_end"`,
+    `# root hubs, and devices this machine imported over USB/IP, are never shared`,
+    `KERNEL=="usb[0-9]*", GOTO="remote_usb_end"`,
+    `DEVPATH=="*/vhci_hcd.*", GOTO="remote_usb_end"`,
+  ];
+  const deny = sharing.deny.map((p) => [p, udevMatch(p)] as const).filter(([, m]) => m !== undefined);
+  if (deny.length) lines.push('# deny (wins over allow)');
+  // (udev has no trailing comments: each pattern's comment is a line of its own, made of plain characters)
+  for (const [p, m] of deny) lines.push(`# ${udevGlob(p)}`, `${m}, GOTO="remote_usb_not_shared"`);
+  const owner = `OWNER="${user}", MODE="0644", GOTO="remote_usb_end"`;
+  if (sharing.allow.length === 0) {
+    lines.push('# allow = []: every other device is shared', `ENV{DEVTYPE}=="usb_device", ${owner}`);
+  } else {
+    lines.push('# allow');
+    for (const p of sharing.allow) {
+      const m = udevMatch(p);
+      if (m !== undefined) lines.push(`# ${udevGlob(p)}`, `${m}, ${owner}`);
+    }
+  }
+  lines.push(
+    `LABEL="remote_usb_not_shared"`,
+    `ENV{DEVTYPE}=="usb_device", OWNER="root"`,
+    `LABEL="remote_usb_end"`,
+    '',
+    `# Serial ttys (USB CDC-ACM and USB-serial adapters) to group dialout, 0660 (Debian's default); the`,
+    `# service user is in dialout to open the ttys of the boards it shares.`,
+    `SUBSYSTEM=="tty", KERNEL=="ttyACM[0-9]*|ttyUSB[0-9]*", MODE="0660", GROUP="dialout"`,
+  );
+  return lines.join('\n') + '\n';
 }
 
 /** The example config with state_dir (and allowlist) set: the service user is not root, so the
@@ -293,22 +353,13 @@ function readIfExists(file: string): string | undefined {
   }
 }
 
-/** temp file next to it (O_EXCL|O_NOFOLLOW), owner and mode set on the fd, then rename. */
+/** helper/atomic-write.ts (temp file O_EXCL|O_NOFOLLOW, every byte written, owner and mode on the fd, fsync,
+ *  rename), as an InstallError. */
 function writeFile(file: string, data: string, mode: number, uid = 0, gid = 0): void {
-  const tmp = `${file}.${process.pid}.tmp`;
   try {
-    fs.rmSync(tmp, { force: true });
-    const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
-    try {
-      fs.writeSync(fd, data);
-      fs.fchownSync(fd, uid, gid);
-      fs.fchmodSync(fd, mode);
-      fs.fsyncSync(fd);
-    } finally { fs.closeSync(fd); }
-    fs.renameSync(tmp, file);
+    writeFileAtomic(file, data, { mode, owner: { uid, gid } });
   } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw new InstallError(`writing ${file} failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new InstallError((e as Error).message);
   }
 }
 
@@ -417,6 +468,19 @@ export function install(s: InstallSettings, bundle: BundleInfo, sys: System, opt
       if (r.status !== 0) throw new InstallError(`usermod --append --groups ${lacking.join(',')} ${s.user} failed: ${r.out}`);
       say(`added ${s.user} to ${lacking.join(', ')}`);
     } else say(`user ${s.user} exists (groups ${user.groups.join(', ')})`);
+    // Earlier installs put the service user in plugdev, which opens every USB device plugdev may write;
+    // the udev rule now gives it exactly the shared ones. A user we created is ours to take out again;
+    // someone else's account (--user pi) keeps its groups.
+    if (user.groups.includes(OLD_USB_GROUP)) {
+      if (userCreated) {
+        const r = sys.run('gpasswd', [...(sys.root ? ['--root', sys.root] : []), '--delete', s.user, OLD_USB_GROUP]);
+        if (r.status !== 0) throw new InstallError(`gpasswd --delete ${s.user} ${OLD_USB_GROUP} failed: ${r.out}`);
+        user = sys.lookupUser(s.user) ?? user;
+        say(`removed ${s.user} from ${OLD_USB_GROUP} (the udev rule gives it the devices it shares, and no others)`);
+      } else {
+        say(`note: ${s.user} is in ${OLD_USB_GROUP}, which may write other USB devices too; the daemon does not need it (gpasswd --delete ${s.user} ${OLD_USB_GROUP})`);
+      }
+    }
   }
 
   // 3. The program: copied next to its place, then swapped in (an upgrade replaces it whole).
@@ -465,10 +529,11 @@ export function install(s: InstallSettings, bundle: BundleInfo, sys: System, opt
   // root made those files: hand every entry of the state directory to the user (lchown: never follows a link)
   for (const f of fs.readdirSync(state)) fs.lchownSync(path.join(state, f), user.uid, user.gid);
 
-  // 6. udev rule and systemd unit.
-  const rulesChanged = readIfExists(rooted(sys, UDEV_RULES_PATH)) !== udevRulesText();
+  // 6. udev rule (from [sharing]) and systemd unit.
+  const rules = udevRulesText(config.sharing, s.user);
+  const rulesChanged = readIfExists(rooted(sys, UDEV_RULES_PATH)) !== rules;
   for (const d of makeDirs(sys, path.posix.dirname(UDEV_RULES_PATH))) dirs.add(d);
-  if (rulesChanged) { writeFile(rooted(sys, UDEV_RULES_PATH), udevRulesText(), 0o644); say(`wrote ${UDEV_RULES_PATH}`); }
+  if (rulesChanged) { writeFile(rooted(sys, UDEV_RULES_PATH), rules, 0o644); say(`wrote ${UDEV_RULES_PATH} (the USB devices [sharing] shares go to ${s.user})`); }
   files.add(UDEV_RULES_PATH);
   for (const d of makeDirs(sys, path.posix.dirname(UNIT_PATH))) dirs.add(d);
   const unit = unitText(s);
@@ -483,11 +548,7 @@ export function install(s: InstallSettings, bundle: BundleInfo, sys: System, opt
   writeFile(rooted(sys, manifestPath), manifestText(manifest), 0o644);
 
   // 8. udev and systemd, when they run here.
-  if (sys.udevRunning()) {
-    sys.run('udevadm', ['control', '--reload-rules']);
-    sys.run('udevadm', ['trigger', '--action=change', '--subsystem-match=usb', '--subsystem-match=tty']);
-    say('udev rules reloaded and applied to the devices present');
-  } else say('udev is not running here: the rule applies from the next boot (or udevadm trigger)');
+  applyUdev(sys, say);
   if (sys.systemdRunning()) {
     for (const a of [['daemon-reload'], ['enable', UNIT_NAME], ['restart', UNIT_NAME]]) {
       const r = sys.run('systemctl', a);
@@ -499,6 +560,69 @@ export function install(s: InstallSettings, bundle: BundleInfo, sys: System, opt
     say(`  setpriv --reuid=${s.user} --regid=${s.user} --init-groups ${cmd} run --config ${conf}`);
   }
   return { lines, manifest, config, key, pairing };
+}
+
+/** Reloads udev's rules and replays the USB and tty devices present through them (when udev runs here). */
+function applyUdev(sys: System, say: (l: string) => void): void {
+  if (sys.udevRunning()) {
+    sys.run('udevadm', ['control', '--reload-rules']);
+    sys.run('udevadm', ['trigger', '--action=change', '--subsystem-match=usb', '--subsystem-match=tty']);
+    sys.run('udevadm', ['settle', '--timeout=10']);
+    say('udev rules reloaded and applied to the devices present');
+  } else say('udev is not running here: the rule applies from the next boot (or udevadm trigger)');
+}
+
+/**
+ * `remote-usb-server udev-rules`: after [sharing] changed, rewrite 70-remote-usb.rules from the installed config
+ * and apply it to the devices present (a device no longer shared goes back to root). The daemon cannot do
+ * it itself: it runs unprivileged, and /etc is read-only for it.
+ */
+export function updateUdevRules(s: InstallSettings, sys: System): string[] {
+  const lines: string[] = [];
+  const say = (l: string): void => { lines.push(l); };
+  if (!sys.isRoot()) throw new InstallError('udev-rules must run as root: sudo remote-usb-server udev-rules', 1);
+  const manifestPath = manifestFile(s);
+  const text = readIfExists(rooted(sys, manifestPath));
+  if (text === undefined) throw new InstallError(`no ${manifestPath}: udev-rules updates the rule of a bench set up by remote-usb-server install (pass the --config-dir install used)`);
+  const m = parseManifest(text, manifestPath);
+  checkTrusted(sys, path.posix.dirname(UDEV_RULES_PATH), `the udev rules directory ${path.posix.dirname(UDEV_RULES_PATH)}`);
+  const old = readIfExists(rooted(sys, UDEV_RULES_PATH));
+  if (old !== undefined && !old.includes(MARKER)) throw new InstallError(`${UDEV_RULES_PATH} exists and was not written by remote-usb-server install; move it away first`);
+  let config: ServerConfig;
+  try {
+    config = loadConfig(rooted(sys, m.configFile));
+  } catch (e) {
+    throw new InstallError(`${(e as Error).message}\nfix ${m.configFile} and rerun`);
+  }
+  const rules = udevRulesText(config.sharing, m.user.name);
+  if (old === rules) say(`${UDEV_RULES_PATH} already matches [sharing] in ${m.configFile}`);
+  else {
+    writeFile(rooted(sys, UDEV_RULES_PATH), rules, 0o644);
+    say(`wrote ${UDEV_RULES_PATH} from [sharing] in ${m.configFile}`);
+  }
+  applyUdev(sys, say);
+  return lines;
+}
+
+/** After the rule is gone: USB device nodes the service user owns go back to root (udev's default), since
+ *  no rule will change them before the next plug-in or boot. */
+function releaseUsbNodes(sys: System, user: string, say: (l: string) => void): void {
+  const u = sys.lookupUser(user);
+  if (!u || u.uid === 0) return;
+  const base = rooted(sys, '/dev/bus/usb');
+  let n = 0;
+  for (const bus of (() => { try { return fs.readdirSync(base); } catch { return []; } })()) {
+    if (!/^\d+$/.test(bus)) continue;
+    for (const dev of (() => { try { return fs.readdirSync(path.join(base, bus)); } catch { return []; } })()) {
+      const f = path.join(base, bus, dev);
+      const st = fs.lstatSync(f, { throwIfNoEntry: false });
+      if (!st || !st.isCharacterDevice() || st.uid !== u.uid) continue;
+      fs.chownSync(f, 0, 0);
+      fs.chmodSync(f, 0o664);
+      n++;
+    }
+  }
+  if (n) say(`gave ${n} USB device node${n > 1 ? 's' : ''} back to root (0664)`);
 }
 
 // ---- uninstall ----
@@ -542,6 +666,7 @@ export function uninstall(s: InstallSettings, sys: System, opts: { purge?: boole
   fs.rmSync(`${prog}.new`, { recursive: true, force: true });
   if (sys.systemdRunning()) sys.run('systemctl', ['daemon-reload']);
   if (sys.udevRunning()) sys.run('udevadm', ['control', '--reload-rules']);
+  releaseUsbNodes(sys, m.user.name, say);
 
   const kept: string[] = [];
   if (opts.purge) {

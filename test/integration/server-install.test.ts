@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, test } from 'node:test';
-import { DEFAULT_SETTINGS, udevRulesText, unitText } from '../../server/install.js';
+import { DEFAULT_SETTINGS, MARKER, udevRulesText, unitText } from '../../server/install.js';
 import { freshRoot as makeRoot } from '../helpers/install-root.js';
 
 const root = join(__dirname, '../../..');
@@ -74,7 +74,7 @@ const expected = [
 test('install writes exactly its files, with their modes and owners, and prints a ticket and a pairing code', { skip }, () => {
   const i = run('install', '--root', r);
   assert.equal(i.code, 0, i.out);
-  assert.match(i.out, /^created system user remote-usb \(groups plugdev, dialout\)$/m);
+  assert.match(i.out, /^created system user remote-usb \(groups dialout\)$/m);
   assert.match(i.out, /^Bench ticket: endpoint[a-z0-9]+$/m);
   assert.match(i.out, /^Pairing code: [0-9A-Z]{5}-[0-9A-Z]{5} {3}\(single use/m);
   assert.match(i.out, /systemd is not running here \(--root\): the service was not started/);
@@ -84,7 +84,8 @@ test('install writes exactly its files, with their modes and owners, and prints 
   assert.ok(u && u.uid < 1000, 'a system user');
   assert.equal(u.shell, '/usr/sbin/nologin');
   const groups = fs.readFileSync(at('/etc/group'), 'utf8');
-  for (const g of ['plugdev', 'dialout']) assert.match(groups, new RegExp(`^${g}:[^:]*:\\d+:(.*,)?remote-usb(,|$)`, 'm'));
+  assert.match(groups, /^dialout:[^:]*:\d+:(.*,)?remote-usb(,|$)/m);
+  assert.doesNotMatch(groups, /^plugdev:[^:]*:\d+:(.*,)?remote-usb(,|$)/m, 'not in plugdev: the udev rule gives it the shared devices only');
 
   for (const [p, m, uid] of [
     ['/usr/local/lib/remote-usb-server', '755', 0], ['/usr/local/lib/remote-usb-server/bin/remote-usb-server', '755', 0],
@@ -107,7 +108,7 @@ test('install writes exactly its files, with their modes and owners, and prints 
   walk(at('/usr/local/lib/remote-usb-server'));
   assert.equal(fs.readlinkSync(at('/usr/local/bin/remote-usb-server')), '/usr/local/lib/remote-usb-server/bin/remote-usb-server');
   assert.equal(fs.readFileSync(at('/etc/systemd/system/remote-usb-server.service'), 'utf8'), unitText(DEFAULT_SETTINGS));
-  assert.equal(fs.readFileSync(at('/etc/udev/rules.d/70-remote-usb.rules'), 'utf8'), udevRulesText());
+  assert.equal(fs.readFileSync(at('/etc/udev/rules.d/70-remote-usb.rules'), 'utf8'), udevRulesText({ allow: [], deny: [] }, 'remote-usb'));
   assert.match(fs.readFileSync(at('/etc/remote-usb/server.toml'), 'utf8'), /^state_dir = "\/var\/lib\/remote-usb"$/m);
   const m = JSON.parse(fs.readFileSync(at('/etc/remote-usb/installed.json'), 'utf8'));
   assert.deepEqual(m.files, ['/etc/systemd/system/remote-usb-server.service', '/etc/udev/rules.d/70-remote-usb.rules', '/usr/local/bin/remote-usb-server']);
@@ -150,6 +151,75 @@ test('doctor: healthy, then a loose key and a broken config are named with their
   assert.match(d.out, /^PROBLEM +config +\S+\/etc\/remote-usb\/server.toml:\d+: relay.mode: 'sometimes' must be "default", "custom" or "disabled"$/m);
   fs.writeFileSync(at('/etc/remote-usb/server.toml'), good);
   assert.equal(run('doctor', '--what').code, 2);
+});
+
+test('USB access: only the shared devices go to the service user; an older install\'s plugdev rule and membership are undone', { skip }, () => {
+  const t = freshRoot();
+  const inT = (p: string): string => join(t, p);
+  const runT = (...args: string[]): { code: number | null; out: string } => run(...args, '--root', t);
+  assert.equal(runT('install', '--no-pair').code, 0);
+  const conf = fs.readFileSync(inT('/etc/remote-usb/server.toml'), 'utf8').replace('[relay]\n', '[relay]\nmode = "disabled"\n');
+  fs.writeFileSync(inT('/etc/remote-usb/server.toml'), conf);
+  // a bench as an older install left it: the service user in plugdev, every USB device plugdev 0660
+  assert.equal(spawnSync('gpasswd', ['--root', t, '--add', 'remote-usb', 'plugdev'], { encoding: 'utf8' }).status, 0);
+  fs.writeFileSync(inT('/etc/udev/rules.d/70-remote-usb.rules'), `# ${MARKER} (remote-usb-server uninstall removes it).\n` +
+    'SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device", MODE="0660", GROUP="plugdev"\n');
+  // two devices in the tree's sysfs and /dev: a Pico (2e8a:000a) and the boot SSD (152d:0578)
+  const plugdev = Number(/^plugdev:[^:]*:(\d+):/m.exec(fs.readFileSync(inT('/etc/group'), 'utf8'))![1]);
+  const device = (id: string, bus: number, dev: number, vid: string, pid: string): string => {
+    const d = inT(`/sys/bus/usb/devices/${id}`);
+    fs.mkdirSync(d, { recursive: true });
+    for (const [f, v] of [['busnum', bus], ['devnum', dev], ['idVendor', vid], ['idProduct', pid]]) fs.writeFileSync(join(d, String(f)), `${v}\n`);
+    const node = inT(`/dev/bus/usb/${String(bus).padStart(3, '0')}/${String(dev).padStart(3, '0')}`);
+    fs.mkdirSync(join(node, '..'), { recursive: true });
+    assert.equal(spawnSync('mknod', [node, 'c', '189', String(dev)]).status, 0);
+    fs.chownSync(node, 0, plugdev);
+    fs.chmodSync(node, 0o660);
+    return node;
+  };
+  const pico = device('1-1.2', 1, 5, '2e8a', '000a');
+  const ssd = device('2-1', 2, 2, '152d', '0578');
+  let d = runT('doctor');
+  assert.equal(d.code, 1, d.out);
+  assert.match(d.out, /^warn +user +remote-usb is in plugdev: not needed/m);
+  assert.match(d.out, /^PROBLEM +udev rule +\/etc\/udev\/rules.d\/70-remote-usb.rules does not match \[sharing\] .* \(an older install's rule, which gives every USB device to group plugdev\)\n +fix: sudo remote-usb-server udev-rules/m);
+  assert.match(d.out, /^warn +usb others +2 of 2 USB device nodes are writable by users other than root and remote-usb \(\/dev\/bus\/usb\/001\/005 is root:plugdev 660/m);
+
+  // install again (an upgrade): out of plugdev, the rule from [sharing]
+  const i = runT('install', '--no-pair');
+  assert.equal(i.code, 0, i.out);
+  assert.match(i.out, /^removed remote-usb from plugdev \(the udev rule gives it the devices it shares, and no others\)$/m);
+  assert.match(i.out, /^wrote \/etc\/udev\/rules.d\/70-remote-usb.rules \(the USB devices \[sharing\] shares go to remote-usb\)$/m);
+  assert.doesNotMatch(fs.readFileSync(inT('/etc/group'), 'utf8'), /^plugdev:[^:]*:\d+:(.*,)?remote-usb(,|$)/m);
+  assert.equal(fs.readFileSync(inT('/etc/udev/rules.d/70-remote-usb.rules'), 'utf8'), udevRulesText({ allow: [], deny: [] }, 'remote-usb'));
+
+  // share only the Pico; what udev would do with the rule: the Pico to remote-usb 0644, the SSD back to udev's default
+  fs.writeFileSync(inT('/etc/remote-usb/server.toml'), conf.replace(/^\[sharing\]$/m, '[sharing]\nallow = ["2e8a:*"]'));
+  d = runT('doctor');
+  assert.match(d.out, /^PROBLEM +udev rule +.* does not match \[sharing\]/m);
+  const u = runT('udev-rules');
+  assert.equal(u.code, 0, u.out);
+  assert.match(u.out, /^wrote \/etc\/udev\/rules.d\/70-remote-usb.rules from \[sharing\] in \/etc\/remote-usb\/server.toml$/m);
+  assert.match(u.out, /udev is not running here/);
+  assert.equal(fs.readFileSync(inT('/etc/udev/rules.d/70-remote-usb.rules'), 'utf8'), udevRulesText({ allow: ['2e8a:*'], deny: [] }, 'remote-usb'));
+  assert.match(runT('udev-rules').out, /already matches \[sharing\]/);
+  d = runT('doctor');
+  assert.match(d.out, /^PROBLEM +usb access +remote-usb cannot open 1 of 1 shared devices read\/write \(\/dev\/bus\/usb\/001\/005 is root:plugdev 660\)/m);
+  const uid = Number(/^remote-usb:[^:]*:(\d+):/m.exec(fs.readFileSync(inT('/etc/passwd'), 'utf8'))![1]);
+  fs.chownSync(pico, uid, 0); fs.chmodSync(pico, 0o644);
+  fs.chownSync(ssd, 0, 0); fs.chmodSync(ssd, 0o664);
+  d = runT('doctor');
+  assert.equal(d.code, 0, d.out);
+  assert.match(d.out, /^ok +usb access +remote-usb can open all 1 shared devices \(\/dev\/bus\/usb\/001\/005\)$/m);
+  assert.match(d.out, /^ok +usb others +no USB device node is writable by anyone but root and remote-usb$/m);
+  assert.match(d.out, /^ok +udev rule +\/etc\/udev\/rules.d\/70-remote-usb.rules \(matches \[sharing\]\)$/m);
+
+  // uninstall: no rule will take the Pico back from remote-usb before the next plug-in, so uninstall does
+  const un = runT('uninstall', '--purge');
+  assert.equal(un.code, 0, un.out);
+  assert.match(un.out, /^gave 1 USB device node back to root \(0664\)$/m);
+  assert.deepEqual([fs.statSync(pico).uid, fs.statSync(pico).mode & 0o777], [0, 0o664]);
+  assert.equal(runT('udev-rules').code, 1, 'nothing installed: nothing to update');
 });
 
 test('install refuses: not root, a foreign unit in the way, bad flags', { skip }, () => {
@@ -204,7 +274,7 @@ test('install --json: one JSON object on stdout (for deploy over ssh); --json is
   const left = Date.parse(o.pairingExpires as string) - Date.now();
   assert.ok(left > 4 * 60_000 && left <= 5 * 60_000, `expires in ${left} ms`);
   assert.equal(o.target, 'linux-x64');
-  assert.ok((o.lines as string[]).includes('created system user remote-usb (groups plugdev, dialout)'), String(o.lines));
+  assert.ok((o.lines as string[]).includes('created system user remote-usb (groups dialout)'), String(o.lines));
   const np = spawnSync(bin, ['install', '--json', '--no-pair', '--root', j], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(np.status, 0, np.stderr);
   assert.equal((JSON.parse(np.stdout) as { pairingCode: unknown }).pairingCode, null);

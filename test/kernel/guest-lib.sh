@@ -284,9 +284,19 @@ start_bench() {
 }
 # attach_user NAME [GROUP...]: the developer side of an attach — our helper installed for group plugdev,
 # the system D-Bus and polkitd running, and the unprivileged user alice in plugdev (and GROUPs).
+# The --group rule says yes only to an active local session, and alice runs here without any session
+# (no logind), like a Remote-SSH user: so the guest also gets the rule helper/README.md gives an admin
+# for such users (YES for alice, any session) — the documented opt-in, written before polkitd starts.
 attach_user() {
   local name=$1; shift
   ktest_check "$name.helper_install" "${KTEST_NODE:-node}" "$KTEST_REPO/dist/helper.js" install --group plugdev
+  cat > /etc/polkit-1/rules.d/48-remote-usb-ssh.rules <<'RULE'
+polkit.addRule(function (action, subject) {
+    if (action.id == "dev.remoteusb.helper.attach" && subject.user == "alice") {
+        return polkit.Result.YES;
+    }
+});
+RULE
   start_system_dbus || exit 1
   start_polkitd || exit 1
   ktest_add_user alice plugdev "$@" || { ktest_fail "$name.user_add" "useradd alice failed"; exit 1; }

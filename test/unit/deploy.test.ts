@@ -54,9 +54,9 @@ test('install --json output (and the text form) to ticket + pairing code', () =>
   const json = JSON.stringify({ ticket: TICKET, pairingCode: '7KM2Q-XR4VD', pairingExpires: '2030-01-01T00:00:00.000Z', version: '0.1.0', target: 'linux-x64', lines: ['created system user remote-usb'] });
   assert.deepEqual(parseInstallOutput(json + '\n'), { ticket: TICKET, pairingCode: '7KM2Q-XR4VD', pairingExpires: '2030-01-01T00:00:00.000Z', version: '0.1.0', lines: ['created system user remote-usb'] });
   assert.deepEqual(parseInstallOutput(`some banner\n${json}\n`)?.pairingCode, '7KM2Q-XR4VD');
-  const text = `created system user remote-usb (groups plugdev, dialout)\n\nBench ticket: ${TICKET}\nPairing code: 7KM2Q-XR4VD   (single use, valid until 10:00:00)\n\nIn VS Code run …\n`;
+  const text = `created system user remote-usb (groups dialout)\n\nBench ticket: ${TICKET}\nPairing code: 7KM2Q-XR4VD   (single use, valid until 10:00:00)\n\nIn VS Code run …\n`;
   assert.deepEqual(parseInstallOutput(text), { ticket: TICKET, pairingCode: '7KM2Q-XR4VD', pairingExpires: undefined, version: undefined,
-    lines: ['created system user remote-usb (groups plugdev, dialout)', 'In VS Code run …'] });
+    lines: ['created system user remote-usb (groups dialout)', 'In VS Code run …'] });
   const id = 'ab'.repeat(32);
   assert.equal(parseInstallOutput(JSON.stringify({ ticket: `${id}@10.0.0.5:47100`, pairingCode: '00000-ZZZZZ' }))?.ticket, `${id}@10.0.0.5:47100`);
   for (const bad of ['', '{', JSON.stringify({ ticket: TICKET, pairingCode: null }), JSON.stringify({ ticket: TICKET, pairingCode: '7KM2Q-XR4VI' }) /* I is not Crockford */,

@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { Exit, HelperError, formatError, quote } from '../../helper/errors';
 import { FsProbe, StatLike, install, realProbe, uninstall, walkTrusted } from '../../helper/install';
 import { Host, HELPER_VERSION, run } from '../../helper/run';
+import { formatRecord, parseRecord } from '../../helper/owners';
 import { StdinVerdict, checkStdinSocket, parseProcNetUnix } from '../../helper/socket';
 import { ACTION_ID, MARKER, launcherScript, policyExecPath, policyXml, rulesJs } from '../../helper/templates';
 import { parseArgs } from '../../helper/validate';
@@ -105,10 +106,13 @@ const CONNECTED: StdinVerdict = { ok: true, inode: 4242 };
 
 function fakeHost(
   sysfsDir: string,
-  o: { root?: boolean; stdin?: StdinVerdict; modprobe?: () => ModprobeResult; installRoot?: string } = {},
+  o: { root?: boolean; stdin?: StdinVerdict; modprobe?: () => ModprobeResult; installRoot?: string; uid?: number; ownersDir?: string } = {},
 ): FakeHost {
   const h: FakeHost = {
     sysfsDir,
+    // next to the fake vhci_hcd.0, so every host of one test sees the same records
+    ownersDir: o.ownersDir ?? path.join(path.dirname(sysfsDir), 'run-remote-usb-helper'),
+    callerUid: () => o.uid ?? 0,
     outLines: [],
     errLines: [],
     modprobeCalls: 0,
@@ -522,6 +526,129 @@ test('detach writes the port; free port is 8, unknown port 2, not root 6, no vhc
   assert.equal(run(['detach', '2'], h), Exit.NO_VHCI);
   assert.equal(w.detach(), '');
   assert.equal(w.attach(), '');
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Port ownership (issue #12, item 7): a user may detach only what they attached; root anything.
+
+const ALICE = 1000;
+const BOB = 1001;
+
+/** What the kernel's status shows after our attach (the fake sysfs does not react to writes). */
+function showUsed(v: FakeVhci, used: Map<number, UsedPort>): void {
+  fs.writeFileSync(path.join(v.dir, 'status'), statusText(0, 4, used));
+  fs.writeFileSync(path.join(v.dir, 'detach'), '');
+}
+const ownersOf = (v: FakeVhci): string => path.join(path.dirname(v.dir), 'run-remote-usb-helper');
+
+test('ownership: attached as uid A, a detach as uid B is exit 9 and writes nothing; A and root may detach', () => {
+  const v = fakeVhci();
+  let h = fakeHost(v.dir, { uid: ALICE });
+  assert.equal(run(['attach', '1', '65538', '3'], h), Exit.OK, h.errLines.join('\n'));
+  const dir = ownersOf(v);
+  assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
+  assert.equal(fs.statSync(path.join(dir, 'port-1')).mode & 0o777, 0o600);
+  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'port-1'), 'utf8')), { port: 1, uid: ALICE, devid: 65538, speed: 3 });
+  showUsed(v, new Map([[1, { spd: 3, devid: 65538, busid: '3-2' }]]));
+
+  h = fakeHost(v.dir, { uid: BOB });
+  assert.equal(run(['detach', '1'], h), Exit.NOT_OWNER);
+  assert.equal(oneError(h), `remote-usb-helper: port 1 was attached by uid ${ALICE}, not by uid ${BOB} (only the user who attached it may detach it, or root: sudo remote-usb-helper detach 1)`);
+  assert.equal(v.detach(), '', 'nothing written to detach');
+
+  h = fakeHost(v.dir, { uid: ALICE });
+  assert.equal(run(['detach', '1'], h), Exit.OK, h.errLines.join('\n'));
+  assert.equal(v.detach(), '1');
+  assert.equal(fs.existsSync(path.join(dir, 'port-1')), false, 'the record goes with the detach');
+
+  // root (PKEXEC_UID unset or 0) may detach another user's port
+  h = fakeHost(v.dir, { uid: ALICE });
+  showUsed(v, new Map());
+  assert.equal(run(['attach', '2', '65539', '2'], h), Exit.OK);
+  showUsed(v, new Map([[2, { spd: 2, devid: 65539, busid: '3-3' }]]));
+  h = fakeHost(v.dir, { uid: 0 });
+  assert.equal(run(['detach', '2'], h), Exit.OK, h.errLines.join('\n'));
+  assert.equal(v.detach(), '2');
+});
+
+test('ownership: a port nobody recorded (usbip, an older helper) is root\'s to detach: a user gets 9', () => {
+  const v = fakeVhci({ used: USED_2 });
+  let h = fakeHost(v.dir, { uid: ALICE });
+  assert.equal(run(['detach', '2'], h), Exit.NOT_OWNER);
+  assert.match(oneError(h), /port 2 was not attached by uid 1000 through remote-usb-helper/);
+  assert.equal(v.detach(), '');
+  h = fakeHost(v.dir, { uid: 0 });
+  assert.equal(run(['detach', '2'], h), Exit.OK);
+  assert.equal(v.detach(), '2');
+});
+
+test('ownership: a stale record (port freed, another device there now) never blocks and is pruned', () => {
+  const v = fakeVhci();
+  const dir = ownersOf(v);
+  assert.equal(run(['attach', '1', '65538', '3'], fakeHost(v.dir, { uid: ALICE })), Exit.OK);
+  // Alice's device left (connection closed); root attached another device on port 1 outside the helper
+  showUsed(v, new Map([[1, { spd: 3, devid: 0x30004, busid: '3-2' }]]));
+  let h = fakeHost(v.dir, { uid: ALICE });
+  assert.equal(run(['detach', '1'], h), Exit.NOT_OWNER, 'the record no longer matches what vhci shows');
+  assert.equal(v.detach(), '');
+  // the port is free again: Bob may attach there, and his record replaces Alice's
+  showUsed(v, new Map());
+  h = fakeHost(v.dir, { uid: BOB });
+  assert.equal(run(['attach', '1', '65540', '3'], h), Exit.OK, h.errLines.join('\n'));
+  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'port-1'), 'utf8')).uid, BOB);
+  // an attach elsewhere prunes every record vhci does not bear out (port 1 is free in this status)
+  showUsed(v, new Map([[1, { spd: 3, devid: 65540, busid: '3-2' }]]));
+  fs.writeFileSync(path.join(dir, 'port-3'), JSON.stringify({ port: 3, uid: ALICE, devid: 1, speed: 3 }) + '\n');
+  h = fakeHost(v.dir, { uid: ALICE });
+  assert.equal(run(['attach', '2', '65541', '3'], h), Exit.OK);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['port-1', 'port-2'], 'the stale record for port 3 was pruned; Bob\'s holds');
+});
+
+test('ownership: the state directory must be root\'s own 0700 directory; a symlink is never followed', () => {
+  // a symlink where the directory should be: the attach is taken back (detach written) and fails with 1
+  let v = fakeVhci();
+  const elsewhere = tmpdir('elsewhere');
+  fs.symlinkSync(elsewhere, ownersOf(v));
+  let h = fakeHost(v.dir, { uid: ALICE });
+  assert.equal(run(['attach', '1', '65538', '3'], h), Exit.INTERNAL);
+  assert.match(oneError(h), /attached port 1 but could not record who attached it \(unsafe state directory .*: a symlink\); detached it again/);
+  assert.equal(v.detach(), '1');
+  assert.deepEqual(fs.readdirSync(elsewhere), []);
+  // root's detach still works, and prunes nothing through the link
+  fs.writeFileSync(path.join(elsewhere, 'port-1'), 'not ours\n');
+  showUsed(v, new Map([[1, { spd: 3, devid: 65538, busid: '3-2' }]]));
+  h = fakeHost(v.dir, { uid: 0 });
+  assert.equal(run(['detach', '1'], h), Exit.OK, h.errLines.join('\n'));
+  assert.deepEqual(fs.readdirSync(elsewhere), ['port-1']);
+
+  // group/other access is refused too
+  v = fakeVhci();
+  fs.mkdirSync(ownersOf(v), { mode: 0o755 });
+  fs.chmodSync(ownersOf(v), 0o755);
+  h = fakeHost(v.dir, { uid: ALICE });
+  assert.equal(run(['attach', '1', '65538', '3'], h), Exit.INTERNAL);
+  assert.match(oneError(h), /mode 755/);
+
+  // a record that is a symlink to a forged record is not read: Bob cannot borrow it
+  v = fakeVhci();
+  fs.mkdirSync(ownersOf(v), { mode: 0o700 });
+  const forged = path.join(tmpdir('forged'), 'rec');
+  fs.writeFileSync(forged, JSON.stringify({ port: 1, uid: BOB, devid: 65538, speed: 3 }));
+  fs.symlinkSync(forged, path.join(ownersOf(v), 'port-1'));
+  showUsed(v, new Map([[1, { spd: 3, devid: 65538, busid: '3-2' }]]));
+  h = fakeHost(v.dir, { uid: BOB });
+  assert.equal(run(['detach', '1'], h), Exit.NOT_OWNER);
+  assert.equal(v.detach(), '');
+});
+
+test('ownership: records are parsed strictly', () => {
+  assert.deepEqual(parseRecord('{"port":1,"uid":1000,"devid":65538,"speed":3}'), { port: 1, uid: 1000, devid: 65538, speed: 3 });
+  for (const bad of ['', 'x', '[]', 'null', '{"port":1,"uid":1000,"devid":65538}', '{"port":1,"uid":-1,"devid":65538,"speed":3}',
+    '{"port":1,"uid":"1000","devid":65538,"speed":3}', '{"port":1,"uid":1000,"devid":65538,"speed":3,"x":1}', '{"port":256,"uid":1,"devid":1,"speed":3}',
+    '{"port":1,"uid":1.5,"devid":1,"speed":3}']) {
+    assert.equal(parseRecord(bad), undefined, bad);
+  }
+  assert.equal(formatRecord({ port: 7, uid: 0, devid: 1, speed: 5 }), '{"port":7,"uid":0,"devid":1,"speed":5}\n');
 });
 
 test('status prints the table read-only, without root; 4 without vhci', () => {
@@ -938,7 +1065,7 @@ test('install writes the helper, launcher, manifest, policy and rule; uninstall 
     assert.ok(policy.includes(needle), needle);
   }
   const rules = fs.readFileSync(t.rulesPath, 'utf8');
-  assert.ok(rules.includes(`action.id == "${ACTION_ID}" && subject.isInGroup("plugdev")`));
+  assert.ok(rules.includes(`action.id == "${ACTION_ID}" && subject.active && subject.local && subject.isInGroup("plugdev")`));
   assert.ok(rules.includes('return polkit.Result.YES;'));
   assert.deepEqual(JSON.parse(fs.readFileSync(path.join(t.dir, 'install.json'), 'utf8')).createdDirs, [path.dirname(t.dir), t.dir]);
 
@@ -1137,4 +1264,20 @@ test('polkit templates escape what they embed', () => {
   assert.ok(xml.includes(MARKER));
   assert.ok(rulesJs('plugdev').startsWith(`// ${MARKER} --group plugdev;`));
   assert.ok(rulesJs('plug.dev-1').includes('subject.isInGroup("plug.dev-1")'));
+});
+
+test('the --group polkit rule says YES only to a group member in an active local session', () => {
+  // evaluate the rule the way polkitd does: addRule(fn), then fn(action, subject)
+  const rules: ((action: { id: string }, subject: object) => unknown)[] = [];
+  const polkit = { Result: { YES: 'yes' }, addRule: (f: (typeof rules)[number]) => rules.push(f) };
+  new Function('polkit', rulesJs('usbusers'))(polkit);
+  assert.equal(rules.length, 1);
+  const ask = (id: string, s: { active: boolean; local: boolean; group: string }): unknown =>
+    rules[0]({ id }, { active: s.active, local: s.local, isInGroup: (g: string) => g === s.group });
+  assert.equal(ask(ACTION_ID, { active: true, local: true, group: 'usbusers' }), 'yes');
+  for (const [active, local] of [[false, true], [true, false], [false, false]]) {
+    assert.equal(ask(ACTION_ID, { active, local, group: 'usbusers' }), undefined, `active ${active} local ${local}: the action's defaults decide`);
+  }
+  assert.equal(ask(ACTION_ID, { active: true, local: true, group: 'other' }), undefined);
+  assert.equal(ask('org.example.other', { active: true, local: true, group: 'usbusers' }), undefined);
 });

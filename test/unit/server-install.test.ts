@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { parseConfig } from '../../server/config.js';
+import { isShared, parseConfig, SharingRules } from '../../server/config.js';
 import { canAccess, formatReport } from '../../server/doctor.js';
 import {
-  configText, DEFAULT_SETTINGS, Manifest, manifestText, MARKER, parseManifest, udevRulesText, unitText, validateSettings,
+  configText, DEFAULT_SETTINGS, Manifest, manifestText, MARKER, parseManifest, SERVICE_GROUPS, udevGlob, udevRulesText, unitText, validateSettings,
 } from '../../server/install.js';
 
 const root = join(__dirname, '../../..');
@@ -39,7 +39,7 @@ test('bad flags are usage errors (exit 2) naming the flag', () => {
 test('the unit: unprivileged, hardened, Type=notify, writes only to the state dir', () => {
   const u = unitText({ ...DEFAULT_SETTINGS, stateDir: '/srv/rusb', user: 'benchd', prefix: '/opt' });
   for (const line of [
-    'Type=notify', 'NotifyAccess=all', 'User=benchd', 'Group=benchd', 'SupplementaryGroups=plugdev dialout',
+    'Type=notify', 'NotifyAccess=all', 'User=benchd', 'Group=benchd', 'SupplementaryGroups=dialout',
     'ExecStart=/opt/bin/remote-usb-server run --config /etc/remote-usb/server.toml', 'Restart=on-failure',
     'ReadWritePaths=/srv/rusb', 'ProtectSystem=strict', 'ProtectHome=yes', 'PrivateTmp=yes', 'NoNewPrivileges=yes',
     'RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK', 'CapabilityBoundingSet=', 'DevicePolicy=closed',
@@ -53,11 +53,130 @@ test('server/remote-usb-server.service is the unit install writes with the defau
   assert.equal(readFileSync(join(root, 'server/remote-usb-server.service'), 'utf8'), unitText(DEFAULT_SETTINGS));
 });
 
-test('the udev rule: USB devices to plugdev, serial ttys to dialout, group rw only', () => {
-  const r = udevRulesText();
-  assert.match(r, /^SUBSYSTEM=="usb", ENV\{DEVTYPE\}=="usb_device", MODE="0660", GROUP="plugdev"$/m);
-  assert.match(r, /^SUBSYSTEM=="tty", KERNEL=="ttyACM\[0-9\]\*\|ttyUSB\[0-9\]\*", MODE="0660", GROUP="dialout"$/m);
-  assert.doesNotMatch(r, /MODE="0666"|MODE="06[67]6"/);
+// ---- the udev rule (issue #12, item 2) ----
+// udev cannot run here (no udevd, no USB), so the generated rules run through a small interpreter of the
+// subset they use: match keys (==, !=) on SUBSYSTEM, KERNEL, DEVPATH, ENV{DEVTYPE} and ATTR{…} with fnmatch
+// globs and `|` alternatives, OWNER/MODE/GROUP assignments, GOTO/LABEL; a line it cannot parse (a trailing
+// comment, a stray quote) fails the test, as udev would drop the line.
+
+interface UdevDevice { subsystem: string; devtype?: string; kernel: string; devpath: string; attrs: Record<string, string> }
+
+function globRe(glob: string): RegExp {
+  const alt = glob.split('|').map((g) => g.replace(/\[[^\]]*\]|[*?]|[^[*?]+/g, (t) =>
+    t === '*' ? '.*' : t === '?' ? '.' : t.startsWith('[') ? t : t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+  return new RegExp(`^(?:${alt.join('|')})$`, 's');
+}
+
+function runUdev(text: string, d: UdevDevice): Record<string, string> {
+  const set: Record<string, string> = {};
+  let skipTo: string | undefined;
+  for (const [i, raw] of text.split('\n').entries()) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const tokens: [string, string, string][] = [];
+    const re = /([A-Z_]+(?:\{[a-zA-Z_]+\})?)(==|!=|=)"([^"]*)"(?:, |$)/y;
+    for (let m = re.exec(line); m; m = re.exec(line)) { tokens.push([m[1], m[2], m[3]]); if (re.lastIndex === line.length) break; }
+    assert.equal(re.lastIndex, line.length, `line ${i + 1} does not parse: ${line}`);
+    if (tokens.length === 1 && tokens[0][0] === 'LABEL') { if (skipTo === tokens[0][2]) skipTo = undefined; continue; }
+    if (skipTo !== undefined) continue;
+    const value = (key: string): string | undefined => {
+      if (key === 'SUBSYSTEM') return d.subsystem;
+      if (key === 'KERNEL') return d.kernel;
+      if (key === 'DEVPATH') return d.devpath;
+      if (key === 'ENV{DEVTYPE}') return d.devtype;
+      const a = /^ATTR\{(.+)\}$/.exec(key);
+      if (a) return d.attrs[a[1]];
+      throw new Error(`line ${i + 1}: key ${key} not known to this interpreter`);
+    };
+    const matches = tokens.filter(([, op]) => op !== '=').every(([k, op, v]) => {
+      const x = value(k);
+      const hit = x !== undefined && globRe(v).test(x);
+      return op === '==' ? hit : !hit;
+    });
+    if (!matches) continue;
+    for (const [k, op, v] of tokens) {
+      if (op !== '=') continue;
+      if (k === 'GOTO') skipTo = v;
+      else if (['OWNER', 'MODE', 'GROUP'].includes(k)) set[k] = v;
+      else throw new Error(`line ${i + 1}: assignment ${k} not known to this interpreter`);
+    }
+  }
+  assert.equal(skipTo, undefined, `GOTO ${skipTo} without its LABEL`);
+  return set;
+}
+
+interface Dev { id: string; vendorId: number; productId: number; serial?: string }
+const hex = (n: number): string => n.toString(16).padStart(4, '0');
+function usbDevice(d: Dev, bus = 'platform/fe980000.usb/usb1'): UdevDevice {
+  return { subsystem: 'usb', devtype: 'usb_device', kernel: d.id, devpath: `/devices/${bus}/${d.id}`,
+    attrs: { idVendor: hex(d.vendorId), idProduct: hex(d.productId), ...(d.serial === undefined ? {} : { serial: d.serial }) } };
+}
+
+test('the udev rule gives the service user exactly the devices [sharing] shares, and nobody else anything', () => {
+  // on today's main this failed: one rule for all devices, MODE 0660 GROUP plugdev, and the user in plugdev
+  assert.deepEqual(SERVICE_GROUPS, ['dialout']);
+  assert.doesNotMatch(unitText(DEFAULT_SETTINGS), /plugdev/);
+  const everything: SharingRules = { allow: [], deny: [] };
+  const r = udevRulesText(everything, 'benchd');
+  assert.doesNotMatch(r, /plugdev/);
+  assert.match(r.split('\n')[0], new RegExp(MARKER));
+  for (const l of r.split('\n').filter((x) => /MODE=/.test(x) && !x.startsWith('#') && !/SUBSYSTEM=="tty"/.test(x))) assert.match(l, /MODE="0644"/, l);
+  const pico: Dev = { id: '1-1.2', vendorId: 0x2e8a, productId: 0x000a, serial: 'E6614C311B' };
+  assert.deepEqual(runUdev(r, usbDevice(pico)), { OWNER: 'benchd', MODE: '0644' });
+  // root hubs and devices imported over USB/IP are never the daemon's
+  assert.deepEqual(runUdev(r, { ...usbDevice({ id: 'usb1', vendorId: 0x1d6b, productId: 2 }), kernel: 'usb1' }), {});
+  assert.deepEqual(runUdev(r, usbDevice({ id: '3-1', vendorId: 0x2e8a, productId: 0xa }, 'platform/vhci_hcd.0/usb3')), {});
+  // interfaces, other subsystems: untouched
+  assert.deepEqual(runUdev(r, { ...usbDevice(pico), devtype: 'usb_interface', kernel: '1-1.2:1.0' }), {});
+  assert.deepEqual(runUdev(r, { subsystem: 'block', kernel: 'sda', devpath: '/devices/x/sda', attrs: {} }), {});
+  // ttys as before: dialout 0660 (Debian's default)
+  assert.deepEqual(runUdev(r, { subsystem: 'tty', kernel: 'ttyACM0', devpath: '/devices/x/tty/ttyACM0', attrs: {} }), { MODE: '0660', GROUP: 'dialout' });
+
+  // a share list: the boot SSD (not shared) stays root's, whatever allow/deny say about others
+  const ssd: Dev = { id: '2-1', vendorId: 0x152d, productId: 0x0578, serial: 'DD56419883891' };
+  const some: SharingRules = { allow: ['2e8a:*', 'serial:ABC123', 'port:1-1.4', 'port:sim-1'], deny: ['2e8a:0003'] };
+  const text = udevRulesText(some, 'benchd');
+  assert.deepEqual(runUdev(text, usbDevice(ssd)), { OWNER: 'root' });
+  assert.deepEqual(runUdev(text, usbDevice(pico)), { OWNER: 'benchd', MODE: '0644' });
+  assert.deepEqual(runUdev(text, usbDevice({ ...pico, productId: 3 })), { OWNER: 'root' }, 'deny wins');
+  assert.deepEqual(runUdev(text, usbDevice({ ...ssd, serial: 'ABC123' })), { OWNER: 'benchd', MODE: '0644' });
+  assert.deepEqual(runUdev(text, usbDevice({ ...ssd, id: '1-1.4' })), { OWNER: 'benchd', MODE: '0644' });
+  assert.deepEqual(runUdev(text, usbDevice({ ...ssd, serial: undefined })), { OWNER: 'root' });
+  assert.doesNotMatch(text, /sim-1/, 'simulated ports name no real device');
+});
+
+test('the udev rule agrees with isShared() on every device, for random [sharing] rules', () => {
+  const vids = [0x2e8a, 0x0483, 0x1d6b, 0x152d];
+  const pids = [0x0003, 0x000a, 0x3748, 0x0578];
+  const serials = [undefined, 'E6614C311B', 'ABC123', 'x.y-z_1'];
+  const ids = ['1-1', '1-1.2', '1-1.4', '2-1'];
+  const pool = [...vids.map((v) => `${hex(v)}:*`), ...pids.map((p) => `*:${hex(p).toUpperCase()}`), '2e8a:000a', '0483:3748', '*:*',
+    ...serials.filter(Boolean).map((s) => `serial:${s}`), ...ids.map((i) => `port:${i}`)];
+  let seed = 12345;
+  const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+  const pick = (k: number): string[] => Array.from({ length: k }, () => pool[rnd(pool.length)]);
+  for (let round = 0; round < 300; round++) {
+    const rules: SharingRules = { allow: pick(rnd(3)), deny: pick(rnd(3)) };
+    const text = udevRulesText(rules, 'benchd');
+    for (let k = 0; k < 20; k++) {
+      const d: Dev = { id: ids[rnd(ids.length)], vendorId: vids[rnd(vids.length)], productId: pids[rnd(pids.length)], serial: serials[rnd(serials.length)] };
+      const got = runUdev(text, usbDevice(d));
+      const want = isShared(rules, d) ? { OWNER: 'benchd', MODE: '0644' } : { OWNER: 'root' };
+      assert.deepEqual(got, want, `${JSON.stringify(rules)} ${JSON.stringify(d)}`);
+    }
+  }
+});
+
+test('udev rule values: a serial with glob, quote or control characters can only widen the match, never break the file', () => {
+  assert.equal(udevGlob('E66*14'), 'E66*14');
+  assert.equal(udevGlob('a"b'), 'a*b');
+  assert.equal(udevGlob('x|y[z]?'), 'x*y*z*');
+  assert.equal(udevGlob('line\nSUBSYSTEM=="usb", MODE="0666"'), 'line*SUBSYSTEM==*usb*, MODE=*0666*');
+  const weird = 'Ünï"co|de\\\n*';
+  const text = udevRulesText({ allow: [`serial:${weird}`], deny: [] }, 'benchd');
+  assert.doesNotMatch(text, /0666/);
+  assert.deepEqual(runUdev(text, usbDevice({ id: '1-1', vendorId: 1, productId: 2, serial: weird })), { OWNER: 'benchd', MODE: '0644' });
+  assert.deepEqual(runUdev(text, usbDevice({ id: '1-1', vendorId: 1, productId: 2, serial: 'other' })), { OWNER: 'root' });
 });
 
 test('the config: the example, commented, with state_dir set for the service user', () => {

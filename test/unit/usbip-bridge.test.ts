@@ -944,5 +944,9 @@ describe('attach flow (fake helper)', () => {
     await assert.rejects(loadVhci(direct(h)), (e: AttachError) => e.code === 'vhci-not-loaded');
     await assert.rejects(detachPort(3, direct(h)), (e: AttachError) => e.code === 'helper-failed' && /refused to detach vhci port 3/.test(e.message));
     assert.deepEqual(h.calls().map((c) => [c.verb, ...c.args]), [['load'], ['detach', '3'], ['load'], ['detach', '3']]);
+    // 9: another user attached it (the helper lets a user detach only their own ports)
+    h.configure({ detach: [9] });
+    await assert.rejects(detachPort(3, direct(h)), (e: AttachError) => e.code === 'not-authorized' && e.exitCode === 9
+      && /^vhci port 3 was attached by another user \(remote-usb-helper: fake failure 9/.test(e.message) && /Only the user who attached/.test(e.hint));
   });
 });

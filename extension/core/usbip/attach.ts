@@ -343,9 +343,12 @@ function helperFailure(verb: 'attach' | 'detach' | 'load', r: HelperResult, ctx:
       return fail(
         'not-authorized',
         `You are not authorised to ${verb} USB/IP devices on this machine${detail ? ` (${detail})` : ''}.`,
-        'An administrator can allow a group without a password: `sudo remote-usb-helper install --group <group>`; without a desktop, a polkit authentication agent must be running.',
+        'An administrator can allow a group without a password at the machine\'s seat: `sudo remote-usb-helper install --group <group>`; SSH sessions need a polkit rule of their own (see the helper\'s README); without a desktop, a polkit authentication agent must be running.',
       );
     }
+  }
+  if (r.code === Exit.NOT_OWNER) {
+    return fail('not-authorized', `vhci port ${port} was attached by another user${detail ? ` (${detail})` : ''}.`, 'Only the user who attached a device (or root) can detach it.');
   }
   switch (r.code) {
     case Exit.NO_VHCI:

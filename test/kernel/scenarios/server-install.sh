@@ -35,12 +35,15 @@ TICKET=$(sed -n 's/^Bench ticket: //p' "$W/install.out")
 CODE=$(sed -n 's/^Pairing code: \([0-9A-Z-]*\).*/\1/p' "$W/install.out")
 [ $rc = 0 ] && [ -n "$TICKET" ] && [ -n "$CODE" ] && ktest_pass install.run "ticket + code printed" || { ktest_fail install.run "exit $rc"; exit 1; }
 ok=1
-id remote-usb | grep -q plugdev && id remote-usb | grep -q dialout || { ok=0; ktest_info "user: $(id remote-usb 2>&1)"; }
+# dialout for the ttys; not plugdev: the udev rule gives it the USB devices it shares, and no others
+id -nG remote-usb | grep -qw dialout && ! id -nG remote-usb | grep -qw plugdev || { ok=0; ktest_info "user: $(id remote-usb 2>&1)"; }
+grep -q '^ENV{DEVTYPE}=="usb_device", OWNER="remote-usb", MODE="0644", GOTO="remote_usb_end"$' /etc/udev/rules.d/70-remote-usb.rules \
+  && ! grep -q plugdev /etc/udev/rules.d/70-remote-usb.rules || { ok=0; sed 's/^/  rule| /' /etc/udev/rules.d/70-remote-usb.rules; }
 [ "$(stat -c '%a %U' /var/lib/remote-usb)" = "700 remote-usb" ] || { ok=0; ktest_info "state: $(stat -c '%a %U' /var/lib/remote-usb)"; }
 [ "$(stat -c '%a %U' /var/lib/remote-usb/secret.key)" = "600 remote-usb" ] || { ok=0; ktest_info "key: $(stat -c '%a %U' /var/lib/remote-usb/secret.key)"; }
 [ -L /usr/local/bin/remote-usb-server ] && [ -f /etc/udev/rules.d/70-remote-usb.rules ] && [ -f /etc/systemd/system/remote-usb-server.service ] || ok=0
 grep -q "^created the bench identity" "$W/install.out" || { ok=0; ktest_info "install did not create a new identity (a stale /var/lib/remote-usb?)"; }
-[ $ok = 1 ] && ktest_pass install.files "user in plugdev+dialout, state 0700, key 0600, owned by remote-usb" || ktest_fail install.files "see above"
+[ $ok = 1 ] && ktest_pass install.files "user in dialout (not plugdev), rule gives remote-usb the shared devices, state 0700, key 0600" || ktest_fail install.files "see above"
 "$B/bin/remote-usb-server" install --no-pair > "$W/install2.out" 2>&1 && grep -q '^kept the bench identity' "$W/install2.out" \
   && ktest_pass install.idempotent "second install kept identity and config" || { sed 's/^/  | /' "$W/install2.out"; ktest_fail install.idempotent "second install"; }
 
@@ -51,8 +54,14 @@ sed -i 's/^\[relay\]$/[relay]\nmode = "disabled"/; s/^# listen = .*/listen = "12
 sed 's/^/  doctor| /' "$W/doctor0.out"
 [ $rc = 1 ] && grep -q '^PROBLEM *usb access *remote-usb cannot open' "$W/doctor0.out" && grep -q '^PROBLEM *tty access' "$W/doctor0.out" \
   && ktest_pass doctor.finds_access "exit 1: usb and tty access named" || ktest_fail doctor.finds_access "exit $rc"
-# do what the installed rule does, for the devices present (what udevadm trigger would do)
-for f in /dev/bus/usb/*/*; do chgrp plugdev "$f"; chmod 0660 "$f"; done
+# do what the installed rule does, for the devices present (what udevadm trigger would do): the example
+# config shares every device, so each USB device (not the root hubs) goes to remote-usb, 0644
+# (test/unit/server-install.test.ts runs the rule itself through a udev interpreter for other [sharing])
+for d in /sys/bus/usb/devices/*; do
+  [[ ${d##*/} =~ ^[0-9]+-[0-9.]+$ ]] || continue
+  f=$(printf '/dev/bus/usb/%03d/%03d' "$(cat "$d/busnum")" "$(cat "$d/devnum")")
+  [ -e "$f" ] && chown remote-usb "$f" && chmod 0644 "$f"
+done
 for f in /dev/ttyACM* /dev/ttyUSB*; do [ -e "$f" ] && chgrp dialout "$f" && chmod 0660 "$f"; done
 
 # 2. the daemon exactly as the unit runs it
@@ -85,8 +94,9 @@ $CLIENT list --bench "$BENCH" --key-dir "$W/client" > "$W/list1.out" 2>&1
 grep -q '1d6b:0104' "$W/list1.out" && ktest_pass client.list "bench lists the gadget (1d6b:0104) to the client" || { cat "$W/list1.out"; ktest_fail client.list "no gadget in the list"; }
 /usr/local/bin/remote-usb-server doctor > "$W/doctor.out" 2>&1; rc=$?
 sed 's/^/  doctor| /' "$W/doctor.out"
-[ $rc = 0 ] && grep -q '^ok *usb access' "$W/doctor.out" && grep -q '^ok *tty access' "$W/doctor.out" \
-  && ktest_pass doctor.healthy "exit 0, usb and tty access ok" || ktest_fail doctor.healthy "exit $rc"
+[ $rc = 0 ] && grep -q '^ok *usb access' "$W/doctor.out" && grep -q '^ok *tty access' "$W/doctor.out" && grep -q '^ok *usb others' "$W/doctor.out" \
+  && grep -q '^ok *udev rule .*(matches \[sharing\])' "$W/doctor.out" \
+  && ktest_pass doctor.healthy "exit 0, usb and tty access ok, no USB node writable by others" || ktest_fail doctor.healthy "exit $rc"
 
 # 3. restart: same identity, the paired client still gets in
 stop_daemon

@@ -8,7 +8,8 @@
 # run-guest.mjs --forward HOSTPORT:8080 --share DIR; it is not in test/kernel/scenarios/ because it needs
 # that host half and a browser). In ONE kernel: the bench (a configfs CDC-ACM gadget on dummy_hcd, whose
 # firmware end /dev/ttyGS0 echoes, and our daemon on the real `usb` backend) and the developer machine
-# (vhci_hcd, our helper installed with a polkit rule for group plugdev, the real pkexec, and code-server
+# (vhci_hcd, our helper installed with a polkit rule for group plugdev plus, since alice has no seat
+# session here, the administrator's rule for her (attach_user), the real pkexec, and code-server
 # running as the unprivileged user alice, whose extension host runs the suite test/vscode/suite-kernel/).
 # The browser runs on the host. Files go both ways through the shared directory $KTEST_SHARE:
 #   host.json   host -> guest: code-server password, arguments, settings, the host's cache dir
