@@ -206,7 +206,7 @@ async function kernelMain(): Promise<void> {
     }
   }));
   parentPort!.postMessage(bytes / 1e6 / ((performance.now() - t0) / 1000));
-  socket.destroy();
+  await vhci.ended; // the attach side detaches
   await relay.close();
 }
 
