@@ -280,7 +280,7 @@ bench_config() {  # bench_config FILE PORT STATE_DIR [HOST] : our daemon's confi
 # for 'serving as'; DAEMON is the node process itself, so signals reach it. FAIL NAME.daemon_start + exit if not.
 start_bench() {
   "${KTEST_NODE:-node}" "$KTEST_REPO/dist/server.js" run -c "$2" > "$3" 2>&1 & DAEMON=$!
-  wait_until "${4:-15}" grep -q 'serving as' "$3" || { cat "$3"; ktest_fail "$1.daemon_start" "daemon did not start"; exit 1; }
+  wait_until "${4:-30}" grep -q 'serving as' "$3" || { cat "$3"; ktest_fail "$1.daemon_start" "daemon did not start"; exit 1; }
 }
 # attach_user NAME [GROUP...]: the developer side of an attach — our helper installed for group plugdev,
 # the system D-Bus and polkitd running, and the unprivileged user alice in plugdev (and GROUPs).

@@ -10,6 +10,7 @@
  * code, vidPid, the gadget's bus id on the bench, the firmware's log of what it received).
  */
 import * as assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import * as vscode from 'vscode';
 import type { RemoteUsbApi } from '../../../extension/extension.js';
@@ -22,6 +23,24 @@ import { fromPalette, screenshot, ui } from '../suite/screenshot.js';
 interface KernelBench { ticket: string; code: string; vidPid: string; busid: string; benchTty: string; firmwareLog: string }
 
 const VHCI_STATUS = '/sys/devices/platform/vhci_hcd.0/status';
+
+/** CPU time of this process's main thread (the extension host's; its task id is the pid), in ms. */
+function threadCpuMs(): number {
+  const f = readFileSync(`/proc/${process.pid}/task/${process.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
+/** Writes "ping N\n" every 20 ms to the tty in argv[1] for argv[2] ms; prints when each echo came back. */
+const PINGER = `
+const fs = require('fs');
+const [tty, ms] = process.argv.slice(1);
+const fd = fs.openSync(tty, 'r+');
+const echoed = []; let sent = 0; let buf = '';
+const rs = fs.createReadStream(null, { fd, autoClose: false });
+rs.on('data', (d) => { buf += d.toString('latin1'); let i; while ((i = buf.indexOf('\\n')) >= 0) { if (/ping \\d+/.test(buf.slice(0, i))) echoed.push(Date.now()); buf = buf.slice(i + 1); } });
+const t = setInterval(() => { fs.writeSync(fd, 'ping ' + sent++ + '\\n'); }, 20);
+setTimeout(() => { clearInterval(t); setTimeout(() => { process.stdout.write(JSON.stringify({ sent, echoed })); process.exit(0); }, 1500); }, Number(ms));
+`;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function until(cond: () => boolean, timeoutMs: number, what: string, detail?: () => string): Promise<void> {
@@ -142,6 +161,39 @@ suite('Attach with one click: real VS Code, real kernel (qemu guest)', function 
     await api.treeView.reveal(gadgetNode()!, { select: true, focus: false });
     await sleep(300);
     await screenshot('attach-here-kernel');
+  });
+
+  test('the extension host\'s thread blocked for 2 s: the attached board keeps working (its URBs run in the byte-path worker)', async () => {
+    if (monitor) {
+      monitor.terminal!.dispose();
+      await until(() => !api.monitors.open.has(monitor!), 10_000, 'the monitor to close');
+      monitor = undefined;
+    }
+    const local = attachment()!.localTty!;
+    const tty = local.startsWith('/dev/') ? local : `/dev/${local}`;
+    execFileSync('stty', ['-F', tty, 'raw', '-echo', '115200']);
+    // A process outside the extension host talks to the board for 4 s: a numbered line every 20 ms, and the
+    // time each echo came back. Nothing of this runs on the extension host's thread.
+    const child = spawn(process.execPath, ['-e', PINGER, tty, '4000'], { env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const exited = new Promise<number | null>((r) => child.once('exit', r));
+    await sleep(500);
+    const cpu0 = threadCpuMs();
+    await sleep(1000);
+    const mainCpu = (threadCpuMs() - cpu0) / 1000;
+    const blockedFrom = Date.now();
+    while (Date.now() < blockedFrom + 2000) { /* an extension hogging the extension host */ }
+    const blockedTo = Date.now();
+    assert.equal(await exited, 0, `the pinger failed: ${err}`);
+    const { sent, echoed } = JSON.parse(out) as { sent: number; echoed: number[] };
+    const during = echoed.filter((t) => t >= blockedFrom && t <= blockedTo).length;
+    console.log(`      extension host thread ${(100 * mainCpu).toFixed(1)} % of a core while the board echoed; blocked for 2 s: ${during} echoes came back meanwhile, ${echoed.length}/${sent} in all`);
+    assert.ok(during > 0, 'echoes came back while the extension host was blocked');
+    assert.equal(echoed.length, sent, 'every line came back');
+    assert.ok(attachment() !== undefined, 'still attached');
   });
 
   test('detach frees the vhci port; the bench takes the board back', async () => {
