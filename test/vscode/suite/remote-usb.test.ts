@@ -321,6 +321,24 @@ suite('Remote USB in real VS Code', function () {
     await until(() => api.statusBar.item.backgroundColor === undefined, 10_000, 'the colour back to normal');
   });
 
+  test('the byte-path worker killed: the extension says so, restarts it, and the bench comes back online', async () => {
+    const core = api.benches.core;
+    const pid = core.pid;
+    assert.ok(pid !== undefined, 'the worker runs');
+    assert.notEqual(pid, process.pid, 'in a process of its own, not the extension host');
+    const b = benchNode()!.bench;
+    assert.equal(b.state, 'online');
+    const restarted = new Promise<void>((r) => core.once('restarted', () => r()));
+    process.kill(pid, 'SIGKILL');
+    await until(() => b.state !== 'online', 10_000, 'the bench to show the worker is gone');
+    assert.match(String(item(benchNode()!).description), /connecting/);
+    assert.match(b.detail ?? '', /the byte-path worker stopped \(killed by SIGKILL\); restarting it/);
+    await restarted;
+    await until(() => benchNode()?.bench.state === 'online', 30_000, 'the bench online again');
+    assert.notEqual(core.pid, pid, 'a new worker');
+    assert.equal(deviceNodes().length, 2);
+  });
+
   test('deactivation (window reload, quit) gives the bench its ports back at once', async () => {
     type Monitor = import('../../../extension/serial-monitor.js').SerialMonitor;
     const monitor = await vscode.commands.executeCommand<Monitor>('remoteUsb.openSerialMonitor', { bench: 'test-bench', device: 'sim-1' });
