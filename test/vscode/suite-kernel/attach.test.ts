@@ -30,18 +30,23 @@ function threadCpuMs(): number {
   return (Number(f[11]) + Number(f[12])) * 10;
 }
 
-/** Writes "ping N\n" every 20 ms to the tty in argv[1] for argv[2] ms; prints when each echo came back. */
+/**
+ * Writes "ping N\\n" every 20 ms to the tty in argv[1] for argv[2] ms; prints when each echo came back.
+ * The test sets the tty raw and `clocal` first: without `clocal`, opening a cdc_acm tty whose carrier is
+ * down blocks.
+ */
 const PINGER = `
 const fs = require('fs');
-const [tty, ms] = process.argv.slice(1);
-const fd = fs.openSync(tty, 'r+');
+const [path, ms] = process.argv.slice(1);
+const fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_NOCTTY);
+// cat reads: a blocking read of our own would keep this process from exiting
+const reader = require('child_process').spawn('cat', [path], { stdio: ['ignore', 'pipe', 'inherit'] });
 const echoed = []; let sent = 0; let buf = '';
-const rs = fs.createReadStream(null, { fd, autoClose: false });
-rs.on('data', (d) => { buf += d.toString('latin1'); let i; while ((i = buf.indexOf('\\n')) >= 0) { if (/ping \\d+/.test(buf.slice(0, i))) echoed.push(Date.now()); buf = buf.slice(i + 1); } });
-const t = setInterval(() => { fs.writeSync(fd, 'ping ' + sent++ + '\\n'); }, 20);
-setTimeout(() => { clearInterval(t); setTimeout(() => { process.stdout.write(JSON.stringify({ sent, echoed })); process.exit(0); }, 1500); }, Number(ms));
-`;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+reader.stdout.on('data', (d) => { buf += d.toString('latin1'); let i; while ((i = buf.indexOf('\\n')) >= 0) { if (/ping \\d+/.test(buf.slice(0, i))) echoed.push(Date.now()); buf = buf.slice(i + 1); } });
+const t = setInterval(() => { try { fs.writeSync(fd, 'ping ' + sent + '\\n'); sent++; } catch {} }, 20);
+const finish = (code) => { reader.kill(); process.stdout.write(JSON.stringify({ sent, echoed }), () => process.exit(code)); };
+setTimeout(() => { clearInterval(t); setTimeout(() => finish(0), 1500); }, Number(ms));
+`;const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function until(cond: () => boolean, timeoutMs: number, what: string, detail?: () => string): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -171,7 +176,7 @@ suite('Attach with one click: real VS Code, real kernel (qemu guest)', function 
     }
     const local = attachment()!.localTty!;
     const tty = local.startsWith('/dev/') ? local : `/dev/${local}`;
-    execFileSync('stty', ['-F', tty, 'raw', '-echo', '115200']);
+    execFileSync('stty', ['-F', tty, 'raw', '-echo', 'clocal', '115200']);
     // A process outside the extension host talks to the board for 4 s: a numbered line every 20 ms, and the
     // time each echo came back. Nothing of this runs on the extension host's thread.
     const child = spawn(process.execPath, ['-e', PINGER, tty, '4000'], { env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -180,6 +185,7 @@ suite('Attach with one click: real VS Code, real kernel (qemu guest)', function 
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
     const exited = new Promise<number | null>((r) => child.once('exit', r));
+    const guard = setTimeout(() => child.kill('SIGKILL'), 30_000);
     await sleep(500);
     const cpu0 = threadCpuMs();
     await sleep(1000);
@@ -187,7 +193,9 @@ suite('Attach with one click: real VS Code, real kernel (qemu guest)', function 
     const blockedFrom = Date.now();
     while (Date.now() < blockedFrom + 2000) { /* an extension hogging the extension host */ }
     const blockedTo = Date.now();
-    assert.equal(await exited, 0, `the pinger failed: ${err}`);
+    const code = await exited;
+    clearTimeout(guard);
+    assert.equal(code, 0, `the pinger failed (exit ${code}): ${err}`);
     const { sent, echoed } = JSON.parse(out) as { sent: number; echoed: number[] };
     const during = echoed.filter((t) => t >= blockedFrom && t <= blockedTo).length;
     console.log(`      extension host thread ${(100 * mainCpu).toFixed(1)} % of a core while the board echoed; blocked for 2 s: ${during} echoes came back meanwhile, ${echoed.length}/${sent} in all`);
