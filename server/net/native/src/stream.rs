@@ -1,5 +1,5 @@
-//! One bidirectional QUIC stream. Bytes come in and go out as Buffers: a read returns the chunk
-//! QUIC holds (copied once into a Buffer JS owns), a write copies the caller's bytes once.
+//! One bidirectional QUIC stream. Bytes come in and go out as Buffers: a read returns what QUIC
+//! holds (up to maxLen, in a Buffer JS owns), a write copies the caller's bytes once.
 //! Send and receive halves lock separately, so a read and a write can be in flight together;
 //! two writes on one stream are serialised by the lock, in call order.
 use std::sync::Arc;
@@ -14,12 +14,13 @@ use crate::{connection::var_int, error::{invalid, iroh as iroh_err}};
 #[napi]
 pub struct Stream {
     send: Arc<Mutex<iroh::endpoint::SendStream>>,
-    recv: Arc<Mutex<iroh::endpoint::RecvStream>>,
+    // The receive half and a scratch buffer reads land in (reused: no per-read allocation of maxLen).
+    recv: Arc<Mutex<(iroh::endpoint::RecvStream, Vec<u8>)>>,
 }
 
 impl Stream {
     pub fn new(send: iroh::endpoint::SendStream, recv: iroh::endpoint::RecvStream) -> Self {
-        Stream { send: Arc::new(Mutex::new(send)), recv: Arc::new(Mutex::new(recv)) }
+        Stream { send: Arc::new(Mutex::new(send)), recv: Arc::new(Mutex::new((recv, Vec::new()))) }
     }
 }
 
@@ -31,9 +32,13 @@ impl Stream {
         if max_len == 0 {
             return Err(invalid("maxLen must be at least 1"));
         }
-        let mut r = self.recv.lock().await;
-        match r.read_chunk(max_len as usize).await {
-            Ok(Some(chunk)) => Ok(Some(Buffer::from(chunk.to_vec()))),
+        let mut guard = self.recv.lock().await;
+        let (r, scratch) = &mut *guard;
+        scratch.resize(max_len as usize, 0);
+        // read() takes everything QUIC holds up to maxLen (read_chunk would give one packet's worth),
+        // then the bytes are copied once more into a Buffer of exactly their size.
+        match r.read(scratch).await {
+            Ok(Some(n)) => Ok(Some(Buffer::from(scratch[..n].to_vec()))),
             Ok(None) => Ok(None),
             Err(e) => Err(iroh_err("read failed", e)),
         }
@@ -60,8 +65,7 @@ impl Stream {
     #[napi]
     pub fn reset(&self, code: BigInt) -> Result<()> {
         let code = var_int(code)?;
-        // try_lock: a write in flight holds the lock; resetting then is the caller's intent anyway,
-        // so wait for it on the runtime rather than block the JS thread.
+        // A write in flight holds the lock: take it on the runtime rather than block the JS thread.
         let send = self.send.clone();
         napi::bindgen_prelude::spawn(async move {
             let _ = send.lock().await.reset(code);
@@ -75,7 +79,7 @@ impl Stream {
         let code = var_int(code)?;
         let recv = self.recv.clone();
         napi::bindgen_prelude::spawn(async move {
-            let _ = recv.lock().await.stop(code);
+            let _ = recv.lock().await.0.stop(code);
         });
         Ok(())
     }
