@@ -532,10 +532,14 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     clearTimeout(this.reconnectTimer);
     clearInterval(this.pingTimer);
     if (wasOnline) {
+      // the 2 s bound's timer is cleared once the releases are done: left running, it held every
+      // `remote-usb list` open for 2 s after its table was printed
+      let bound: NodeJS.Timeout | undefined;
       await Promise.race([
         Promise.all([...[...this.claimed.values()].map((d) => d.release().catch(() => {})), ...[...this.serialSessions].map((s) => s.close())]),
-        new Promise((r) => setTimeout(r, 2000)),
+        new Promise((r) => { bound = setTimeout(r, 2000); }),
       ]);
+      clearTimeout(bound);
       await this.control?.drained();
     }
     this.connectionGeneration++;
