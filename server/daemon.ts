@@ -4,7 +4,7 @@
  */
 import type { ErrorCode } from './protocol/constants.js';
 import type { DeviceInfo, Hello } from './protocol/messages.js';
-import { IrohEndpoint, PeerAddress } from './net/iroh.js';
+import { BindingName, IrohEndpoint, PeerAddress } from './net/iroh.js';
 import type { ServerConfig } from './config.js';
 import { isShared } from './config.js';
 import type { Logger } from './log.js';
@@ -31,6 +31,8 @@ export interface DaemonOptions {
   /** How often ttys are checked: gone while open, back while waiting, appeared on a device (default 1 s). */
   serialPollMs?: number;
   serialChannel?: ChannelOptions;
+  /** Which Iroh binding (default: server/net/iroh.ts's choice; the interop tests pick one). */
+  irohBinding?: BindingName;
 }
 
 export class Daemon implements SessionHost {
@@ -93,7 +95,7 @@ export class Daemon implements SessionHost {
     for (const d of this.devices.values()) this.lastTty.set(d.id, backend.ttyOf(d.id));
     this.serialTimer = setInterval(() => this.checkTtys(), this.options.serialPollMs ?? 1000);
     this.serialTimer.unref();
-    this.endpoint = await IrohEndpoint.bind({ secretKey: this.options.secretKey, relay: config.relay, bindAddr: config.listen, accept: true });
+    this.endpoint = await IrohEndpoint.bind({ secretKey: this.options.secretKey, relay: config.relay, bindAddr: config.listen, accept: true, binding: this.options.irohBinding });
     this.log.info(`bench '${config.name}' serving as ${this.endpoint.id} on ${this.endpoint.boundSockets.join(', ')} (relay: ${config.relay.mode}); ${this.devices.size} device(s), backend: ${backend.kind}`);
     this.acceptLoop = this.accept();
   }
