@@ -19,6 +19,8 @@ import { openLocalSerial } from '../../extension/core/local-serial.js';
 import { Rfc2217Share } from '../../extension/core/rfc2217-server.js';
 import type { SerialParams, SerialSession, SerialSetOptions } from '../../extension/core/serial.js';
 import type { SimSerialBoard } from '../../server/usb/sim-serial-board.js';
+import { loadOrCreateSecretKey } from '../../server/identity.js';
+import { endpointIdOf } from '../../server/net/iroh.js';
 import { BenchFixture, until } from '../helpers/bench-fixture.js';
 import { repoRoot } from '../helpers/daemon-process.js';
 import { Collected } from '../helpers/serial-collector.js';
@@ -196,6 +198,43 @@ describe('RFC 2217 with pyserial: simulated serial board over real Iroh', { skip
       mine.proc.kill();
     } finally {
       await share.stop();
+    }
+  });
+
+  test('remote-usb serial --rfc2217 prints the URL, serves pyserial, and stops on Ctrl-C', async () => {
+    const keyDir = mkdtempSync(join(tmpdir(), 'remote-usb-rfc2217-cli-'));
+    try {
+      bench.daemon.trust.allow(endpointIdOf(loadOrCreateSecretKey(keyDir).key), 'cli-user');
+      const a = bench.daemon.address();
+      const where = `${a.id}@${a.addrs.find((x) => x.startsWith('127.0.0.1:'))}`;
+      const cli = spawn(process.execPath, [join(repoRoot(), 'dist', 'remote-usb.js'), 'serial', '--rfc2217', '--bench', where, '--relay', 'disabled', '--key-dir', keyDir, '--baud', '57600', 'sim-1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      cli.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+      cli.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+      const exited = new Promise<number | null>((r) => cli.once('exit', r));
+      await until(() => /rfc2217:\/\/127\.0\.0\.1:\d+\n/.test(out), 20_000, `the URL (stderr: ${err})`);
+      const url = out.trim();
+      assert.match(err, /sharing sim-1 \(sim:sim-1\) on bench 'test-bench' with local programs at rfc2217:\/\/127\.0\.0\.1:\d+; Ctrl-C stops/);
+      const py = new PySerial(url, 'sim');
+      await py.next('open');
+      py.go();
+      await py.next('dtr-low');
+      assert.equal(board().dtr, false);
+      assert.equal(board().lineCoding.readUInt32LE(0), 115200, 'pyserial asked for 115200 over the CLI\'s 57600');
+      py.proc.kill();
+      cli.kill('SIGINT');
+      assert.equal(await exited, 0, err);
+      await until(() => bench.log.lines.some((l) => /cli-user \([0-9a-f]+\) closed serial session/.test(l)), 5000, 'the CLI to close its bench session');
+      // usage errors
+      const bad = spawnSync(process.execPath, [join(repoRoot(), 'dist', 'remote-usb.js'), 'serial', '--port', '80', '--bench', where, 'sim-1'], { encoding: 'utf8' });
+      assert.equal(bad.status, 2);
+      assert.match(bad.stderr, /--port goes with --rfc2217/);
+      const badPort = spawnSync(process.execPath, [join(repoRoot(), 'dist', 'remote-usb.js'), 'serial', '--rfc2217', '--port', '70000', '--bench', where, 'sim-1'], { encoding: 'utf8' });
+      assert.equal(badPort.status, 2);
+      assert.match(badPort.stderr, /--port must be a whole number 0..65535, got '70000'/);
+    } finally {
+      rmSync(keyDir, { recursive: true, force: true });
     }
   });
 
