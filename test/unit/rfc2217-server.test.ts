@@ -12,10 +12,10 @@ import {
   ComPort, comPort, escapeIac, Modem, negotiation, OPT_BINARY, OPT_COM_PORT, OPT_ECHO, OPT_SGA, TelnetDecoder, TelnetEvent, u32,
 } from '../../extension/core/rfc2217.js';
 import { findSocketUid, loopbackPeerUid, normalize, procAddress } from '../../extension/core/socket-owner.js';
-import type { SerialSession, SerialSetOptions, SerialState } from '../../extension/core/serial.js';
+import type { SerialSession, SerialSessionEvents, SerialSetOptions, SerialState } from '../../extension/core/serial.js';
 import { until } from '../helpers/bench-fixture.js';
 
-class FakeSession extends EventEmitter implements SerialSession {
+class FakeSession extends EventEmitter<SerialSessionEvents> implements SerialSession {
   state: SerialState = 'open';
   path = 'fake:1';
   written: Buffer[] = [];

@@ -6,6 +6,7 @@
  */
 import * as assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
@@ -182,6 +183,22 @@ suite('Remote USB in real VS Code', function () {
     await until(() => monitor.transcript.includes('line two'), 10_000, 'the file echoed back');
     monitor.terminal!.dispose();
     await until(() => !api.monitors.open.has(monitor), 5000, 'the monitor to close with its terminal');
+  });
+
+  test('share a serial port with local tools: an rfc2217:// URL on loopback, answered, stopped by the command', async () => {
+    const r = await vscode.commands.executeCommand<{ url: string; port: number }>('remoteUsb.shareSerialPort', { bench: 'test-bench', port: 'sim-1' });
+    assert.match(r.url, /^rfc2217:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(api.shares.open.size, 1);
+    // a raw Telnet peer asks for the DTR state (IAC SB COM-PORT SET-CONTROL 7 IAC SE): DTR is on (105 8)
+    const sock = connect({ host: '127.0.0.1', port: r.port });
+    const got: Buffer[] = [];
+    sock.on('data', (d: Buffer) => got.push(d));
+    sock.write(Buffer.from([255, 250, 44, 5, 7, 255, 240]));
+    await until(() => Buffer.concat(got).includes(Buffer.from([255, 250, 44, 105, 8, 255, 240])), 10_000, 'the DTR state answered');
+    await screenshot('serial-share');
+    sock.destroy();
+    assert.equal(await vscode.commands.executeCommand('remoteUsb.stopSerialShare', { bench: 'test-bench', port: 'sim-1' }), 1);
+    assert.equal(api.shares.open.size, 0);
   });
 
   test('serial settings are respected: a new monitor opens with the configured baud rate and view', async () => {
