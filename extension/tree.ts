@@ -135,6 +135,9 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     tip.appendMarkdown(`**$(vm) ${escapeMarkdown(b.name)}** — ${state}${rtt ? `, round trip ${rtt}` : ''}\n\n`);
     if (b.detail && state !== 'online') tip.appendMarkdown(`${escapeMarkdown(b.detail)}\n\n`);
     tip.appendMarkdown(`Endpoint \`${b.id.slice(0, 16)}…\` · ${b.devices.length} device(s)\n\n`);
+    // who holds what (the path, direct or relayed, is not known to the client core yet)
+    const held = b.devices.filter((d) => d.claimedBy !== undefined);
+    if (held.length > 0) tip.appendMarkdown(`Held: ${held.map((d) => `${escapeMarkdown(deviceLabel(d))} (${escapeMarkdown(d.id)}) by ${d.mine ? 'you' : escapeMarkdown(d.claimedBy!)}`).join(' · ')}\n\n`);
     if (state === 'refused') tip.appendMarkdown(`[Pair with a code](command:remoteUsb.pairBench) · `);
     tip.appendMarkdown(`[Reconnect](command:remoteUsb.refresh) · [Show logs](command:remoteUsb.showLogs)`);
     item.tooltip = tip;
