@@ -58,6 +58,8 @@ export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
     channel, benches, attachments, monitors, shares, autoAttach, tree, treeView, statusBar,
     vscode.tasks.registerTaskProvider(TASK_TYPE, tasks.provider()),
     vscode.window.onDidCloseTerminal((t) => { for (const m of monitors.open) if (m.terminal === t) m.close(); }),
+    // the walkthrough's "attach" step completes on the first board attached here
+    attachments.onDidChange(() => { if (attachments.list().length > 0) void vscode.commands.executeCommand('setContext', 'remoteUsb.attachedHere', true); }),
     ...registerCommands({ extensionPath: context.extensionPath, benches, attachments, monitors, shares, tasks, errors, log: channel }),
   );
   void vscode.commands.executeCommand('setContext', 'remoteUsb.hasBenches', false);

@@ -152,7 +152,8 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     const where = state === 'in-use' ? `in use by ${d.claimedBy}` : STATE_WORDS[state];
     const local = attached?.localTty ?? attached?.localBusid;
     const rate = attached?.rate ? ` · ↓${formatRate(attached.rate.inBps)} ↑${formatRate(attached.rate.outBps)}` : '';
-    item.description = `${vidPidOf(d)} · ${d.serial ? `${d.serial} · ` : ''}${d.speed} · ${where}${local ? ` (${local})` : ''}${rate}`;
+    // the state first: a narrow side bar cuts the end of the description, and the state is what matters
+    item.description = `${where}${local ? ` (${local})` : ''} · ${vidPidOf(d)} · ${d.serial ? `${d.serial} · ` : ''}${d.speed}${rate}`;
     item.iconPath = STATE_ICONS[state];
     // a board attached here has no tty on the bench any more, but its local one opens in the monitor
     const serial = d.tty !== undefined || attached?.localTty !== undefined ? '.serial' : '';
