@@ -92,7 +92,7 @@ suite('Remote USB in real VS Code', function () {
     await until(() => /1\/1 bench/.test(api.statusBar.item.text), 5000, 'status bar to count the bench');
     assert.equal(api.statusBar.item.backgroundColor, undefined, 'no error colour while online');
     const tip = api.statusBar.item.tooltip as vscode.MarkdownString;
-    assert.match(tip.value, /test-bench: online/);
+    assert.match(tip.value, /test\\-bench: online/); // the bench name as escaped markdown (statusTooltipMarkdown)
     assert.match(tip.value, /command:remoteUsb\.attachDevice/);
     await until(() => /ms/.test(String(item(benchNode()!).description)), 15_000, 'a measured round trip on the bench node');
     await vscode.commands.executeCommand('workbench.view.extension.remoteUsb');
@@ -194,6 +194,7 @@ suite('Remote USB in real VS Code', function () {
       assert.ok(s.completionEvents.length > 0, `${s.id} completes on an event`);
     }
     await vscode.commands.executeCommand('workbench.action.openWalkthrough', `${ext.id}#${w.id}`, false);
+    await new Promise((r) => setTimeout(r, 1500)); // let the page settle before the screenshot
     await screenshot('walkthrough');
     await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
   });
