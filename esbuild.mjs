@@ -1,13 +1,15 @@
 // Bundles the entry points into dist/ (and, with --tests, every test file into out/test/) as CommonJS.
 // --vscode bundles the real VS Code suites (test/vscode/suite/*.ts and suite-kernel/*.ts, run inside the extension host) and its
 // @vscode/test-electron runner into out/test/vscode/.
-// Native modules stay external: they load from node_modules (or the per-platform package) at run time.
+// Native modules stay external: they load from node_modules (or the per-platform package) at run time;
+// our own Iroh binding's .node is found by path (server/net/native-binding.ts).
 // Tests are bundled too, so they run exactly the code the bundles contain (ESM-only deps included).
 // --production (for the .vsix, see extension/packaging/) minifies, drops source maps and writes the entry
 // points to out/production/ instead, so it never replaces the dist/ that tests and debugging use.
 import * as esbuild from 'esbuild';
 import { readdirSync, statSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { buildNative } from './server/net/native/build.mjs';
 
 // serialport too: its bindings find their prebuilt binary relative to their own __dirname.
 const external = ['vscode', '@number0/iroh', '@number0/iroh/index.js', 'usb', 'serialport', '@serialport/*', 'msgpackr-extract'];
@@ -35,6 +37,10 @@ function testFiles(dir) {
     return p.endsWith('.test.ts') ? [p] : [];
   });
 }
+
+// Our Iroh binding (server/net/native): built by cargo when its sources changed, found at run time by
+// server/net/native-binding.ts; without cargo the bundles use @number0/iroh.
+buildNative();
 
 const builds = [];
 if (!process.argv.includes('--tests-only')) {

@@ -8,10 +8,11 @@ import { parseArgs } from 'node:util';
 import { deviceTable } from '../server/device-table.js';
 import { loadOrCreateSecretKey } from '../server/identity.js';
 import { endpointIdOf, parsePeerAddress, RelayChoice } from '../server/net/iroh.js';
-import { createLogger, LOG_LEVELS, LogLevel, printable } from '../server/log.js';
+import { createLogger, LOG_LEVELS, Logger, LogLevel, printable } from '../server/log.js';
 import { BenchClient } from './core/bench-client.js';
 import { AttachError, attachDevice, AttachOptions } from './core/usbip/attach.js';
 import { DEFAULT_SERIAL_PARAMS } from './core/serial.js';
+import { Rfc2217Share } from './core/rfc2217-server.js';
 
 const HELP = `remote-usb — use a Remote USB bench from the command line
 
@@ -25,7 +26,8 @@ Commands:
                           through vhci_hcd until Ctrl-C / SIGTERM, then detach and release it
   serial [<bench>] <port> open a serial port on the bench (a device id with a tty, or a tty the bench
                           shares) at --baud (default 115200) 8N1: stdin → port, port → stdout, raw bytes;
-                          Ctrl-] quits when stdin is a terminal, else end of stdin (after 0.5 s)
+                          Ctrl-] quits when stdin is a terminal, else end of stdin (after 0.5 s);
+                          with --rfc2217, shares it with local tools instead (see below)
 
 Options:
   -b, --bench <ticket>    bench ticket, endpoint id, or id@host:port (default: $REMOTE_USB_BENCH)
@@ -38,6 +40,10 @@ Options:
   --direct                run the helper directly (already root) instead of through pkexec
   --log-level <level>     error | warn | info | debug (attach; default info)
   --baud <n>              serial: baud rate (default 115200)
+  --rfc2217               serial: serve the port as an RFC 2217 server on 127.0.0.1 and print its
+                          URL (rfc2217://127.0.0.1:N) for esptool, pyserial, PlatformIO; one local
+                          program at a time, and on Linux only your own user's; Ctrl-C stops it
+  --port <n>              serial --rfc2217: the TCP port (default: any free one)
   -h, --help
 `;
 
@@ -52,6 +58,7 @@ async function main(argv: string[]): Promise<number> {
         bench: { type: 'string', short: 'b' }, code: { type: 'string' }, relay: { type: 'string' },
         'key-dir': { type: 'string' }, name: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
         helper: { type: 'string' }, direct: { type: 'boolean' }, 'log-level': { type: 'string' }, baud: { type: 'string' },
+        rfc2217: { type: 'boolean' }, port: { type: 'string' },
       },
     });
   } catch (e) {
@@ -74,6 +81,10 @@ async function main(argv: string[]): Promise<number> {
   if (!Number.isInteger(baud) || baud < 1 || baud > 20_000_000) throw new UsageError(`--baud must be a whole number 1..20000000, got '${values.baud}'`);
   const logLevel = (values['log-level'] ?? 'info') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+  if ((values.rfc2217 || values.port !== undefined) && command !== 'serial') throw new UsageError(`--rfc2217 and --port go with 'serial'`);
+  if (values.port !== undefined && !values.rfc2217) throw new UsageError(`--port goes with --rfc2217`);
+  const tcpPort = Number(values.port ?? 0);
+  if (!/^\d+$/.test(values.port ?? '0') || tcpPort > 65535) throw new UsageError(`--port must be a whole number 0..65535, got '${values.port}'`);
 
   const benchText = values.bench ?? process.env.REMOTE_USB_BENCH;
   if (!benchText) throw new UsageError('which bench? pass --bench <ticket> (from remote-usb-server ticket) or set REMOTE_USB_BENCH');
@@ -88,6 +99,7 @@ async function main(argv: string[]): Promise<number> {
     pairingCode: command === 'pair' ? values.code : undefined,
   });
   try {
+    if (command === 'serial' && values.rfc2217) return await shareSerial(client, rest[0], baud, tcpPort, createLogger(logLevel));
     if (command === 'serial') return await serial(client, rest[0], baud);
     if (command === 'attach') return await attach(client, rest[0], { helperPath: values.helper, runAsRoot: values.direct ? 'direct' : undefined, log: createLogger(logLevel) });
     if (command === 'pair') {
@@ -135,6 +147,28 @@ async function serial(client: BenchClient, port: string, baud: number): Promise<
   if (interactive) stdin.setRawMode(false);
   stdin.pause();
   await s.close();
+  return code;
+}
+
+/** Serves a bench serial port as rfc2217://127.0.0.1:N until a signal or until the port closes for good. */
+async function shareSerial(client: BenchClient, port: string, baud: number, tcpPort: number, log: Logger): Promise<number> {
+  const params = { ...DEFAULT_SERIAL_PARAMS, baud };
+  const s = await client.openSerial(port, params);
+  let share;
+  try {
+    share = await Rfc2217Share.start(s, { port: tcpPort, params, name: `${port} on bench '${client.benchName}'`, log });
+  } catch (e) {
+    await s.close();
+    throw e;
+  }
+  process.stdout.write(`${share.url}\n`);
+  process.stderr.write(`sharing ${port} (${printable(s.path)}) on bench '${printable(client.benchName)}' with local programs at ${share.url}; Ctrl-C stops\n`);
+  const code = await new Promise<number>((resolve) => {
+    share.once('end', (why) => resolve(why === 'share stopped' ? 0 : 1));
+    process.once('SIGINT', () => resolve(0));
+    process.once('SIGTERM', () => resolve(0));
+  });
+  await share.stop();
   return code;
 }
 

@@ -12,6 +12,7 @@ import { Bench, BenchManager } from './benches.js';
 import { vidPidOf } from './core/auto-attach-rules.js';
 import { ErrorReporter } from './errors.js';
 import { SerialMonitors } from './serial-monitors.js';
+import { SerialShares, SharedPort } from './serial-shares.js';
 import { TaskRunner } from './tasks.js';
 import { BenchNode, DeviceNode, deviceLabel, deviceState, TtyNode } from './tree.js';
 
@@ -20,6 +21,7 @@ export interface CommandContext {
   benches: BenchManager;
   attachments: AttachManager;
   monitors: SerialMonitors;
+  shares: SerialShares;
   tasks: TaskRunner;
   errors: ErrorReporter;
   log: vscode.LogOutputChannel;
@@ -37,7 +39,7 @@ function serverBundlesDir(extensionPath: string): string {
 }
 
 export function registerCommands(ctx: CommandContext): vscode.Disposable[] {
-  const { benches, attachments, monitors, errors, log } = ctx;
+  const { benches, attachments, monitors, shares, errors, log } = ctx;
   const reg = (id: string, fn: (...args: never[]) => unknown): vscode.Disposable => vscode.commands.registerCommand(id, fn);
 
   const benchOf = async (arg: BenchArg, placeHolder: string): Promise<Bench | undefined> => {
@@ -256,6 +258,53 @@ export function registerCommands(ctx: CommandContext): vscode.Disposable[] {
       return picked ? monitors.openDevice(...picked) : undefined;
     }),
 
+    reg('remoteUsb.shareSerialPort', async (arg?: DeviceArg | TtyNode | { bench: string; port: string; tcpPort?: number }) => {
+      let target: [Bench, string, string] | undefined;
+      if (arg instanceof TtyNode) {
+        target = [arg.bench, arg.path, `${arg.path} on ${arg.bench.name}`];
+      } else if (arg && 'port' in arg) {
+        const b = benches.find(arg.bench);
+        if (!b) throw new Error(`no bench named '${arg.bench}'`);
+        const d = b.device(arg.port);
+        target = [b, arg.port, `${d ? deviceLabel(d) : arg.port} on ${b.name}`];
+      } else if (arg) {
+        const picked = await deviceOf(arg, '', () => true);
+        if (picked) target = [picked[0], picked[1].id, `${deviceLabel(picked[1])} on ${picked[0].name}`];
+      } else {
+        const items = benches.list().flatMap((b) => [
+          ...b.devices.filter((d) => d.tty !== undefined).map((d) => ({ label: `$(plug) ${deviceLabel(d)}`, description: `${vidPidOf(d)}${d.serial ? ` · ${d.serial}` : ''}`, detail: `${b.name} · ${d.tty}`, t: [b, d.id, `${deviceLabel(d)} on ${b.name}`] as [Bench, string, string] })),
+          ...b.ttys.map((t) => ({ label: `$(terminal) ${t}`, description: b.name, detail: 'serial port shared by the bench', t: [b, t, `${t} on ${b.name}`] as [Bench, string, string] })),
+        ]);
+        if (items.length === 0) { void vscode.window.showInformationMessage('Remote USB: no bench shows a serial port right now.'); return undefined; }
+        target = (await vscode.window.showQuickPick(items, { placeHolder: 'Share which serial port with local tools (esptool, pyserial, PlatformIO)?', matchOnDescription: true, matchOnDetail: true }))?.t;
+      }
+      if (!target) return undefined;
+      try {
+        const s = await shares.start(...target, arg && 'tcpPort' in arg ? arg.tcpPort : undefined);
+        shares.announce(s);
+        return { url: s.share.url, port: s.share.port };
+      } catch (e) {
+        void errors.show(e, `Cannot share ${target[2]}`);
+        return undefined;
+      }
+    }),
+
+    reg('remoteUsb.stopSerialShare', async (arg?: DeviceNode | TtyNode | { bench: string; port: string }) => {
+      const all = [...shares.open.values()];
+      let chosen: SharedPort[];
+      if (arg instanceof TtyNode) chosen = all.filter((s) => s.bench === arg.bench && s.port === arg.path);
+      else if (arg instanceof DeviceNode) chosen = all.filter((s) => s.bench === arg.bench && s.port === arg.deviceId);
+      else if (arg) chosen = all.filter((s) => (s.bench.name === arg.bench || s.bench.id === arg.bench) && s.port === arg.port);
+      else if (all.length <= 1) chosen = all;
+      else {
+        const pick = await vscode.window.showQuickPick(all.map((s) => ({ label: s.label, description: s.share.url, s })), { placeHolder: 'Stop sharing which serial port?' });
+        chosen = pick ? [pick.s] : [];
+      }
+      if (all.length === 0) void vscode.window.showInformationMessage('Remote USB: no serial port is shared.');
+      await Promise.all(chosen.map((s) => shares.stop(s)));
+      return chosen.length;
+    }),
+
     reg('remoteUsb.copyDeviceInfo', async (arg?: DeviceArg) => {
       const picked = await deviceOf(arg, 'Copy the details of which device?', () => true);
       if (!picked) return undefined;
@@ -292,6 +341,7 @@ export function registerCommands(ctx: CommandContext): vscode.Disposable[] {
         ['$(plug) Attach Device…', 'remoteUsb.attachDevice', ''],
         ['$(debug-disconnect) Detach Device…', 'remoteUsb.detachDevice', `${attachments.list().length} attached`],
         ['$(terminal) Open Serial Monitor…', 'remoteUsb.openSerialMonitor', ''],
+        ['$(radio-tower) Share Serial Port with Local Tools…', 'remoteUsb.shareSerialPort', 'rfc2217:// for esptool, pyserial, PlatformIO'],
         ['$(add) Add Bench…', 'remoteUsb.addBench', ''],
         ['$(key) Pair with Bench…', 'remoteUsb.pairBench', ''],
         ['$(refresh) Refresh', 'remoteUsb.refresh', 'reconnect offline benches now'],

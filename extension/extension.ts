@@ -11,6 +11,7 @@ import { BenchManager } from './benches.js';
 import { registerCommands } from './commands.js';
 import { ErrorAction, ErrorReporter } from './errors.js';
 import { SerialMonitors } from './serial-monitors.js';
+import { SerialShares } from './serial-shares.js';
 import { logLevel } from './settings.js';
 import { StatusBar } from './status-bar.js';
 import { TASK_TYPE, TaskRunner } from './tasks.js';
@@ -21,6 +22,7 @@ export interface RemoteUsbApi {
   benches: BenchManager;
   attachments: AttachManager;
   monitors: SerialMonitors;
+  shares: SerialShares;
   autoAttach: AutoAttach;
   errors: ErrorReporter;
   tasks: TaskRunner;
@@ -44,6 +46,7 @@ export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
   const benches = new BenchManager(context.secrets, log, context.extensionPath);
   const attachments = new AttachManager(log);
   const monitors = new SerialMonitors(attachments, log);
+  const shares = new SerialShares(log);
   const tasks = new TaskRunner(benches, attachments);
   const errors = new ErrorReporter(log, (action) => runErrorAction(action, benches));
   const autoAttach = new AutoAttach(benches, attachments, errors, log);
@@ -52,10 +55,12 @@ export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
   const statusBar = new StatusBar(benches, attachments);
 
   context.subscriptions.push(
-    channel, benches, attachments, monitors, autoAttach, tree, treeView, statusBar,
+    channel, benches, attachments, monitors, shares, autoAttach, tree, treeView, statusBar,
     vscode.tasks.registerTaskProvider(TASK_TYPE, tasks.provider()),
     vscode.window.onDidCloseTerminal((t) => { for (const m of monitors.open) if (m.terminal === t) m.close(); }),
-    ...registerCommands({ extensionPath: context.extensionPath, benches, attachments, monitors, tasks, errors, log: channel }),
+    // the walkthrough's "attach" step completes on the first board attached here
+    attachments.onDidChange(() => { if (attachments.list().length > 0) void vscode.commands.executeCommand('setContext', 'remoteUsb.attachedHere', true); }),
+    ...registerCommands({ extensionPath: context.extensionPath, benches, attachments, monitors, shares, tasks, errors, log: channel }),
   );
   void vscode.commands.executeCommand('setContext', 'remoteUsb.hasBenches', false);
   const ready = benches.sync().catch((e: Error) => log.error(`starting the benches: ${e.stack ?? e.message}`));
@@ -63,12 +68,13 @@ export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
     // Serial ports and attached devices first (the bench frees them at once instead of after 20 s of
     // silence, the kernel frees the vhci ports), then the connections.
     monitors.dispose();
+    await shares.dispose();
     await attachments.detachAll();
     await benches.dispose();
   };
   const activationMs = performance.now() - t0;
   log.info(`Remote USB ${context.extension.packageJSON.version} activated in ${activationMs.toFixed(1)} ms`);
-  return { benches, attachments, monitors, autoAttach, errors, tasks, tree, treeView: treeView as vscode.TreeView<unknown>, statusBar, activationMs, ready };
+  return { benches, attachments, monitors, shares, autoAttach, errors, tasks, tree, treeView: treeView as vscode.TreeView<unknown>, statusBar, activationMs, ready };
 }
 
 export function deactivate(): Promise<void> | undefined {

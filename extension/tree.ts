@@ -135,6 +135,9 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     tip.appendMarkdown(`**$(vm) ${escapeMarkdown(b.name)}** — ${state}${rtt ? `, round trip ${rtt}` : ''}\n\n`);
     if (b.detail && state !== 'online') tip.appendMarkdown(`${escapeMarkdown(b.detail)}\n\n`);
     tip.appendMarkdown(`Endpoint \`${b.id.slice(0, 16)}…\` · ${b.devices.length} device(s)\n\n`);
+    // who holds what (the path, direct or relayed, is not known to the client core yet)
+    const held = b.devices.filter((d) => d.claimedBy !== undefined);
+    if (held.length > 0) tip.appendMarkdown(`Held: ${held.map((d) => `${escapeMarkdown(deviceLabel(d))} (${escapeMarkdown(d.id)}) by ${d.mine ? 'you' : escapeMarkdown(d.claimedBy!)}`).join(' · ')}\n\n`);
     if (state === 'refused') tip.appendMarkdown(`[Pair with a code](command:remoteUsb.pairBench) · `);
     tip.appendMarkdown(`[Reconnect](command:remoteUsb.refresh) · [Show logs](command:remoteUsb.showLogs)`);
     item.tooltip = tip;
@@ -149,7 +152,8 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     const where = state === 'in-use' ? `in use by ${d.claimedBy}` : STATE_WORDS[state];
     const local = attached?.localTty ?? attached?.localBusid;
     const rate = attached?.rate ? ` · ↓${formatRate(attached.rate.inBps)} ↑${formatRate(attached.rate.outBps)}` : '';
-    item.description = `${vidPidOf(d)} · ${d.serial ? `${d.serial} · ` : ''}${d.speed} · ${where}${local ? ` (${local})` : ''}${rate}`;
+    // the state first: a narrow side bar cuts the end of the description, and the state is what matters
+    item.description = `${where}${local ? ` (${local})` : ''} · ${vidPidOf(d)} · ${d.serial ? `${d.serial} · ` : ''}${d.speed}${rate}`;
     item.iconPath = STATE_ICONS[state];
     // a board attached here has no tty on the bench any more, but its local one opens in the monitor
     const serial = d.tty !== undefined || attached?.localTty !== undefined ? '.serial' : '';

@@ -17,6 +17,8 @@ import { deviceTable } from './device-table.js';
 import { ADMIN_COMMANDS, ADMIN_HELP, adminMain } from './admin.js';
 import { dropToStateOwner, InstallError } from './install.js';
 import { notifyReady } from './sd-notify.js';
+import { top } from './top.js';
+import { renderUnicodeCompact } from 'uqr';
 
 declare const REMOTE_USB_VERSION: string | undefined;
 const VERSION = typeof REMOTE_USB_VERSION === 'string' ? REMOTE_USB_VERSION : '0.1.0';
@@ -31,9 +33,13 @@ Commands:
   id               print this bench's endpoint id
   ticket           print a ticket (id + addresses) clients can connect with
   pair             print a one-time pairing code that lets a new client add itself
+                   (--qr: the ticket as a QR code too, to scan into another device)
   clients          list the clients allowed to connect
   allow <id>       allow a client by its endpoint id (\`remote-usb id\` prints it), e.g. for CI machines
   revoke <client>  remove a client (id, id prefix of 8+ digits, or name) from the allowlist
+  top              live view of the running daemon: clients (name, id, round trip), claims, URB rate and
+                   MB/s per device, serial sessions, pairing codes pending (--json: one snapshot); read
+                   from <state_dir>/admin.sock, which only the daemon's user and root can open
 
 ${ADMIN_HELP}
 Options:
@@ -42,7 +48,7 @@ Options:
   --simulate           use simulated boards instead of real USB (demo, tests, machines without USB):
                        $REMOTE_USB_SIM_BOARDS lists them (default ${DEFAULT_SIM_BOARDS}; serial:1,loopback:8
                        makes sim-1 … sim-9), and SIGUSR2 unplugs the last one or plugs it back in
-  --json               machine-readable output (list, clients)
+  --json               machine-readable output (list, clients, top)
   --minutes <n>        pairing code lifetime (pair; default from config, 10)
   --name <name>        client name shown on the bench (allow)
   -h, --help           this help
@@ -65,6 +71,7 @@ async function main(argv: string[]): Promise<number> {
         config: { type: 'string', short: 'c' },
         simulate: { type: 'boolean' },
         json: { type: 'boolean' },
+        qr: { type: 'boolean' },
         minutes: { type: 'string' },
         name: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -79,6 +86,7 @@ async function main(argv: string[]): Promise<number> {
   if (values.version) { process.stdout.write(`${VERSION}\n`); return 0; }
   const [command = 'run', ...rest] = positionals;
   const wantsArg = command === 'revoke' || command === 'allow';
+  if (values.qr && command !== 'pair') throw new UsageError(`--qr goes with 'pair'`);
   if (rest.length > (wantsArg ? 1 : 0) || (wantsArg && rest.length !== 1)) {
     throw new UsageError(wantsArg ? `'${command}' takes exactly one client` : `'${command}' takes no arguments (got '${rest.join(' ')}')`);
   }
@@ -120,12 +128,16 @@ async function main(argv: string[]): Promise<number> {
       const { key } = loadOrCreateSecretKey(config.stateDir);
       const trust = new TrustStore(config.allowlistFile, config.stateDir);
       const { code, expires } = trust.createPairingCode(minutes);
+      const ticket = benchTicket(config, key);
       process.stdout.write(
         `Pairing code: ${code}   (single use, valid until ${expires.toLocaleTimeString()})\n` +
-        `Bench ticket: ${benchTicket(config, key)}\n\n` +
+        `Bench ticket: ${ticket}\n\n` +
         `In VS Code run "Remote USB: Pair with Bench…" and paste the ticket and the code.\n`);
+      // the ticket only: the code is typed, so a photo of the screen alone does not pair anyone
+      if (values.qr) process.stdout.write(`\nThe ticket as a QR code:\n${renderUnicodeCompact(ticket, { border: 2 })}\n`);
       return 0;
     }
+    case 'top': return top(config.stateDir, values.json === true);
     case 'clients': {
       const clients = new TrustStore(config.allowlistFile, config.stateDir).clients();
       if (values.json) process.stdout.write(JSON.stringify(clients, null, 2) + '\n');

@@ -4,7 +4,7 @@
  */
 import type { ErrorCode } from './protocol/constants.js';
 import type { DeviceInfo, Hello } from './protocol/messages.js';
-import { IrohEndpoint, PeerAddress } from './net/iroh.js';
+import { BindingName, IrohEndpoint, PeerAddress } from './net/iroh.js';
 import type { ServerConfig } from './config.js';
 import { isShared } from './config.js';
 import type { Logger } from './log.js';
@@ -17,6 +17,7 @@ import type { SerialBackend } from './serial/backend.js';
 import type { ChannelOptions } from './serial/channel.js';
 import { SerialOpenResult, SerialRegistry } from './serial/registry.js';
 import { RealSerialBackend } from './serial/serial-real.js';
+import { AdminSocket, TopSnapshot } from './admin-socket.js';
 import { SimSerialBackend } from './serial/serial-sim.js';
 
 export interface DaemonOptions {
@@ -31,6 +32,10 @@ export interface DaemonOptions {
   /** How often ttys are checked: gone while open, back while waiting, appeared on a device (default 1 s). */
   serialPollMs?: number;
   serialChannel?: ChannelOptions;
+  /** Which Iroh binding (default: server/net/iroh.ts's choice; the interop tests pick one). */
+  irohBinding?: BindingName;
+  /** Serve `remote-usb-server top` on <state_dir>/admin.sock (default true). */
+  adminSocket?: boolean;
 }
 
 export class Daemon implements SessionHost {
@@ -45,6 +50,8 @@ export class Daemon implements SessionHost {
   private serialTimer?: NodeJS.Timeout;
   /** Each device's tty at the last look, to tell clients when a driver binds or drops one. */
   private readonly lastTty = new Map<string, string | undefined>();
+  private admin?: AdminSocket;
+  private readonly startedAt = performance.now();
 
   constructor(private readonly options: DaemonOptions) {
     this.trust = new TrustStore(options.config.allowlistFile, options.config.stateDir);
@@ -93,7 +100,11 @@ export class Daemon implements SessionHost {
     for (const d of this.devices.values()) this.lastTty.set(d.id, backend.ttyOf(d.id));
     this.serialTimer = setInterval(() => this.checkTtys(), this.options.serialPollMs ?? 1000);
     this.serialTimer.unref();
-    this.endpoint = await IrohEndpoint.bind({ secretKey: this.options.secretKey, relay: config.relay, bindAddr: config.listen, accept: true });
+    this.endpoint = await IrohEndpoint.bind({ secretKey: this.options.secretKey, relay: config.relay, bindAddr: config.listen, accept: true, binding: this.options.irohBinding });
+    if (this.options.adminSocket !== false) {
+      this.admin = new AdminSocket(AdminSocket.pathIn(config.stateDir), () => this.snapshot(), this.log);
+      await this.admin.start();
+    }
     this.log.info(`bench '${config.name}' serving as ${this.endpoint.id} on ${this.endpoint.boundSockets.join(', ')} (relay: ${config.relay.mode}); ${this.devices.size} device(s), backend: ${backend.kind}`);
     this.acceptLoop = this.accept();
   }
@@ -152,6 +163,34 @@ export class Daemon implements SessionHost {
       claimedBy: holder?.clientName,
       mine: holder ? holder === s : undefined,
       tty: this.options.backend.ttyOf(d.id),
+    };
+  }
+
+  /** Who is connected and what they hold, for `remote-usb-server top` (admin-socket.ts; rates are filled there). */
+  snapshot(): TopSnapshot {
+    const views = [...this.sessions].map((s) => s.view()).filter((v) => v !== undefined);
+    const held = new Map<string, { urbs: number; bytes: number; inFlight: number }>();
+    for (const v of views) for (const c of v.claims) held.set(c.dev, c);
+    const pending = this.trust.pendingPairing();
+    return {
+      v: 1,
+      bench: this.options.config.name,
+      id: this.endpoint?.id ?? '',
+      time: new Date().toISOString(),
+      uptimeS: Math.round((performance.now() - this.startedAt) / 1000),
+      clients: views.map((v) => ({
+        name: v.name, id: v.id, path: 'unknown', rttMs: v.rttMs === undefined ? null : Math.round(v.rttMs * 10) / 10,
+        claims: v.claims.map((c) => c.dev), serial: v.serial, backlogBytes: v.backlog,
+      })),
+      devices: [...this.devices.values()].map((d) => {
+        const c = held.get(d.id);
+        return {
+          id: d.id, label: describeDevice(d), shared: isShared(this.options.config.sharing, d),
+          claimedBy: this.holders.get(d.id)?.clientName ?? null, tty: this.options.backend.ttyOf(d.id) ?? null,
+          urbs: c?.urbs ?? 0, bytes: c?.bytes ?? 0, inFlight: c?.inFlight ?? 0, urbsPerS: null, mbPerS: null,
+        };
+      }),
+      pairing: { pending: pending.length, nextExpires: pending[0]?.toISOString() ?? null },
     };
   }
 
@@ -260,6 +299,7 @@ export class Daemon implements SessionHost {
     clearInterval(this.serialTimer);
     await Promise.all([...this.sessions].map((s) => s.shutdown()));
     await this.serial.closeAll();
+    await this.admin?.stop();
     await this.endpoint?.close();
     await this.acceptLoop;
     this.log.info('bench daemon stopped');

@@ -52,6 +52,19 @@ export const HELLO_TIMEOUT_MS = 10_000;
 interface Claim {
   device: OpenedDevice;
   inflight: Map<number, AbortController>;
+  /** URBs completed and bytes they moved (both ways), for `remote-usb-server top`. */
+  urbs: number;
+  bytes: number;
+}
+
+/** What `remote-usb-server top` shows of one client (admin-socket.ts). */
+export interface SessionView {
+  name: string;
+  id: string;
+  rttMs?: number;
+  claims: { dev: string; urbs: number; bytes: number; inFlight: number }[];
+  serial: { sid: number; path: string; state: string }[];
+  backlog: number;
 }
 
 /** A serial port this client has open; its data and state go out on the stream its open came on. */
@@ -100,6 +113,19 @@ export class Session {
 
   claimedDevices(): string[] {
     return [...this.claims.keys()];
+  }
+
+  /** Who this is and what it holds; undefined before its hello was accepted. */
+  view(): SessionView | undefined {
+    if (!this.authenticated) return undefined;
+    return {
+      name: this.clientName,
+      id: this.clientId,
+      rttMs: this.conn.rttMs(),
+      claims: [...this.claims].map(([dev, c]) => ({ dev, urbs: c.urbs, bytes: c.bytes, inFlight: c.inflight.size })),
+      serial: [...this.serials].map(([sid, u]) => ({ sid, path: u.channel.path, state: u.channel.state })),
+      backlog: this.pendingState().backlog,
+    };
   }
 
   /** What this session holds in memory now (tests and diagnostics: it must stay bounded). */
@@ -267,7 +293,7 @@ export class Session {
       await this.host.release(this, dev);
       return { ok: false, code: 'internal', message: 'connection ended' };
     }
-    this.claims.set(dev, { device: res.device, inflight: new Map() });
+    this.claims.set(dev, { device: res.device, inflight: new Map(), urbs: 0, bytes: 0 });
     this.host.log.info(`${this.label} claimed ${dev}`);
     return { ok: true };
   }
@@ -327,6 +353,8 @@ export class Session {
       (r) => {
         claim.inflight.delete(m.id);
         this.urbBytesInFlight -= bytes;
+        claim.urbs++;
+        claim.bytes += r.actual;
         if (r.error) this.host.log.debug(`URB ${m.id} on ${m.dev} ep 0x${m.ep.toString(16)}: ${r.error} (status ${r.status})`);
         // URBs cut short because the session is ending fail as "shut down", not as "cancelled by you".
         const status = r.status === UrbStatus.cancelled && abort.signal.reason === 'shutdown' ? UrbStatus.shutdown : r.status;

@@ -179,6 +179,11 @@ export class TrustStore {
     this.wrongGuesses.set(clientId, { since: now, count: 1 });
   }
 
+  /** When each pairing code that can still be used expires (for `remote-usb-server top`). */
+  pendingPairing(now = Date.now()): Date[] {
+    return this.pendingCodes().filter((c) => c.expires > now).map((c) => new Date(c.expires)).sort((a, b) => a.getTime() - b.getTime());
+  }
+
   private pendingCodes(): { hash: string; expires: number }[] {
     try {
       statSync(this.pairingFile);

@@ -14,7 +14,7 @@ import type { BenchMessage, DeviceInfo, Message, SetupPacket, TransferType } fro
 import { encodeSetup, isDataLane } from '../../server/protocol/messages.js';
 import { MessageStream } from '../../server/protocol/stream.js';
 import { PayloadCompressor } from '../../server/protocol/compression.js';
-import { IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
+import { BindingName, IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
 import { Logger, silentLogger } from '../../server/log.js';
 import { Backoff } from './backoff.js';
 import { DEFAULT_SERIAL_PARAMS, SerialParams, SerialSession } from './serial.js';
@@ -44,6 +44,8 @@ export interface BenchClientOptions {
   endpoint?: IrohEndpoint;
   /** Compress URB payloads when the bench can (default true; the bench turns it off to compare). */
   compression?: boolean;
+  /** Which Iroh binding (default: server/net/iroh.ts's choice; the interop tests pick one). */
+  irohBinding?: BindingName;
 }
 
 export class BenchError extends Error {
@@ -216,7 +218,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     const generation = ++this.connectionGeneration;
     this.setState('connecting');
     if (!this.endpoint) {
-      this.endpoint = await IrohEndpoint.bind({ secretKey: this.options.secretKey, relay: this.options.relay ?? { mode: 'default' } });
+      this.endpoint = await IrohEndpoint.bind({ secretKey: this.options.secretKey, relay: this.options.relay ?? { mode: 'default' }, binding: this.options.irohBinding });
     }
     const conn = await this.connectWithin(this.options.connectTimeoutMs ?? 10_000);
     if (this.closed) { conn.close(); throw new BenchError('closed', 'client closed'); }
@@ -540,10 +542,14 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     clearTimeout(this.reconnectTimer);
     clearInterval(this.pingTimer);
     if (wasOnline) {
+      // the 2 s bound's timer is cleared once the releases are done: left running, it held every
+      // `remote-usb list` open for 2 s after its table was printed
+      let bound: NodeJS.Timeout | undefined;
       await Promise.race([
         Promise.all([...[...this.claimed.values()].map((d) => d.release().catch(() => {})), ...[...this.serialSessions].map((s) => s.close())]),
-        new Promise((r) => setTimeout(r, 2000)),
+        new Promise((r) => { bound = setTimeout(r, 2000); }),
       ]);
+      clearTimeout(bound);
       await this.control?.drained();
     }
     this.connectionGeneration++;

@@ -10,9 +10,9 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
-import { NATIVE_TARGETS, binaryKind, kindMatches, outDir, reportTargets, root, stageNatives, traceRequires } from '../../server/packaging/natives.mjs';
+import { NATIVE_TARGETS, binaryKind, kindMatches, ourIrohBinary, outDir, reportTargets, root, stageNatives, traceRequires } from '../../server/packaging/natives.mjs';
 
 const built = join(root, 'out', 'production'); // where `esbuild.mjs --production` writes the bundles
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -47,6 +47,8 @@ function stage(target, traced) {
   manifest.dependencies = Object.fromEntries(Object.entries(pkg.dependencies).filter(([n]) => staged.has(n)));
   writeFileSync(join(dir, 'package.json'), JSON.stringify(manifest, null, 2) + '\n');
   for (const f of DIST) cpSync(join(built, f), join(dir, 'dist', f));
+  const ours = ourIrohBinary(target);
+  if (ours) cpSync(ours, join(dir, 'dist', basename(ours)));
   cpSync(join(root, 'media'), join(dir, 'media'), { recursive: true });
   for (const f of ['README.md', 'CHANGELOG.md', 'LICENSE']) cpSync(join(root, f), join(dir, f));
   if (missing.length) {
@@ -91,10 +93,13 @@ function verify(vsix, target, missing) {
   const natives = entries.filter((e) => e.name.endsWith('.node')).map((e) => ({ name: e.name, kind: binaryKind(e.data()) }));
   const wrong = natives.filter((n) => !kindMatches(n.kind, TARGETS[target].binary));
   const problems = wrong.map((n) => `${n.name} is ${n.kind}, not ${TARGETS[target].binary}`);
-  for (const [what, re] of [['Iroh', /iroh/], ['usb', /node-usb/], ['serialport', /bindings-cpp/]]) {
+  for (const [what, re] of [['Iroh', /@number0\/iroh/], ['usb', /node-usb/], ['serialport', /bindings-cpp/]]) {
     const n = natives.filter((x) => re.test(x.name)).length;
     if (n > 1 || (n === 0 && !missing.length)) problems.push(`${n} ${what} binaries (expected one)`);
   }
+  // our own Iroh binding: at most one, beside the bundle (none where it is not built: @number0/iroh serves)
+  const ours = natives.filter((x) => /remote-usb-iroh\./.test(x.name));
+  if (ours.length > 1 || ours.some((x) => !x.name.startsWith('extension/dist/'))) problems.push(`our Iroh binding: ${ours.map((x) => x.name).join(', ')}`);
   for (const f of ['extension/package.json', ...DIST.map((f) => `extension/dist/${f}`)]) {
     if (!entries.some((e) => e.name === f)) problems.push(`${f} missing`);
   }
@@ -104,6 +109,7 @@ function verify(vsix, target, missing) {
 // Unpack and load the natives the way the extension would: resolved from extension/dist/, in a
 // child without NODE_PATH, and every module it loaded must come from the unpacked copy.
 function loadCheck(entries) {
+  const ours = entries.find((e) => /^extension\/dist\/remote-usb-iroh\..*\.node$/.test(e.name));
   const tmp = mkdtempSync(join(tmpdir(), 'remote-usb-vsix-'));
   try {
     for (const e of entries) {
@@ -121,12 +127,14 @@ function loadCheck(entries) {
         const devices = await usb.getDevices().then((d) => d.length + ' devices', (e) => e.message);
         const ports = await req('@serialport/bindings-cpp').autoDetect().list().then((p) => p.length + ' ports', (e) => e.message);
         req('serialport');
+        const ours = ${JSON.stringify(ours ? './' + basename(ours.name) : null)};
+        if (ours) req(ours).endpointIdOf(new Uint8Array(32));
         const loaded = Object.keys(require.cache);
         const outside = loaded.filter((f) => !f.startsWith(${JSON.stringify(ext)}));
         if (outside.length) throw new Error('loaded from outside the vsix: ' + outside.join(', '));
         const natives = loaded.filter((f) => f.endsWith('.node')).length;
-        if (natives !== 3) throw new Error(natives + ' native modules loaded, expected 3');
-        console.log('3 natives loaded from the unpacked vsix (iroh key ' + id.slice(0, 8) + '…, usb ' + devices + ', serial ' + ports + ')');
+        if (natives !== ${ours ? 4 : 3}) throw new Error(natives + ' native modules loaded, expected ${ours ? 4 : 3}');
+        console.log('${ours ? 4 : 3} natives loaded from the unpacked vsix (iroh key ' + id.slice(0, 8) + '…, usb ' + devices + ', serial ' + ports + ')');
       })().catch((e) => { console.error(e.stack); process.exit(1); });`;
     const env = { ...process.env }; delete env.NODE_PATH;
     const r = spawnSync(process.execPath, ['-e', script], { cwd: tmp, env, encoding: 'utf8' });

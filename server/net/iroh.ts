@@ -1,30 +1,24 @@
 /**
- * The only module that imports @number0/iroh. Everything else sees IrohEndpoint / IrohConnection and
- * MessageStream-ready byte streams.
- * Pitfalls handled here (FACTS.md): the binding moves bytes as Array<number> (see bytes.ts); concurrent
- * writeAll() calls on one stream can reorder data (MessageStream serialises writes); a garbage-collected
- * Endpoint kills its connections (every IrohConnection keeps a reference to its endpoint).
+ * The transport the rest of the code sees: IrohEndpoint / IrohConnection and MessageStream-ready byte
+ * streams, over one of two Iroh bindings (binding.ts): our own Buffer-native one (native-binding.ts)
+ * when it is built for this platform, else @number0/iroh (number0-binding.ts).
+ * REMOTE_USB_IROH=native|number0 forces one (tests, bench); EndpointOptions.binding picks one per endpoint.
+ * server/net/ is the only place that loads a binding, and only on first use: importing this module
+ * loads no native code (extension activation stays light).
+ * Policy lives here: argument checks (TypeError / RangeError before any native call) and the wording
+ * of errors a user reads.
  */
 import { randomBytes } from 'node:crypto';
-import * as iroh from '@number0/iroh/index.js';
 import { ALPN } from '../protocol/constants.js';
 import { ByteStream } from '../protocol/stream.js';
-import { fromWireArray, toWireArray, WIRE_CHUNK } from './bytes.js';
+import type { Binding, BindingName, BoundEndpoint, OpenConnection, PeerAddress, RelayChoice } from './binding.js';
+import { irohErrorMessage } from './binding.js';
+import { loadNativeBinding } from './native-binding.js';
 
-const ALPN_BYTES = Array.from(Buffer.from(ALPN));
-const READ_SIZE = WIRE_CHUNK; // see bytes.ts
+export type { BindingName, PeerAddress, RelayChoice } from './binding.js';
+export { irohErrorMessage } from './binding.js';
 
-export type RelayChoice =
-  | { mode: 'default' } // n0's public relays and discovery: works across NAT, connect by id alone
-  | { mode: 'disabled' } // direct addresses only (LAN, tests)
-  | { mode: 'custom'; urls: string[] }; // your own iroh-relay servers
-
-/** Where to find a peer: its endpoint id, and what we know of its addresses. */
-export interface PeerAddress {
-  id: string;
-  relayUrl?: string;
-  addrs: string[];
-}
+const ALPN_BYTES = Buffer.from(ALPN);
 
 /** QUIC application close codes used by both sides. */
 export const CloseCode = {
@@ -35,11 +29,57 @@ export const CloseCode = {
   shutdown: 4n,
 } as const;
 
-/** The binding's errors carry a Rust backtrace; keep the first line, which says what happened. */
-export function irohErrorMessage(e: unknown): string {
-  const text = e instanceof Error ? e.message : String(e);
-  return text.split('\n')[0].trim();
+// ---- which binding ----
+
+const loaded = new Map<BindingName, Binding>();
+let defaultName: BindingName | undefined;
+
+function load(name: BindingName): Binding {
+  let b = loaded.get(name);
+  if (!b) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    b = name === 'native' ? loadNativeBinding() : (require('./number0-binding.js') as typeof import('./number0-binding.js')).number0Binding;
+    loaded.set(name, b);
+  }
+  return b;
 }
+
+/** The binding used when none is asked for: $REMOTE_USB_IROH, else ours if it loads, else @number0/iroh. */
+export function defaultBindingName(): BindingName {
+  if (defaultName) return defaultName;
+  const env = process.env.REMOTE_USB_IROH;
+  if (env) {
+    if (env !== 'native' && env !== 'number0') throw new Error(`REMOTE_USB_IROH must be 'native' or 'number0', not '${env}'`);
+    defaultName = env;
+  } else {
+    try {
+      load('native');
+      defaultName = 'native';
+    } catch {
+      defaultName = 'number0';
+    }
+  }
+  return defaultName;
+}
+
+const binding = (name?: BindingName): Binding => load(name ?? defaultBindingName());
+
+// ---- argument checks: wrong types and sizes never reach native code ----
+
+function checkSecretKey(k: unknown): asserts k is Uint8Array {
+  if (!(k instanceof Uint8Array)) throw new TypeError('a secret key is a Uint8Array of 32 bytes');
+  if (k.length !== 32) throw new RangeError(`a secret key is 32 bytes, got ${k.length}`);
+}
+
+function checkPeer(p: unknown): asserts p is PeerAddress {
+  const a = p as PeerAddress;
+  if (typeof a !== 'object' || a === null || typeof a.id !== 'string' || !Array.isArray(a.addrs) || a.addrs.some((x) => typeof x !== 'string') ||
+    (a.relayUrl !== undefined && typeof a.relayUrl !== 'string')) {
+    throw new TypeError('a peer address is { id: string, relayUrl?: string, addrs: string[] }');
+  }
+}
+
+// ---- keys, ids, tickets ----
 
 export function generateSecretKey(): Uint8Array {
   return new Uint8Array(randomBytes(32));
@@ -47,12 +87,14 @@ export function generateSecretKey(): Uint8Array {
 
 /** The endpoint id (public key, 64 hex digits) belonging to a secret key. */
 export function endpointIdOf(secretKey: Uint8Array): string {
-  return iroh.SecretKey.fromBytes(Array.from(secretKey)).public().toString();
+  checkSecretKey(secretKey);
+  return binding().endpointIdOf(secretKey);
 }
 
 export function isEndpointId(s: string): boolean {
+  if (typeof s !== 'string') return false;
   try {
-    iroh.EndpointId.fromString(s);
+    binding().parseEndpointId(s);
     return true;
   } catch {
     return false;
@@ -60,22 +102,20 @@ export function isEndpointId(s: string): boolean {
 }
 
 export function ticketFor(addr: PeerAddress): string {
-  const id = iroh.EndpointId.fromString(addr.id);
-  return iroh.EndpointTicket.fromAddr(new iroh.EndpointAddr(id, addr.relayUrl ?? null, addr.addrs)).toString();
+  checkPeer(addr);
+  return binding().ticketFromAddr(addr);
 }
 
 /** Parses a ticket (`endpoint…`), a bare endpoint id, or `id@host:port[,host:port]`. Throws a readable error. */
 export function parsePeerAddress(text: string): PeerAddress {
+  if (typeof text !== 'string') throw new TypeError('a peer address is a string');
   const s = text.trim();
   if (s.startsWith('endpoint')) {
-    let ticket: iroh.EndpointTicket;
     try {
-      ticket = iroh.EndpointTicket.fromString(s);
+      return binding().ticketToAddr(s);
     } catch (e) {
       throw new Error(`not a valid bench ticket (${irohErrorMessage(e)})`, { cause: e });
     }
-    const a = ticket.endpointAddr();
-    return { id: a.id().toString(), relayUrl: a.relayUrl() ?? undefined, addrs: a.directAddresses() };
   }
   const [id, addrList] = s.split('@', 2);
   if (!isEndpointId(id)) throw new Error(`'${s.slice(0, 80)}' is neither a bench ticket nor an endpoint id (64 hex digits)`);
@@ -83,8 +123,10 @@ export function parsePeerAddress(text: string): PeerAddress {
   for (const a of addrs) {
     if (!/^(\[[0-9a-fA-F:.]+\]|[0-9.]+):\d{1,5}$/.test(a)) throw new Error(`'${a}' is not an IP:port address`);
   }
-  return { id: iroh.EndpointId.fromString(id).toString(), addrs };
+  return { id: binding().parseEndpointId(id), addrs };
 }
+
+// ---- endpoint and connection ----
 
 export interface EndpointOptions {
   secretKey: Uint8Array;
@@ -93,31 +135,31 @@ export interface EndpointOptions {
   bindAddr?: string;
   /** Accept incoming connections (the daemon) or only dial out (clients). */
   accept?: boolean;
+  /** Which binding (default: defaultBindingName()); the interop tests put one on each side. */
+  binding?: BindingName;
 }
 
 export class IrohEndpoint {
-  private constructor(private readonly ep: iroh.Endpoint) {}
+  private constructor(private readonly ep: BoundEndpoint, readonly binding: BindingName) {}
 
   static async bind(options: EndpointOptions): Promise<IrohEndpoint> {
-    const b = iroh.Endpoint.builder();
-    if (options.relay.mode === 'default') {
-      b.applyN0();
-    } else {
-      b.applyMinimal();
-      b.relayMode(options.relay.mode === 'disabled' ? iroh.RelayMode.disabled() : iroh.RelayMode.customFromUrls(options.relay.urls));
-    }
-    b.secretKey(Array.from(options.secretKey));
-    if (options.accept) b.alpns([ALPN_BYTES]);
-    if (options.bindAddr) b.bindAddr(options.bindAddr);
+    if (typeof options !== 'object' || options === null) throw new TypeError('bind() takes an options object');
+    checkSecretKey(options.secretKey);
+    const relay = options.relay as RelayChoice | undefined;
+    if (!relay || !['default', 'disabled', 'custom'].includes(relay.mode)) throw new TypeError("relay.mode is 'default', 'disabled' or 'custom'");
+    if (relay.mode === 'custom' && (!Array.isArray(relay.urls) || relay.urls.some((u) => typeof u !== 'string'))) throw new TypeError('relay.urls is a string[]');
+    if (options.bindAddr !== undefined && typeof options.bindAddr !== 'string') throw new TypeError('bindAddr is an ip:port string');
+    const b = binding(options.binding);
     try {
-      return new IrohEndpoint(await b.bind());
+      const ep = await b.bind({ secretKey: options.secretKey, relay, bindAddr: options.bindAddr, alpns: options.accept ? [ALPN_BYTES] : [] });
+      return new IrohEndpoint(ep, b.name);
     } catch (e) {
       throw new Error(`cannot open the network endpoint${options.bindAddr ? ` on ${options.bindAddr}` : ''}: ${irohErrorMessage(e)}`, { cause: e });
     }
   }
 
   get id(): string {
-    return this.ep.id().toString();
+    return this.ep.id;
   }
 
   /** Local UDP sockets, e.g. ['0.0.0.0:47100', '[::]:47101']. */
@@ -127,14 +169,13 @@ export class IrohEndpoint {
 
   /** Our address as peers should dial it: id, home relay (if any) and direct addresses. */
   address(): PeerAddress {
-    const a = this.ep.addr();
-    return { id: this.id, relayUrl: a.relayUrl() ?? undefined, addrs: a.directAddresses() };
+    return this.ep.address();
   }
 
   async connect(peer: PeerAddress): Promise<IrohConnection> {
-    const addr = new iroh.EndpointAddr(iroh.EndpointId.fromString(peer.id), peer.relayUrl ?? null, peer.addrs);
+    checkPeer(peer);
     try {
-      return new IrohConnection(this.ep, await this.ep.connect(addr, ALPN_BYTES));
+      return new IrohConnection(this, await this.ep.connect(peer, ALPN_BYTES));
     } catch (e) {
       throw new Error(`cannot reach bench ${peer.id.slice(0, 10)}: ${irohErrorMessage(e)}`, { cause: e });
     }
@@ -142,104 +183,55 @@ export class IrohEndpoint {
 
   /** Next incoming connection (handshake done, ALPN checked by QUIC), or null once the endpoint closed. */
   async accept(): Promise<IrohConnection | null> {
-    for (;;) {
-      const incoming = await this.ep.acceptNext();
-      if (incoming === null) return null;
-      try {
-        const accepting = await incoming.accept();
-        return new IrohConnection(this.ep, await accepting.connect());
-      } catch {
-        // A failed handshake (wrong ALPN, peer vanished) concerns only that peer: wait for the next one.
-        continue;
-      }
-    }
+    const c = await this.ep.accept();
+    return c ? new IrohConnection(this, c) : null;
   }
 
   async close(): Promise<void> {
-    if (!this.ep.isClosed()) await this.ep.close();
+    await this.ep.close();
   }
 }
 
 export class IrohConnection {
   readonly remoteId: string;
 
-  // `endpoint` is held only so it is not garbage-collected while this connection lives.
-  constructor(private readonly endpoint: iroh.Endpoint, private readonly conn: iroh.Connection) {
-    this.remoteId = conn.remoteId().toString();
+  // `endpoint` is held so it is not garbage-collected while this connection lives (@number0/iroh needs it).
+  constructor(private readonly endpoint: IrohEndpoint, private readonly conn: OpenConnection) {
+    this.remoteId = conn.remoteId;
   }
 
   async openStream(): Promise<ByteStream> {
-    return new IrohByteStream(await this.conn.openBi());
+    return this.conn.openStream();
   }
 
   /** The next stream the peer opened, or null when the connection is gone. */
   async acceptStream(): Promise<ByteStream | null> {
-    try {
-      return new IrohByteStream(await this.conn.acceptBi());
-    } catch {
-      return null;
-    }
+    return this.conn.acceptStream();
   }
 
   /** Resolves with a readable reason when the connection ends, whoever ended it. */
   async closed(): Promise<string> {
-    return (await this.conn.closed()).split('\n')[0];
+    return this.conn.closed();
   }
 
   /** Smoothed round-trip time measured by QUIC, in ms. */
   rttMs(): number | undefined {
-    return this.conn.rtt() ?? undefined;
+    return this.conn.rttMs();
+  }
+
+  /** 'direct' (UDP to the peer) or 'relay', when known. */
+  pathKind(): 'direct' | 'relay' | undefined {
+    return this.conn.pathKind();
   }
 
   close(code: bigint = CloseCode.normal, reason = ''): void {
+    if (typeof code !== 'bigint') throw new TypeError('a close code is a bigint');
+    if (code < 0n || code >= 1n << 62n) throw new RangeError('a close code is from 0 to 2^62-1');
     try {
-      this.conn.close(code, Array.from(Buffer.from(reason.slice(0, 200))));
+      this.conn.close(code, Buffer.from(String(reason).slice(0, 200)));
     } catch {
       // already closed
     }
     void this.endpoint;
-  }
-}
-
-class IrohByteStream implements ByteStream {
-  private readonly send: iroh.SendStream;
-  private readonly recv: iroh.RecvStream;
-
-  constructor(bi: iroh.BiStream) {
-    this.send = bi.send;
-    this.recv = bi.recv;
-  }
-
-  async write(data: Buffer): Promise<void> {
-    try {
-      for (let off = 0; off < data.length; off += WIRE_CHUNK) {
-        await this.send.writeAll(toWireArray(data.subarray(off, Math.min(off + WIRE_CHUNK, data.length))));
-      }
-    } catch (e) {
-      throw new Error(irohErrorMessage(e), { cause: e });
-    }
-  }
-
-  async read(): Promise<Buffer | null> {
-    let a: number[];
-    try {
-      a = await this.recv.read(READ_SIZE);
-    } catch (e) {
-      throw new Error(irohErrorMessage(e), { cause: e });
-    }
-    return a.length === 0 ? null : fromWireArray(a);
-  }
-
-  async finish(): Promise<void> {
-    try {
-      await this.send.finish();
-    } catch {
-      // peer gone: nothing left to finish
-    }
-  }
-
-  abort(): void {
-    void this.send.reset(0n).catch(() => {});
-    void this.recv.stop(0n).catch(() => {});
   }
 }

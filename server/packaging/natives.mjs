@@ -45,6 +45,16 @@ export function depVersion(name) {
   return JSON.parse(readFileSync(join(root, 'node_modules', name, 'package.json'), 'utf8')).version;
 }
 
+/**
+ * Our own Iroh binding for a target (server/net/native/build.mjs builds it for this machine), or null
+ * when it is not built for that target: the bundle then uses @number0/iroh. Each package puts it beside
+ * its bundle's .js files, where server/net/native-binding.ts looks first.
+ */
+export function ourIrohBinary(target) {
+  const f = join(root, 'server', 'net', 'native', `remote-usb-iroh.${NATIVE_TARGETS[target].napi}.node`);
+  return existsSync(f) ? f : null;
+}
+
 export const platformPackages = (t) => [
   { name: `@number0/iroh-${t.napi}`, version: depVersion('@number0/iroh') },
   { name: `@node-usb/usb-${t.napi}`, version: depVersion('usb') },

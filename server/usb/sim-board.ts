@@ -23,6 +23,8 @@ export abstract class SimBoard {
   private readonly alternates = new Map<number, number>();
   private readonly halted = new Set<number>();
   private readonly waiters = new Set<() => void>();
+  private waking = false;
+  private wakeAgain = false;
   unplugged = false;
 
   protected abstract readonly deviceFields: DeviceDescriptorFields;
@@ -133,7 +135,19 @@ export abstract class SimBoard {
   // ---- waiting for data ----
   /** Wakes every pending transfer so it re-checks its condition. */
   protected wake(): void {
-    for (const w of [...this.waiters]) w();
+    // Not re-entrant: a ready() that wakes the others (an IN that made room, an OUT that printed) would
+    // otherwise run a waiter's ready() again while its first call is still on the stack, and the bytes
+    // the inner call takes would be lost. A wake during a wake runs one more round instead.
+    if (this.waking) { this.wakeAgain = true; return; }
+    this.waking = true;
+    try {
+      do {
+        this.wakeAgain = false;
+        for (const w of [...this.waiters]) w();
+      } while (this.wakeAgain);
+    } finally {
+      this.waking = false;
+    }
   }
 
   /**
@@ -145,18 +159,22 @@ export abstract class SimBoard {
     if (now) return Promise.resolve(now);
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined;
+      let done = false;
       const finish = (res: TransferResult): void => {
+        done = true;
         this.waiters.delete(check);
         r.signal.removeEventListener('abort', onAbort);
         if (timer) clearTimeout(timer);
         resolve(res);
       };
       const check = (): void => {
+        // finished meanwhile: ready() must not run again, it would take bytes nobody receives
+        if (done) return;
         if (this.unplugged) return finish({ status: UrbStatus.noDevice, actual: 0 });
         const res = ready();
         if (res) finish(res);
       };
-      const onAbort = (): void => finish({ status: UrbStatus.cancelled, actual: 0 });
+      const onAbort = (): void => { if (!done) finish({ status: UrbStatus.cancelled, actual: 0 }); };
       this.waiters.add(check);
       r.signal.addEventListener('abort', onAbort, { once: true });
       if (r.timeout > 0) timer = setTimeout(() => finish({ status: UrbStatus.timedOut, actual: 0 }), r.timeout);

@@ -15,7 +15,8 @@ import { join } from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { BenchClient, ClaimedDevice } from '../../extension/core/bench-client.js';
 import { loadOrCreateSecretKey } from '../../server/identity.js';
-import { endpointIdOf, generateSecretKey, PeerAddress } from '../../server/net/iroh.js';
+import { BindingName, defaultBindingName, endpointIdOf, generateSecretKey, PeerAddress } from '../../server/net/iroh.js';
+import { nativePath } from '../../server/net/native-binding.js';
 import { fromWireArray, toWireArray } from '../../server/net/bytes.js';
 import { TrustStore } from '../../server/trust.js';
 import { firmwareLikeImage, seededBytes } from '../../server/usb/patterns.js';
@@ -70,36 +71,43 @@ function conversions(): void {
 
 interface Raw { oneWay: number; bothWays: { up: number; down: number }; p50: number; p99: number; workers2: number }
 
-/** bench.ts → raw-peer.js processes: bare Iroh streams, our conversions. */
-async function rawCeiling(): Promise<Raw> {
-  const js = join(__dirname, 'raw-peer.js');
-  /** A raw-peer server; `received` collects the byte counts it prints per stream. */
-  const serve = async (n: number): Promise<{ targets: string; received: number[]; stop: () => void }> => {
-    const server = spawn(process.execPath, [js, 'serve', String(n)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const ids: string[] = [];
-    const received: number[] = [];
-    let buf = '';
-    server.stdout!.on('data', (d: Buffer) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const m = JSON.parse(buf.slice(0, i)) as { id?: string; port?: number; bytes?: number };
-        if (m.id) ids.push(`${m.id}@${m.port}`);
-        if (m.bytes !== undefined) received.push(m.bytes);
-        buf = buf.slice(i + 1);
-      }
-    });
-    while (ids.length < n) await sleep(20);
-    return { targets: ids.join(','), received, stop: () => server.kill() };
-  };
-  const client = (args: string[]): Promise<{ bytes: number; secs?: number; rtts?: number[] }[]> => new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [js, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+const rawPeerJs = (): string => join(__dirname, 'raw-peer.js');
+const bindingEnv = (binding?: BindingName): NodeJS.ProcessEnv => (binding ? { ...process.env, REMOTE_USB_IROH: binding } : process.env);
+
+/** A raw-peer server; `received` collects the byte counts it prints per stream. */
+async function rawServe(n: number, binding?: BindingName): Promise<{ targets: string; received: number[]; pid: number; stop: () => void }> {
+  const server = spawn(process.execPath, [rawPeerJs(), 'serve', String(n)], { stdio: ['ignore', 'pipe', 'inherit'], env: bindingEnv(binding) });
+  const ids: string[] = [];
+  const received: number[] = [];
+  let buf = '';
+  server.stdout!.on('data', (d: Buffer) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const m = JSON.parse(buf.slice(0, i)) as { id?: string; port?: number; bytes?: number };
+      if (m.id) ids.push(`${m.id}@${m.port}`);
+      if (m.bytes !== undefined) received.push(m.bytes);
+      buf = buf.slice(i + 1);
+    }
+  });
+  while (ids.length < n) await sleep(20);
+  return { targets: ids.join(','), received, pid: server.pid!, stop: () => server.kill() };
+}
+
+function rawClient(args: string[], binding?: BindingName): Promise<{ bytes: number; secs?: number; rtts?: number[]; cpu?: number }[]> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [rawPeerJs(), ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: bindingEnv(binding) });
     let out = '';
     c.stdout!.on('data', (d: Buffer) => { out += d; });
     c.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`raw-peer ${args[0]} exited ${code}`))));
   });
-  const one = await serve(1);
-  const two = await serve(2);
+}
+
+/** bench.ts → raw-peer.js processes: bare Iroh streams over the default binding. */
+async function rawCeiling(): Promise<Raw> {
+  const client = (args: string[]) => rawClient(args);
+  const one = await rawServe(1);
+  const two = await rawServe(2);
   try {
     const oneWay: number[] = [];
     const bothWays: { up: number; down: number }[] = [];
@@ -127,6 +135,36 @@ async function rawCeiling(): Promise<Raw> {
     one.stop();
     two.stop();
   }
+}
+
+interface RawBinding { mbps: number; sendCpuPerMiB: number; recvCpuPerMiB: number }
+
+/** One stream, one way, between two processes on `binding`: MB/s and CPU-seconds per MiB at each end. */
+async function rawOneWay(binding: BindingName): Promise<RawBinding> {
+  const server = await rawServe(1, binding);
+  try {
+    const runs: RawBinding[] = [];
+    for (let r = 0; r < RUNS; r++) {
+      const before = server.received.length;
+      const cpu0 = cpuSeconds(server.pid);
+      const t0 = performance.now();
+      const [s] = await rawClient(['send', server.targets, String(SECONDS)], binding);
+      const secs = (performance.now() - t0) / 1000 - 0.2;
+      while (server.received.length === before) await sleep(20);
+      const mib = server.received[server.received.length - 1] / (1 << 20);
+      runs.push({ mbps: s.bytes / 1e6 / secs, sendCpuPerMiB: s.cpu! / (s.bytes / (1 << 20)), recvCpuPerMiB: (cpuSeconds(server.pid) - cpu0) / mib });
+    }
+    return { mbps: median(runs.map((x) => x.mbps)), sendCpuPerMiB: median(runs.map((x) => x.sendCpuPerMiB)), recvCpuPerMiB: median(runs.map((x) => x.recvCpuPerMiB)) };
+  } finally {
+    server.stop();
+  }
+}
+
+function rawBindingRows(ours: RawBinding, theirs: RawBinding): void {
+  const cpu = (x: number): string => x.toFixed(4);
+  row('raw, one stream, one way: ours / @number0/iroh (ours ÷ theirs; target ≥ 53 MB/s)', `${mbps(ours.mbps)} / ${mbps(theirs.mbps)} (${(ours.mbps / theirs.mbps).toFixed(1)}×)`);
+  row('raw CPU-s per MiB, sender: ours / @number0/iroh (ours ÷ theirs; target ≤ 0.1)', `${cpu(ours.sendCpuPerMiB)} / ${cpu(theirs.sendCpuPerMiB)} (${(ours.sendCpuPerMiB / theirs.sendCpuPerMiB).toFixed(2)})`);
+  row('raw CPU-s per MiB, receiver: ours / @number0/iroh (ours ÷ theirs; target ≤ 0.1)', `${cpu(ours.recvCpuPerMiB)} / ${cpu(theirs.recvCpuPerMiB)} (${(ours.recvCpuPerMiB / theirs.recvCpuPerMiB).toFixed(2)})`);
 }
 
 // ---- the whole path ----
@@ -317,7 +355,9 @@ async function main(): Promise<void> {
   const cores = cpus().length;
   process.stdout.write(`Remote USB bench — node ${process.version}, ${cpus()[0]?.model ?? 'cpu?'} × ${cores}, ${freeCores().toFixed(1)} core(s) free at start; ${RUNS} run(s) per figure, medians\n`);
 
-  section('Raw Iroh binding (baseline, 2 bare processes)');
+  section(`Raw Iroh binding (baseline, 2 bare processes; default binding: ${defaultBindingName() === 'native' ? 'ours' : '@number0/iroh'})`);
+  if (nativePath()) rawBindingRows(await rawOneWay('native'), await rawOneWay('number0'));
+  else row('raw: our binding vs @number0/iroh', 'our binding is not built here (no cargo): @number0/iroh only');
   conversions();
   const raw = await rawCeiling();
   row('raw ceiling: one stream, one way, 256 KiB writes', mbps(raw.oneWay));

@@ -1,10 +1,11 @@
 /**
- * The raw Iroh ceiling for `npm run bench`: bare processes, bidirectional streams, our best
- * conversions (server/net/bytes.ts), no protocol, no USB. Run by bench.ts, not by hand:
+ * The raw Iroh ceiling for `npm run bench`: bare processes, bidirectional streams, the transport
+ * interface of server/net/iroh.ts (with @number0/iroh: our best conversions, bytes.ts), no protocol, no USB. Run by bench.ts, not by hand:
  *   node raw-peer.js serve <n>                 → n endpoints (n > 1: one worker thread each), prints
  *                                                {"id","port"} per endpoint, then {"bytes","secs"} per
  *                                                stream it received on
- *   node raw-peer.js send <targets> <secs>     → streams 256 KiB writes for <secs>
+ *   node raw-peer.js send <targets> <secs>     → streams 256 KiB writes for <secs>, prints {"bytes","cpu"}
+ * REMOTE_USB_IROH=native|number0 picks the binding (bench.ts compares both in one run).
  *   node raw-peer.js both <targets> <secs>     → both ends stream at once; prints {"bytes","secs"} received
  *   node raw-peer.js ping <targets> <count>    → 64-byte ping-pong, prints {"rtts":[ms...]}
  * <targets> is `id@port[,id@port…]`; with several, one worker thread per target, each with its own
@@ -68,7 +69,11 @@ async function clientOne(mode: string, target: string, arg: number): Promise<unk
   let result: unknown;
   if (mode === 'send') {
     await io.write(Buffer.from('S'));
-    result = { bytes: await streamFor(io, arg) };
+    // CPU of the whole process (every thread: JS and the binding's runtime) while it streams
+    const c0 = process.cpuUsage();
+    const bytes = await streamFor(io, arg);
+    const c = process.cpuUsage(c0);
+    result = { bytes, cpu: (c.user + c.system) / 1e6 };
   } else if (mode === 'both') {
     await io.write(Buffer.from([0x42, arg]));
     const [, got] = await Promise.all([streamFor(io, arg), receiveAll(io, Buffer.alloc(0))]);

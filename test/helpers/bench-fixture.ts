@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { parseConfig, ServerConfig } from '../../server/config.js';
 import { Daemon } from '../../server/daemon.js';
 import { createLogger, Logger } from '../../server/log.js';
-import { endpointIdOf, generateSecretKey } from '../../server/net/iroh.js';
+import { BindingName, endpointIdOf, generateSecretKey } from '../../server/net/iroh.js';
 import { SimulatedBackend } from '../../server/usb/simulated.js';
 import { BenchClient, BenchClientOptions } from '../../extension/core/bench-client.js';
 
@@ -29,12 +29,12 @@ export class BenchFixture {
   config!: ServerConfig;
   private readonly clients: BenchClient[] = [];
 
-  async start(opts: { port?: number; extraToml?: string; clientSilenceLimitMs?: number } = {}): Promise<this> {
+  async start(opts: { port?: number; extraToml?: string; clientSilenceLimitMs?: number; irohBinding?: BindingName } = {}): Promise<this> {
     this.config = parseConfig(
       `name = "test-bench"\nlisten = "127.0.0.1:${opts.port ?? 0}"\nstate_dir = "${this.stateDir}"\n[relay]\nmode = "disabled"\n${opts.extraToml ?? ''}`,
       'test.toml',
     );
-    this.daemon = new Daemon({ config: this.config, backend: this.backend, secretKey: this.secretKey, log: this.log, clientSilenceLimitMs: opts.clientSilenceLimitMs });
+    this.daemon = new Daemon({ config: this.config, backend: this.backend, secretKey: this.secretKey, log: this.log, clientSilenceLimitMs: opts.clientSilenceLimitMs, irohBinding: opts.irohBinding });
     await this.daemon.start();
     return this;
   }

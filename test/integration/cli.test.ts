@@ -38,6 +38,21 @@ test('pair prints a one-time code and the ticket', () => {
   assert.equal(cli('pair', '-c', config, '--minutes', 'soon').code, 2);
 });
 
+test('pair --qr adds the ticket as a QR code (a square of half blocks, the same size on every row)', () => {
+  const r = cli('pair', '--qr', '-c', config);
+  assert.equal(r.code, 0, r.err);
+  const ticket = /Bench ticket: (\S+)/.exec(r.out)![1];
+  const qr = r.out.split('The ticket as a QR code:\n')[1].split('\n').filter((l) => l.length > 0);
+  assert.ok(qr.length >= 15, `${qr.length} rows`);
+  assert.ok(qr.every((l) => /^[█▀▄ ]+$/.test(l) && l.length === qr[0].length), 'only block characters, rectangular');
+  // two modules per character row: as tall as wide
+  assert.ok(Math.abs(qr.length * 2 - qr[0].length) <= 2, `${qr[0].length} wide, ${qr.length} rows`);
+  assert.ok(ticket.length > 40);
+  const bad = cli('clients', '--qr', '-c', config);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /--qr goes with 'pair'/);
+});
+
 test('list shows simulated boards as a table and as JSON', () => {
   const table = cli('list', '--simulate', '-c', config);
   assert.equal(table.code, 0, table.err);

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { nativePath } from '../../server/net/native-binding.js';
 
 // bundled to out/test/integration/, so the repository root is three levels up
 const root = join(__dirname, '../../..');
@@ -24,7 +25,10 @@ test(`the ${host} .vsix carries one set of ${host} natives and they load from th
     return;
   }
   assert.equal(r.code, 0, r.out);
-  assert.match(r.out, new RegExp(`${host} +\\d+ KB .*ok, 3 natives loaded from the unpacked vsix`));
+  // usb, serialport, @number0/iroh, and our own Iroh binding where it is built
+  const natives = nativePath() ? 4 : 3;
+  assert.match(r.out, new RegExp(`${host} +\\d+ KB .*ok, ${natives} natives loaded from the unpacked vsix`));
+  if (natives === 4) assert.match(r.out, /dist\/remote-usb-iroh\.linux-x64-gnu\.node \(ELF x64\)/);
   assert.match(r.out, /built: [\w-]+; built INCOMPLETE: none; not built: none/);
 });
 

@@ -40,3 +40,28 @@ test('togglePlug unplugs a board, then plugs a fresh one back in, with events', 
   assert.deepEqual(events, ['detach sim-1', 'attach sim-1']);
   await backend.close();
 });
+
+test('serial board echo loses nothing when OUT transfers larger than the free FIFO wait behind a pending IN', async () => {
+  // An IN that made room woke the waiting OUT, whose print woke the same IN again while its first ready()
+  // was still running: the inner call took 4 KiB that no transfer returned (SimBoard.wake is not re-entrant now).
+  const { simSerialBoard } = await import('../../server/usb/simulated.js');
+  const { SERIAL_EP_IN, SERIAL_EP_OUT } = await import('../../server/usb/sim-serial-board.js');
+  const board = simSerialBoard(1);
+  const signal = new AbortController().signal;
+  const sent = Buffer.from(Array.from({ length: 256 * 1024 }, (_, i) => (i * 31 + (i >> 10)) & 0xff));
+  const got: Buffer[] = [];
+  let received = 0;
+  const reading = (async () => {
+    while (received < sent.length) {
+      const r = await board.transfer({ type: 'bulk', ep: SERIAL_EP_IN, length: 4096, timeout: 0, signal });
+      got.push(Buffer.from(r.data!));
+      received += r.data!.length;
+    }
+  })();
+  for (let i = 0; i < sent.length; i += 16384) {
+    const r = await board.transfer({ type: 'bulk', ep: SERIAL_EP_OUT, data: sent.subarray(i, i + 16384), length: 0, timeout: 0, signal });
+    assert.equal(r.status, 0);
+  }
+  await reading;
+  assert.ok(Buffer.concat(got).equals(sent), 'echo byte-identical');
+});

@@ -5,7 +5,8 @@
  * reaches it through its own endpoint exactly as it would reach a Pi.
  */
 import * as assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
@@ -85,9 +86,9 @@ suite('Remote USB in real VS Code', function () {
     assert.equal(b.contextValue, 'bench.online');
     const serial = deviceItem('sim-1')!;
     assert.equal(serial.label, 'Simulated Serial Board');
-    assert.match(String(serial.description), /^1209:0001 · SIM0001 · full · available/);
+    assert.match(String(serial.description), /^available · 1209:0001 · SIM0001 · full/);
     assert.match(String(serial.contextValue), /^device\.available\.serial$/);
-    assert.match(String(deviceItem('sim-2')!.description), /^1209:0002 · LOOP0002 · high · available/);
+    assert.match(String(deviceItem('sim-2')!.description), /^available · 1209:0002 · LOOP0002 · high/);
     await until(() => /1\/1 bench/.test(api.statusBar.item.text), 5000, 'status bar to count the bench');
     assert.equal(api.statusBar.item.backgroundColor, undefined, 'no error colour while online');
     const tip = api.statusBar.item.tooltip as vscode.MarkdownString;
@@ -182,6 +183,36 @@ suite('Remote USB in real VS Code', function () {
     await until(() => monitor.transcript.includes('line two'), 10_000, 'the file echoed back');
     monitor.terminal!.dispose();
     await until(() => !api.monitors.open.has(monitor), 5000, 'the monitor to close with its terminal');
+  });
+
+  test('the Getting Started walkthrough: set up → pair → attach or monitor → flash, each step with its page and completion events', async () => {
+    const ext = vscode.extensions.getExtension('remote-usb.remote-usb')!;
+    const [w] = (ext.packageJSON as { contributes: { walkthroughs: { id: string; steps: { id: string; media: { markdown: string }; completionEvents: string[] }[] }[] } }).contributes.walkthroughs;
+    assert.deepEqual(w.steps.map((s) => s.id), ['bench', 'pair', 'use', 'flash']);
+    for (const s of w.steps) {
+      assert.ok(existsSync(join(ext.extensionPath, s.media.markdown)), `${s.media.markdown} is there`);
+      assert.ok(s.completionEvents.length > 0, `${s.id} completes on an event`);
+    }
+    await vscode.commands.executeCommand('workbench.action.openWalkthrough', `${ext.id}#${w.id}`, false);
+    await new Promise((r) => setTimeout(r, 1500)); // let the page settle before the screenshot
+    await screenshot('walkthrough');
+    await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
+  });
+
+  test('share a serial port with local tools: an rfc2217:// URL on loopback, answered, stopped by the command', async () => {
+    const r = await vscode.commands.executeCommand<{ url: string; port: number }>('remoteUsb.shareSerialPort', { bench: 'test-bench', port: 'sim-1' });
+    assert.match(r.url, /^rfc2217:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(api.shares.open.size, 1);
+    // a raw Telnet peer asks for the DTR state (IAC SB COM-PORT SET-CONTROL 7 IAC SE): DTR is on (105 8)
+    const sock = connect({ host: '127.0.0.1', port: r.port });
+    const got: Buffer[] = [];
+    sock.on('data', (d: Buffer) => got.push(d));
+    sock.write(Buffer.from([255, 250, 44, 5, 7, 255, 240]));
+    await until(() => Buffer.concat(got).includes(Buffer.from([255, 250, 44, 105, 8, 255, 240])), 10_000, 'the DTR state answered');
+    await screenshot('serial-share');
+    sock.destroy();
+    assert.equal(await vscode.commands.executeCommand('remoteUsb.stopSerialShare', { bench: 'test-bench', port: 'sim-1' }), 1);
+    assert.equal(api.shares.open.size, 0);
   });
 
   test('serial settings are respected: a new monitor opens with the configured baud rate and view', async () => {
