@@ -26,7 +26,8 @@ function platformName(): string {
  * lib/ of the daemon bundle), or server/net/native/ of the source tree above it (dist/, out/test/…).
  */
 export function nativePath(): string | undefined {
-  if (process.env.REMOTE_USB_IROH_NATIVE_PATH) return process.env.REMOTE_USB_IROH_NATIVE_PATH;
+  const forced = process.env.REMOTE_USB_IROH_NATIVE_PATH;
+  if (forced) return existsSync(forced) ? forced : undefined;
   const file = `remote-usb-iroh.${platformName()}.node`;
   for (let dir = __dirname, i = 0; i < 6; dir = dirname(dir), i++) {
     for (const p of [join(dir, file), join(dir, 'server', 'net', 'native', file)]) if (existsSync(p)) return p;
