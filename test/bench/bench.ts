@@ -216,11 +216,8 @@ async function connect(s: Setup, compression = true): Promise<BenchClient> {
 }
 
 // ---- the extension host's thread while an attached board streams ----
-/** CPU seconds of this process's main thread only (its task id is the pid). */
-function mainThreadCpuSeconds(): number {
-  const f = readFileSync(`/proc/${process.pid}/task/${process.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
+/** CPU seconds of this process's main thread only. */
+const mainThreadCpuSeconds = (): number => cpuSeconds(process.pid, process.pid);
 
 /**
  * Worker thread playing the kernel: a relay stand-in for vhci_hcd (test/helpers/relay-vhci.ts), then bulk IN

@@ -25,9 +25,12 @@ export function privateDirtyKiB(pid: number): number {
   return m ? Number(m[1]) : NaN;
 }
 
-/** utime + stime in seconds (fields 14 and 15 of /proc/<pid>/stat, after the parenthesised name). */
-export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/**
+ * utime + stime in seconds (fields 14 and 15 of /proc/<pid>/stat, after the parenthesised name); with
+ * `tid`, of that one thread (`process.pid` as the tid is the main thread).
+ */
+export function cpuSeconds(pid: number, tid?: number): number {
+  const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
 }

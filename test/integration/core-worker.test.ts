@@ -5,7 +5,7 @@
  * noticed, restarted, and the bench comes back online.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -13,6 +13,7 @@ import { isMainThread, parentPort, Worker } from 'node:worker_threads';
 import { SOURCE_EP_IN } from '../../server/usb/sim-loopback-board.js';
 import { FakeVhci } from '../helpers/fake-vhci.js';
 import { RelayVhci } from '../helpers/relay-vhci.js';
+import { cpuSeconds } from '../bench/measure.js';
 import { silentLogger } from '../../server/log.js';
 import { endpointIdOf, generateSecretKey } from '../../server/net/iroh.js';
 import { CoreHost, RemoteBench } from '../../extension/core/worker/core-host.js';
@@ -80,11 +81,8 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** CPU time of this process's main thread (its task id is the pid), in ms. */
-function mainThreadCpuMs(): number {
-  const f = readFileSync(`/proc/${process.pid}/task/${process.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) * 10;
-}
+/** CPU time of this process's main thread, in ms. */
+const mainThreadCpuMs = (): number => 1000 * cpuSeconds(process.pid, process.pid);
 
 test('the worker connects the bench and the main thread sees its snapshot: name, devices, round trip', async () => {
   assert.equal(remote.benchName, 'proc-bench');

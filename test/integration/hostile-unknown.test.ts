@@ -5,7 +5,7 @@
  * inflation — so its CPU and memory stay small (measured here), and allowed clients keep being served.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -17,6 +17,7 @@ import { encodeFrame } from '../../server/protocol/framing.js';
 import { HELLO_TIMEOUT_MS } from '../../server/session.js';
 import { TrustStore } from '../../server/trust.js';
 import { DaemonProcess, freeUdpPort } from '../helpers/daemon-process.js';
+import { cpuSeconds, rssKiB } from '../bench/measure.js';
 
 /** The attack as found: 8 peers × 14 KB of back-to-back 14-byte Brotli bombs, each inflating to 4 MiB. */
 const PEERS = 8;
@@ -31,13 +32,8 @@ let daemon: DaemonProcess;
 let address: PeerAddress;
 let client: BenchClient;
 
-function cpuMs(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) * 10; // utime + stime, in clock ticks of 10 ms
-}
-function rssMiB(pid: number): number {
-  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
-}
+const cpuMs = (pid: number): number => Math.round(1000 * cpuSeconds(pid));
+const rssMiB = (pid: number): number => rssKiB(pid) / 1024;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'rusb-unknown-'));
