@@ -7,6 +7,7 @@
  *   node activation-probe.js <path of dist/extension.js>
  */
 import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Module from 'node:module';
 
 const natives: string[] = [];
@@ -53,6 +54,7 @@ const t0 = performance.now();
 const extension = require(file) as { activate: (context: unknown) => unknown };
 const t1 = performance.now();
 const context = standIn() as Record<string, unknown>;
+context.extensionPath = dirname(dirname(file)); // dist/extension.js → the extension's folder
 extension.activate(context);
 const t2 = performance.now();
 process.stdout.write(JSON.stringify({ loadMs: t1 - t0, activateMs: t2 - t1, natives }) + '\n');

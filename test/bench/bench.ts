@@ -24,12 +24,6 @@ import { LOOP_EP_IN, LOOP_EP_OUT, SINK_EP_OUT, SOURCE_EP_IN, VENDOR_SET_PATTERN 
 import { DaemonProcess, freeUdpPort, repoRoot } from '../helpers/daemon-process.js';
 import { Session } from 'node:inspector/promises';
 import { cpuSeconds, freeCores, median, ownCpuSeconds, pct, privateDirtyKiB, rssKiB, sleep } from './measure.js';
-import { attachDevice } from '../../extension/core/usbip/attach.js';
-import { CoreHost } from '../../extension/core/worker/core-host.js';
-import type { AttachSettings } from '../../extension/core/worker/messages.js';
-import { silentLogger } from '../../server/log.js';
-import { FakeVhci } from '../helpers/fake-vhci.js';
-import { RelayVhci } from '../helpers/relay-vhci.js';
 
 const quick = process.argv.includes('--quick');
 const profile = process.argv.includes('--profile');
@@ -215,62 +209,8 @@ async function connect(s: Setup, compression = true): Promise<BenchClient> {
   return BenchClient.connect({ secretKey: key, bench: s.bench, clientName: name, relay: { mode: 'disabled' }, compression });
 }
 
-// ---- the extension host's thread while an attached board streams ----
-/** CPU seconds of this process's main thread only. */
-const mainThreadCpuSeconds = (): number => cpuSeconds(process.pid, process.pid);
-
-/**
- * Worker thread playing the kernel: a relay stand-in for vhci_hcd (test/helpers/relay-vhci.ts), then bulk IN
- * URBs, 8 × 64 KiB in flight, on the attached device until told to stop; reports MB/s.
- */
-async function kernelMain(): Promise<void> {
-  const relay = await new RelayVhci().listen();
-  parentPort!.postMessage(relay.settings);
-  const socket = await relay.next();
-  const { devid } = await new Promise<{ devid: number }>((r) => parentPort!.once('message', r));
-  const vhci = new FakeVhci(socket, devid);
-  let running = true;
-  parentPort!.once('message', () => { running = false; });
-  let bytes = 0;
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: 8 }, async () => {
-    while (running) {
-      const a = await vhci.submit({ ep: SOURCE_EP_IN & 0x0f, dir: 'in', length: URB }).done;
-      if (a.kind !== 'submitted' || a.ret.status !== 0) throw new Error(`URB failed: ${JSON.stringify(a).slice(0, 200)}`);
-      bytes += a.ret.actual_length;
-    }
-  }));
-  parentPort!.postMessage(bytes / 1e6 / ((performance.now() - t0) / 1000));
-  await vhci.ended; // the attach side detaches
-  await relay.close();
-}
-
-/** Attaches a device with `attach`, streams it for SECONDS, and measures this process's main thread meanwhile. */
-async function streamAttached(attach: (settings: AttachSettings) => Promise<{ devid: number; detach(): Promise<void> }>, workerPid?: () => number | undefined): Promise<{ mbps: number; mainCpu: number; workerCpu?: number }> {
-  const kernel = new Worker(__filename, { workerData: { role: 'kernel' } });
-  const settings = await new Promise<AttachSettings>((r) => kernel.once('message', r));
-  const a = await attach(settings);
-  kernel.postMessage({ devid: a.devid });
-  await sleep(500);
-  const m0 = mainThreadCpuSeconds();
-  const pid = workerPid?.();
-  const w0 = pid ? cpuSeconds(pid) : 0;
-  const t0 = performance.now();
-  await sleep(SECONDS * 1000);
-  const secs = (performance.now() - t0) / 1000;
-  const mainCpu = (mainThreadCpuSeconds() - m0) / secs;
-  const workerCpu = pid ? (cpuSeconds(pid) - w0) / secs : undefined;
-  const done = new Promise<number>((r) => kernel.once('message', r));
-  kernel.postMessage('stop');
-  const mbps = await done;
-  await a.detach();
-  await new Promise((r) => kernel.once('exit', r));
-  return { mbps, mainCpu, workerCpu };
-}
-
 /** Worker thread: its own client (own endpoint, own connection) streams bulk IN from one device. */
 async function workerMain(): Promise<void> {
-  if ((workerData as { role?: string }).role === 'kernel') return kernelMain();
   const { bench, key, dev, seconds } = workerData as { bench: PeerAddress; key: Uint8Array; dev: string; seconds: number };
   const c = await BenchClient.connect({ secretKey: key, bench, clientName: `worker-${dev}`, relay: { mode: 'disabled' } });
   const d = await c.claim(dev);
@@ -513,35 +453,6 @@ async function main(): Promise<void> {
         row('daemon under bulk load (8 devices): RSS / CPU (100 % = one core)', `${(median(rssLoad) / 1024).toFixed(1)} MiB / ${(100 * median(cpuLoad)).toFixed(0)} %`);
       }
       for (const d of devs.slice(1)) await d.release();
-    }
-
-    section('The extension host\'s thread while an attached board streams bulk IN (8 × 64 KiB, a stand-in for vhci_hcd)');
-    {
-      const key = generateSecretKey();
-      s.trust.allow(endpointIdOf(key), 'extension-host');
-      const inProcess: { mbps: number; mainCpu: number }[] = [];
-      const inWorker: { mbps: number; mainCpu: number; workerCpu?: number }[] = [];
-      for (let r = 0; r < RUNS; r++) {
-        // before: the client core on this thread, as the extension ran it until now
-        const c = await BenchClient.connect({ secretKey: key, bench: s.bench, clientName: 'extension-host', relay: { mode: 'disabled' } });
-        inProcess.push(await streamAttached(async (settings) => {
-          const d = await c.claim('sim-4');
-          await setPattern(d, 'random');
-          const a = await attachDevice(d, { ...settings, log: silentLogger });
-          return { devid: a.devid, detach: async () => { await a.detach(); await d.release(); } };
-        }));
-        await c.close();
-        // now: the byte-path worker process, as the extension runs it
-        const host = new CoreHost(join(repoRoot(), 'dist', 'core-worker.js'), silentLogger);
-        await host.configure({ secretKey: key, clientName: 'extension-host', relay: { mode: 'disabled' } });
-        const remote = host.bench(s.bench.id, s.bench);
-        await remote.start();
-        inWorker.push(await streamAttached((settings) => remote.attach('sim-4', settings), () => host.pid));
-        await host.stop();
-      }
-      const pctOf = (x: number): string => `${(100 * x).toFixed(1)} %`;
-      row('client core on the extension host\'s thread (before): bulk IN / that thread\'s CPU', `${mbps(median(inProcess.map((x) => x.mbps)))} / ${pctOf(median(inProcess.map((x) => x.mainCpu)))}`);
-      row('client core in the byte-path worker (now): bulk IN / extension host thread CPU / worker CPU', `${mbps(median(inWorker.map((x) => x.mbps)))} / ${pctOf(median(inWorker.map((x) => x.mainCpu)))} / ${pctOf(median(inWorker.map((x) => x.workerCpu ?? 0)))}`);
     }
 
     section(`Spreading connections over worker threads (${cores} cores, ${freeCores().toFixed(1)} free now)`);
