@@ -184,10 +184,13 @@ for (const target of targets) {
     const dir = join(unpacked, name);
     const binaries = checkBinaries(dir, target);
     const problems = binaries.filter((b) => !b.ok).map((b) => `${b.file} is ${b.kind}, not ${NATIVE_TARGETS[target].binary}`);
-    for (const [what, re] of [['Iroh', /iroh/], ['usb', /node-usb/], ['serialport', /bindings-cpp/], ['node', /^lib\/node$/]]) {
+    for (const [what, re] of [['Iroh', /@number0\/iroh/], ['usb', /node-usb/], ['serialport', /bindings-cpp/], ['node', /^lib\/node$/]]) {
       const n = binaries.filter((b) => re.test(b.file)).length;
       if (n > 1 || (n === 0 && !missing.some((m) => m.toLowerCase().includes(what === 'node' ? 'node.js' : what.toLowerCase())))) problems.push(`${n} ${what} binaries (expected one)`);
     }
+    // our own Iroh binding: at most one, beside the bundle (none where it is not built: @number0/iroh serves)
+    const ours = binaries.filter((b) => /remote-usb-iroh/.test(b.file)).length;
+    if (ours > 1) problems.push(`${ours} of our Iroh binaries (expected at most one)`);
     let ran = '';
     if (!problems.length && target === host && !missing.length) {
       const r = runCheck(dir);
