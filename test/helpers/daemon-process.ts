@@ -1,8 +1,11 @@
 /** Runs the real `remote-usb-server` (dist/server.js) as a child process, for restart and kill tests. */
 import { ChildProcess, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { endpointIdOf, generateSecretKey, PeerAddress } from '../../server/net/iroh.js';
+import { TrustStore } from '../../server/trust.js';
 
 /** The repository root (tests run bundled from out/test/…, so walk up to package.json). */
 export function repoRoot(): string {
@@ -66,4 +69,15 @@ export class DaemonProcess {
   signal(signal: NodeJS.Signals): void {
     this.child?.kill(signal);
   }
+}
+
+/** A daemon process in a fresh temp state dir with one client allowed: its key and the bench's address. */
+export async function startWithClient(prefix: string, clientName: string): Promise<{ dir: string; daemon: DaemonProcess; key: Uint8Array; address: PeerAddress }> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const port = await freeUdpPort();
+  const daemon = new DaemonProcess(dir, port);
+  const key = generateSecretKey();
+  new TrustStore(join(dir, 'clients.toml'), dir).allow(endpointIdOf(key), clientName);
+  await daemon.start();
+  return { dir, daemon, key, address: { id: /serving as ([0-9a-f]{64})/.exec(daemon.output)![1], addrs: [`127.0.0.1:${port}`] } };
 }

@@ -5,8 +5,7 @@
  * noticed, restarted, and the bench comes back online.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { isMainThread, parentPort, Worker } from 'node:worker_threads';
@@ -15,12 +14,10 @@ import { FakeVhci } from '../helpers/fake-vhci.js';
 import { RelayVhci } from '../helpers/relay-vhci.js';
 import { cpuSeconds } from '../bench/measure.js';
 import { silentLogger } from '../../server/log.js';
-import { endpointIdOf, generateSecretKey } from '../../server/net/iroh.js';
 import { CoreHost, RemoteBench } from '../../extension/core/worker/core-host.js';
 import type { AttachSettings } from '../../extension/core/worker/messages.js';
 import { until } from '../helpers/bench-fixture.js';
-import { DaemonProcess, freeUdpPort, repoRoot } from '../helpers/daemon-process.js';
-import { TrustStore } from '../../server/trust.js';
+import { DaemonProcess, repoRoot, startWithClient } from '../helpers/daemon-process.js';
 
 
 /**
@@ -62,13 +59,9 @@ const logs: string[] = [];
 
 before(async () => {
   // the bench in a process of its own: blocking this thread must not block the bench
-  dir = mkdtempSync(join(tmpdir(), 'rusb-core-worker-'));
-  const port = await freeUdpPort();
-  daemon = new DaemonProcess(dir, port);
-  const key = generateSecretKey();
-  new TrustStore(join(dir, 'clients.toml'), dir).allow(endpointIdOf(key), 'worker-client');
-  await daemon.start();
-  const address = { id: /serving as ([0-9a-f]{64})/.exec(daemon.output)![1], addrs: [`127.0.0.1:${port}`] };
+  const started = await startWithClient('rusb-core-worker-', 'worker-client');
+  ({ dir, daemon } = started);
+  const { key, address } = started;
   host = new CoreHost(WORKER, { ...silentLogger, error: (m) => logs.push(`error ${m}`), info: (m) => logs.push(m) });
   await host.configure({ secretKey: key, clientName: 'worker-client', relay: { mode: 'disabled' } });
   remote = host.bench(address.id, address);

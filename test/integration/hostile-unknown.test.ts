@@ -11,12 +11,11 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { brotliCompressSync } from 'node:zlib';
 import { BenchClient } from '../../extension/core/bench-client.js';
-import { generateSecretKey, IrohEndpoint, PeerAddress, endpointIdOf } from '../../server/net/iroh.js';
+import { generateSecretKey, IrohEndpoint, PeerAddress } from '../../server/net/iroh.js';
 import { MAX_URB_DATA } from '../../server/protocol/constants.js';
 import { encodeFrame } from '../../server/protocol/framing.js';
 import { HELLO_TIMEOUT_MS } from '../../server/session.js';
-import { TrustStore } from '../../server/trust.js';
-import { DaemonProcess, freeUdpPort } from '../helpers/daemon-process.js';
+import { DaemonProcess, freeUdpPort, startWithClient } from '../helpers/daemon-process.js';
 import { cpuSeconds, rssKiB } from '../bench/measure.js';
 
 /** The attack as found: 8 peers × 14 KB of back-to-back 14-byte Brotli bombs, each inflating to 4 MiB. */
@@ -36,14 +35,9 @@ const cpuMs = (pid: number): number => Math.round(1000 * cpuSeconds(pid));
 const rssMiB = (pid: number): number => rssKiB(pid) / 1024;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'rusb-unknown-'));
-  const port = await freeUdpPort();
-  daemon = new DaemonProcess(dir, port);
-  const key = generateSecretKey();
-  new TrustStore(join(dir, 'clients.toml'), dir).allow(endpointIdOf(key), 'bystander');
-  await daemon.start();
-  const id = /serving as ([0-9a-f]{64})/.exec(daemon.output)![1];
-  address = { id, addrs: [`127.0.0.1:${port}`] };
+  const started = await startWithClient('rusb-unknown-', 'bystander');
+  ({ dir, daemon, address } = started);
+  const { key } = started;
   client = new BenchClient({ bench: address, secretKey: key, clientName: 'bystander', relay: { mode: 'disabled' } });
   await client.start();
 });
