@@ -348,7 +348,7 @@ export class Session {
     claim.inflight.set(m.id, abort);
     void executeUrb(claim.device, {
       type: m.type, ep: m.ep, setup: m.setup ? parseSetup(m.setup) : undefined, data: m.data,
-      length: isIn ? m.len : 0, timeout: m.timeout ?? 0, signal: abort.signal,
+      length: isIn ? m.len : 0, timeout: m.timeout ?? 0, flags: m.flags, signal: abort.signal,
     }).then(
       (r) => {
         claim.inflight.delete(m.id);

@@ -65,6 +65,8 @@ export interface UrbRequest {
   length?: number;
   /** ms, 0 = none */
   timeout?: number;
+  /** Transfer flags the bench honours (UrbFlag.zeroPacket). */
+  flags?: number;
 }
 
 export interface UrbResult {
@@ -603,6 +605,7 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
       data: isIn ? undefined : urb.data ?? EMPTY,
       len: isIn ? urb.length ?? 0 : urb.data?.length ?? 0,
       timeout: urb.timeout || undefined,
+      flags: urb.flags || undefined,
     });
     if (!sent) this.completed(id, { status: UrbStatus.shutdown, actual: 0, data: EMPTY, error: 'bench offline' });
     return { id, done };

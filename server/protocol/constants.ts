@@ -3,8 +3,11 @@
 /** QUIC ALPN: a peer speaking anything else is refused during the TLS handshake. */
 export const ALPN = 'remote-usb/1';
 
-/** Bumped on any incompatible message change; both sides refuse a different version with a clear error. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Bumped on any incompatible message change; both sides refuse a different version with a clear error.
+ * 2: submits carry the URB's transfer flags (`flags`: zero packet) and the bench cancels for real.
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** The capability of peers that speak compressed URB payloads (compression.ts). */
 export const COMPRESSION_CAPABILITY = 'brotli';
@@ -58,6 +61,17 @@ export const UrbStatus = {
   cancelled: -104, // -ECONNRESET: unlinked by the submitter
   shutdown: -108, // -ESHUTDOWN: connection to the bench lost
   timedOut: -110, // -ETIMEDOUT
+} as const;
+
+/**
+ * The URB transfer flags the bench honours, with the kernel's values (USB/IP carries the kernel's
+ * transfer_flags as they are). kernel: include/linux/usb.h
+ */
+export const UrbFlag = {
+  /** Treat a short IN transfer as an error (-EREMOTEIO). */
+  shortNotOk: 0x0001,
+  /** After OUT data that ends on a packet boundary, send a zero-length packet (usbnet, usb_wwan, cdc-acm quirks). */
+  zeroPacket: 0x0040,
 } as const;
 
 /** Error codes in `error` messages; stable strings a client can switch on. */

@@ -71,6 +71,8 @@ export interface Submit {
   data?: Uint8Array;
   len: number;
   timeout?: number;
+  /** The kernel's URB transfer flags the bench honours (UrbFlag); others are dropped by the client. */
+  flags?: number;
   /** 1: `data` is Brotli-compressed and inflates to `len` bytes (capability 'brotli', compression.ts). */
   z?: number;
 }
@@ -249,6 +251,7 @@ export function parseMessage(value: unknown): Message {
       }
       optBytes(o, 'data', MAX_URB_DATA);
       if (o.timeout !== undefined) uint(o, 'timeout', 3_600_000);
+      if (o.flags !== undefined) uint(o, 'flags');
       compressed(o);
       break;
     }

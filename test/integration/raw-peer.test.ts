@@ -5,6 +5,7 @@ import { IrohConnection, IrohEndpoint } from '../../server/net/iroh.js';
 import { Message } from '../../server/protocol/messages.js';
 import { MessageStream } from '../../server/protocol/stream.js';
 import { BenchFixture, until } from '../helpers/bench-fixture.js';
+import { PROTOCOL_VERSION } from '../../server/protocol/constants.js';
 
 const bench = new BenchFixture();
 let endpoint: IrohEndpoint;
@@ -31,12 +32,12 @@ async function talk(send: (s: MessageStream, raw: (b: Buffer) => Promise<void>) 
   return { got, closed };
 }
 
-const hello = { t: 'hello' as const, v: 1, caps: [], name: 'raw' };
+const hello = { t: 'hello' as const, v: PROTOCOL_VERSION, caps: [], name: 'raw' };
 
 test('a different protocol version gets a clear error and the connection closes', async () => {
   const { got, closed } = await talk(async (s) => s.send({ ...hello, v: 99 }));
   assert.equal(got[0].t, 'error');
-  assert.match((got[0] as { message: string }).message, /this bench speaks protocol version 1, the client speaks 99: update the bench daemon/);
+  assert.match((got[0] as { message: string }).message, new RegExp(`this bench speaks protocol version ${PROTOCOL_VERSION}, the client speaks 99: update the bench daemon`));
   assert.notEqual(closed, 'still open');
 });
 

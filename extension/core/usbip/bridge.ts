@@ -38,7 +38,7 @@ import {
   UsbipDirection,
   UsbipProtocolError,
 } from './codec.js';
-import { USBIP_DIR_IN, USBIP_DIR_OUT, USBIP_URB_SHORT_NOT_OK, UsbipStatus } from './constants.js';
+import { USBIP_DIR_IN, USBIP_DIR_OUT, USBIP_URB_SHORT_NOT_OK, USBIP_URB_ZERO_PACKET, UsbipStatus } from './constants.js';
 import { endpointName, EndpointTable } from './endpoints.js';
 
 /** What the bridge uses of a claimed device: ClaimedDevice has this shape; tests pass a fake. */
@@ -168,13 +168,16 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
    * - Target held (bench offline, never sent): dropped, RET_UNLINK(-ECONNRESET) at once.
    * - Target running on the bench: dev.cancel(id), remember the unlink's seqnum, answer nothing yet.
    *   The bench answers every URB exactly once, cancelled or not, and that completion decides:
-   *     * cancel won (-ECONNRESET / -ENOENT, or -ESHUTDOWN: the bench connection dropped under it):
-   *       RET_UNLINK(-ECONNRESET) and NO RET_SUBMIT, ever. vhci
+   *     * cancel won (-ECONNRESET / -ENOENT, or -ESHUTDOWN: the bench connection dropped under it)
+   *       before any byte moved: RET_UNLINK(-ECONNRESET) and NO RET_SUBMIT, ever. vhci
    *       gives the URB back with that status; a RET_SUBMIT for the seqnum afterwards would name a URB
    *       it no longer has and make it drop the whole device.
    *     * cancel lost (the transfer finished first): RET_SUBMIT with the real result (IN data is not
    *       thrown away), then RET_UNLINK(0). vhci_rx.c gives the URB back on the RET_SUBMIT (it is
    *       still in its list while the unlink is pending) and then logs "already given back".
+   *     * cancel won after some bytes moved (the bench cancels for real and returns what the transfer
+   *       did move): handled like a lost cancel, RET_SUBMIT with -ECONNRESET and those bytes, then
+   *       RET_UNLINK(0) — the URB comes back as a local host controller gives back an unlinked URB.
    *   Waiting for the completion (instead of answering RET_UNLINK at once and dropping the late
    *   RET_SUBMIT) keeps the bench's FIFO semantics honest: data the device produced is never lost
    *   because of an unlink that came too late, and the kernel never reuses an endpoint while the bench
@@ -382,7 +385,9 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     if (type === 'isochronous') return 'isochronous endpoint (Remote USB does not carry isochronous transfers)';
     if (type === 'control') return 'control endpoints other than 0 are not supported';
     const isIn = cmd.direction === USBIP_DIR_IN;
-    return { type, ep: address, data: isIn ? undefined : cmd.data, length: isIn ? cmd.transfer_buffer_length : undefined };
+    // URB_ZERO_PACKET must reach the bench's host controller; URB_SHORT_NOT_OK is applied here (retSubmit).
+    const flags = cmd.transfer_flags & USBIP_URB_ZERO_PACKET;
+    return { type, ep: address, data: isIn ? undefined : cmd.data, length: isIn ? cmd.transfer_buffer_length : undefined, flags: flags || undefined };
   }
 
   private refuse(cmd: UsbipCmdSubmit | UsbipCmdSubmitIso, address: number, status: number, why: string): void {
@@ -468,10 +473,14 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     this.stats.completed++;
     if (urb.unlinks.length > 0) {
       const cancelWon = r.status === UsbipStatus.ECONNRESET || r.status === UsbipStatus.ENOENT || r.status === UsbipStatus.ESHUTDOWN;
-      if (cancelWon) {
+      const moved = urb.direction === USBIP_DIR_IN ? r.data.length : r.actual;
+      if (cancelWon && moved === 0) {
         this.stats.unlinked++;
         urb.unlinks.forEach((seqnum, i) => this.enqueue(encodeRetUnlink({ seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: i === 0 ? UsbipStatus.ECONNRESET : UsbipStatus.OK })));
       } else {
+        // The transfer finished first, or was cancelled part way: the bytes it moved go to the driver with
+        // its status (as a local host controller gives an unlinked URB back with its actual_length).
+        if (cancelWon) this.stats.unlinked++;
         this.enqueue(this.retSubmit(urb, r));
         for (const seqnum of urb.unlinks) this.enqueue(encodeRetUnlink({ seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UsbipStatus.OK }));
       }
