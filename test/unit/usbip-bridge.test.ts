@@ -15,7 +15,7 @@ import type { PendingUrb, UrbRequest, UrbResult } from '../../extension/core/ben
 import { AttachError, attachDevice, createSocketPair, devidOf, loadVhci, detachPort } from '../../extension/core/usbip/attach.js';
 import { BridgeClosed, UsbipBridge, UsbipBridgeOptions } from '../../extension/core/usbip/bridge.js';
 import { encodeCmdSubmit } from '../../extension/core/usbip/codec.js';
-import { USBIP_DIR_IN, USBIP_URB_DIR_IN, USBIP_URB_SHORT_NOT_OK, UsbipStatus } from '../../extension/core/usbip/constants.js';
+import { USBIP_DIR_IN, USBIP_URB_DIR_IN, USBIP_URB_SHORT_NOT_OK, USBIP_URB_ZERO_PACKET, UsbipStatus } from '../../extension/core/usbip/constants.js';
 import { DescriptorError, EndpointTable, parseConfigurationDescriptor, readEndpointTable } from '../../extension/core/usbip/endpoints.js';
 import type { DeviceInfo } from '../../server/protocol/messages.js';
 import { configurationDescriptor, deviceDescriptor, DeviceDescriptorFields } from '../../server/usb/descriptors.js';
@@ -381,6 +381,35 @@ describe('USB/IP bridge', () => {
     assert.equal(answer.ret.data.toString(), 'late data');
     assert.equal((await unlink.done).status, 0);
     assert.deepEqual(r.kernel.replies.map((m) => m.kind), ['retSubmit', 'retUnlink']);
+    await shutdown(r);
+  });
+
+  test('unlink that wins after some bytes moved: RET_SUBMIT(-ECONNRESET) with those bytes, then RET_UNLINK(0)', async () => {
+    const r = await rig();
+    r.dev.autoCancel = false;
+    const urb = r.kernel.submit({ ep: 1, dir: 'in', length: 4096 });
+    await until(() => r.dev.pending.size === 1, 'the URB on the device');
+    const unlink = r.kernel.unlink(urb.seqnum);
+    await until(() => r.dev.cancels.length >= 1, 'the cancel');
+    // the bench cancelled for real: the transfer ends as cancelled, with the packet it had received
+    r.dev.complete(r.dev.pendingOn(0x81).id, { status: UsbipStatus.ECONNRESET, data: Buffer.alloc(512, 7) });
+    const answer = await urb.done;
+    assert.ok(answer.kind === 'submitted');
+    assert.deepEqual([answer.ret.status, answer.ret.actual_length, answer.ret.data], [-104, 512, Buffer.alloc(512, 7)]);
+    assert.equal((await unlink.done).status, 0);
+    assert.deepEqual(r.kernel.replies.map((m) => m.kind), ['retSubmit', 'retUnlink']);
+    await shutdown(r);
+  });
+
+  test('URB_ZERO_PACKET travels to the bench with the URB; flags the bridge applies itself do not', async () => {
+    const r = await rig();
+    const out = r.kernel.submit({ ep: 1, dir: 'out', data: Buffer.alloc(512), flags: USBIP_URB_ZERO_PACKET | USBIP_URB_SHORT_NOT_OK });
+    const bulkIn = r.kernel.submit({ ep: 1, dir: 'in', length: 512, flags: USBIP_URB_SHORT_NOT_OK });
+    await until(() => r.dev.pending.size === 2, 'both URBs');
+    assert.deepEqual([r.dev.pendingOn(0x01).urb.flags, r.dev.pendingOn(0x81).urb.flags], [USBIP_URB_ZERO_PACKET, undefined]);
+    r.dev.complete(r.dev.pendingOn(0x01).id, { actual: 512 });
+    r.dev.complete(r.dev.pendingOn(0x81).id, { data: Buffer.alloc(512) });
+    await Promise.all([out.done, bulkIn.done]);
     await shutdown(r);
   });
 
