@@ -5,7 +5,8 @@ export const ALPN = 'remote-usb/1';
 
 /**
  * Bumped on any incompatible message change; both sides refuse a different version with a clear error.
- * 2: submits carry the URB's transfer flags (`flags`: zero packet) and the bench cancels for real.
+ * 2: submits carry the URB's transfer flags (`flags`: zero packet), the bench cancels for real, and a
+ *    session survives a dropped connection (hello `resume`, welcome `resume`/`resumed`, `ack`).
  */
 export const PROTOCOL_VERSION = 2;
 
@@ -16,7 +17,7 @@ export const COMPRESSION_CAPABILITY = 'brotli';
 export const Z_BROTLI = 1;
 
 /** What this build can do; peers use this to switch optional behaviour on. */
-export const CAPABILITIES: readonly string[] = ['urb', 'hotplug', 'ping', 'pairing', 'serial', COMPRESSION_CAPABILITY];
+export const CAPABILITIES: readonly string[] = ['urb', 'hotplug', 'ping', 'pairing', 'serial', 'resume', COMPRESSION_CAPABILITY];
 
 /** Largest URB data we carry in one message (usb-storage and DFU use up to a few hundred KiB). */
 export const MAX_URB_DATA = 4 * 1024 * 1024;
@@ -90,4 +91,5 @@ export type ErrorCode =
   | 'not-open' // serial request for a session id this client does not have open
   | 'serial-error' // the bench's OS refused to open or configure the tty
   | 'usb-error' // the bench's USB stack refused (permission, device error)
+  | 'shutting-down' // the daemon is stopping: the session ends and cannot be resumed
   | 'internal';

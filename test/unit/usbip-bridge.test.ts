@@ -413,20 +413,18 @@ describe('USB/IP bridge', () => {
     await shutdown(r);
   });
 
-  test('a cancel the bench does not answer is repeated until the URB completes', async () => {
+  test('an unlink sends one cancel; the URB\'s completion answers it whenever it comes', async () => {
     const r = await rig();
-    r.dev.autoCancel = false; // as if the cancel overtook its submit and the bench ignored it
+    r.dev.autoCancel = false;
     const urb = r.kernel.submit({ ep: 1, dir: 'in', length: 512 });
     await until(() => r.dev.pending.size === 1, 'the URB on the device');
     const id = r.dev.pendingOn(0x81).id;
     const unlink = r.kernel.unlink(urb.seqnum);
-    await until(() => r.dev.cancels.length >= 3, 'repeated cancels', 1000);
+    await until(() => r.dev.cancels.length >= 1, 'the cancel');
+    await new Promise((res) => setTimeout(res, 300));
+    assert.deepEqual(r.dev.cancels, [id], 'one cancel, not repeated');
     r.dev.complete(id, { status: UsbipStatus.ECONNRESET });
     assert.equal((await unlink.done).status, -104);
-    const n = r.dev.cancels.length;
-    await new Promise((res) => setTimeout(res, 600));
-    assert.equal(r.dev.cancels.length, n, 'no cancel after the completion');
-    assert.ok(r.dev.cancels.every((c) => c === id));
     await shutdown(r);
   });
 

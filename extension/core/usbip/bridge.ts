@@ -129,13 +129,9 @@ interface KernelUrb {
   unlinks: number[];
   /** IN bulk/interrupt: safe to run again after the connection dropped (see the grace period notes). */
   replayable: boolean;
-  /** Repeats dev.cancel() until the URB completes (see "UNLINK strategy"). */
-  cancelTimer?: NodeJS.Timeout;
+  /** dev.cancel() was called for it (once is enough, see "UNLINK strategy"). */
+  cancelled: boolean;
 }
-
-/** When to repeat a cancel the bench has not answered (ms after the previous one); then every second. */
-const CANCEL_RETRY_MS = [5, 20, 100, 500];
-const CANCEL_RETRY_LAST_MS = 1000;
 
 /** kernel: include/uapi/linux/usb/ch9.h */
 const USB_REQ_SET_CONFIGURATION = 0x09;
@@ -184,14 +180,9 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
    *   still runs the old transfer. The kernel's own stub_tx.c answers the same way (RET_UNLINK with the
    *   URB's status), but loses IN data when the unlink comes late.
    * - A second CMD_UNLINK for the same URB (vhci never sends one) gets RET_UNLINK(0) with the first.
-   * - The cancel is repeated (after 5, 20, 100, 500 ms, then every second) until the URB completes.
-   *   BenchClient sends cancels on its control stream and bulk/interrupt submits on its data stream,
-   *   so a cancel can overtake its own submit; the bench then ignores it (unknown id) and an IN URB
-   *   on a quiet endpoint would wait forever, with the kernel's usb_kill_urb() waiting behind it.
-   *   A repeated cancel is harmless: the bench ignores cancels for URBs it no longer runs, and
-   *   ClaimedDevice sends none for a URB that has completed. (In the integration test's unlink race,
-   *   where the unlink follows the submit at once, most first cancels arrive before their submit.
-   *   The real fix is in the client: send a URB's cancel on the stream that carried its submit.)
+   * - One cancel is enough: BenchClient sends it on the stream that carried its URB's submit, so it
+   *   never overtakes the submit, and across a dropped connection it is sent again with the URB if the
+   *   bench did not get it (urb-lanes.ts). The bench cancels the transfer for real.
    */
   private readonly pending = new Map<number, KernelUrb>();
   /** URBs waiting for the bench to come back, in submission order. */
@@ -206,8 +197,6 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   private offline = false;
   private graceTimer?: NodeJS.Timeout;
   private closeInfo?: BridgeClosed;
-  /** 'closed' has been emitted: nothing more is done for URBs the bench never answered. */
-  private closeInfoSent = false;
   private drainWaiters: (() => void)[] = [];
   private readonly warnedEndpoints = new Set<number>();
   private readonly closedPromise: Promise<BridgeClosed>;
@@ -341,6 +330,7 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
       state: 'held',
       id: 0,
       unlinks: [],
+      cancelled: false,
       replayable: request.type !== 'control' && cmd.direction === USBIP_DIR_IN,
     };
     this.pending.set(cmd.seqnum, urb);
@@ -418,15 +408,14 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
       return;
     }
     target.unlinks.push(cmd.seqnum);
-    if (target.unlinks.length === 1) this.cancel(target, 0);
+    this.cancel(target);
   }
 
-  /** dev.cancel(), repeated until the URB completes (see "UNLINK strategy"). */
-  private cancel(urb: KernelUrb, attempt: number): void {
-    if (this.pending.get(urb.seqnum) !== urb || urb.state !== 'sent' || this.closeInfoSent) return;
+  /** Asks the bench to cancel a URB it runs; its completion answers the unlink (see "UNLINK strategy"). */
+  private cancel(urb: KernelUrb): void {
+    if (this.pending.get(urb.seqnum) !== urb || urb.state !== 'sent' || urb.cancelled) return;
+    urb.cancelled = true;
     this.dev.cancel(urb.id);
-    if (attempt > 0) this.log.debug(`${this.name}: cancel of URB seqnum ${urb.seqnum} repeated (${attempt})`);
-    urb.cancelTimer = setTimeout(() => this.cancel(urb, attempt + 1), CANCEL_RETRY_MS[attempt] ?? CANCEL_RETRY_LAST_MS);
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -449,7 +438,6 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   }
 
   private completed(urb: KernelUrb, r: UrbResult): void {
-    clearTimeout(urb.cancelTimer);
     if (this.pending.get(urb.seqnum) !== urb) return; // defensive: every URB completes once
     if (this.closing) {
       this.pending.delete(urb.seqnum);
@@ -525,8 +513,10 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
 
   /*
    * Grace period when the bench connection drops ('suspended'). The kernel keeps the port attached
-   * for up to `offlineGraceMs`; if the client re-claims the device in time ('resumed') the kernel
-   * never notices more than a slow device:
+   * for up to `offlineGraceMs`; if the connection comes back in time ('resumed') the kernel never
+   * notices more than a slow device. Usually the bench resumes the session (bench-client.ts): URBs
+   * running when the connection dropped simply complete after it, nothing is lost. When it cannot (the
+   * daemon restarted, or the drop outlasted its grace):
    * - URBs running when the connection dropped come back as -ESHUTDOWN (from ClaimedDevice, or from a
    *   bench that is stopping, just before the connection closes; either starts the grace period). Whether
    *   they reached the device is unknown. IN bulk/interrupt URBs are held and run again after the
@@ -677,7 +667,7 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     // Held URBs were never sent; those still on the bench are cancelled so nothing outlives the port.
     for (const urb of this.held) this.pending.delete(urb.seqnum);
     this.held = [];
-    for (const urb of this.pending.values()) if (urb.state === 'sent') this.cancel(urb, 0);
+    for (const urb of this.pending.values()) if (urb.state === 'sent') this.cancel(urb);
     // Replies already queued go out before the end (a clean local close); the kernel gives back
     // every URB it still has when the connection closes.
     if (reason === 'protocol-error' || reason === 'socket-error') {
@@ -694,8 +684,6 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     const timer = setTimeout(() => this.drainWaiters.splice(0).forEach((f) => f()), this.closeDrainMs);
     this.drainWaiters.push(() => {
       clearTimeout(timer);
-      this.closeInfoSent = true;
-      for (const urb of this.pending.values()) clearTimeout(urb.cancelTimer);
       const info = this.closeInfo!;
       this.resolveClosed(info);
       this.emit('closed', info);
