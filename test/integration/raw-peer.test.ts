@@ -101,8 +101,8 @@ test('URBs for an unclaimed device and duplicate URB ids are refused one by one;
   assert.equal(closed, 'still open');
 });
 
-test('a client that falls silent loses its devices (crashed or killed clients do not hold boards)', async () => {
-  const quiet = await new BenchFixture().start({ clientSilenceLimitMs: 2000 });
+test('a client that falls silent loses its devices once the resume grace is over (crashed or killed clients do not hold boards)', async () => {
+  const quiet = await new BenchFixture().start({ clientSilenceLimitMs: 2000, resumeGraceS: 2 });
   const ep = await IrohEndpoint.bind({ secretKey: quiet.allowedKey('ghost'), relay: { mode: 'disabled' } });
   try {
     const conn = await ep.connect(quiet.daemon.address());
@@ -113,10 +113,12 @@ test('a client that falls silent loses its devices (crashed or killed clients do
     s.send({ t: 'claim', req: 1, dev: 'sim-1' });
     const other = await quiet.connect({ clientName: 'next', pingIntervalMs: 300 }); // pings well within the limit
     await until(() => other.device('sim-1')?.claimedBy === 'ghost', 3000, 'the ghost to hold sim-1');
-    // the ghost never pings: after the silence limit the bench ends its session and frees the board
-    await until(() => other.device('sim-1')?.claimedBy === undefined, 8000, 'sim-1 to be freed');
+    // the ghost never pings: after the silence limit the bench counts it dropped and keeps the board for
+    // a resume; nobody resumes, so after the grace it ends the session and frees the board
+    await until(() => other.device('sim-1')?.claimedBy === undefined, 10_000, 'sim-1 to be freed');
     assert.ok(got.some((m) => m.t === 'claimed'));
-    assert.ok(quiet.log.lines.some((l) => /ghost \(\w+\) gone: nothing heard for \d+ s/.test(l)), quiet.log.lines.join('\n'));
+    assert.ok(quiet.log.lines.some((l) => /ghost \(\w+\) dropped \(nothing heard for \d+ s\): keeping sim-1/.test(l)), quiet.log.lines.join('\n'));
+    assert.ok(quiet.log.lines.some((l) => /ghost \(\w+\) gone: did not come back within 2 s/.test(l)), quiet.log.lines.join('\n'));
     await (await other.claim('sim-1')).release();
   } finally {
     await ep.close();
