@@ -15,7 +15,7 @@ import type { BenchMessage, ClientMessage, DeviceInfo, Hello, Message, SerialClo
 import { parseSetup, ProtocolError } from './protocol/messages.js';
 import { MessageStream } from './protocol/stream.js';
 import { PayloadCompressor } from './protocol/compression.js';
-import { CloseCode, IrohConnection } from './net/iroh.js';
+import { CloseCode, IrohConnection, peerCloseCode } from './net/iroh.js';
 import type { Logger } from './log.js';
 import type { OpenedDevice } from './usb/backend.js';
 import { ClaimSet } from './claim-set.js';
@@ -180,9 +180,14 @@ export class Session {
   }
 
   async run(): Promise<void> {
-    // A client that closes its connection means it (ours releases its devices first); anything else
-    // (timed out, reset, the network) is a drop the client may come back from.
-    void this.conn.closed().then((why) => (/^closed by peer/.test(why) ? this.end(`connection closed: ${why}`) : this.dropped(`connection closed: ${why}`)));
+    // A client that closes its connection means it (ours releases its devices first), unless it says it
+    // gave a silent connection up to resume on a new one; anything else (timed out, reset, the network)
+    // is a drop the client may come back from.
+    void this.conn.closed().then((why) => {
+      const code = peerCloseCode(why);
+      if (code === undefined || code === CloseCode.abandoned) this.dropped(`connection closed: ${why}`);
+      else void this.end(`connection closed: ${why}`);
+    });
     this.silenceTimer = setInterval(() => {
       // A client whose stream we stopped reading (see REPLY_BACKLOG_LIMIT) cannot be heard: it is
       // alive while it reads what we send.

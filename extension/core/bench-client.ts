@@ -17,7 +17,7 @@ import type { BenchMessage, DeviceInfo, Message, SetupPacket, TransferType } fro
 import { encodeSetup, isDataLane } from '../../server/protocol/messages.js';
 import { MessageStream } from '../../server/protocol/stream.js';
 import { PayloadCompressor } from '../../server/protocol/compression.js';
-import { BindingName, IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
+import { BindingName, CloseCode, IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
 import { Logger, silentLogger } from '../../server/log.js';
 import { Backoff } from './backoff.js';
 import { DEFAULT_SERIAL_PARAMS, SerialParams, SerialSession } from './serial.js';
@@ -547,7 +547,8 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     this.pingTimer = setInterval(() => {
       if (generation !== this.connectionGeneration) return;
       if (performance.now() - this.lastHeard > deadAfter) {
-        this.conn?.close();
+        // said so, in case the bench hears it: it then keeps our session for the resume
+        this.conn?.close(CloseCode.abandoned, 'no answer: resuming on a new connection');
         this.connectionLost(generation, `no answer from the bench for ${Math.round(deadAfter / 1000)} s`);
         return;
       }
@@ -560,7 +561,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     if (generation !== this.connectionGeneration || this._state === 'offline' || this._state === 'refused' || this._state === 'closed') return;
     this.connectionGeneration++;
     clearInterval(this.pingTimer);
-    this.conn?.close();
+    this.conn?.close(CloseCode.abandoned, 'connection lost: resuming on a new one');
     this.conn = undefined;
     this.control = undefined;
     this.data = undefined;

@@ -1,7 +1,7 @@
 /** A hand-driven peer over real Iroh: what the daemon says to clients that break the rules. */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { IrohConnection, IrohEndpoint } from '../../server/net/iroh.js';
+import { CloseCode, IrohConnection, IrohEndpoint } from '../../server/net/iroh.js';
 import { Message } from '../../server/protocol/messages.js';
 import { MessageStream } from '../../server/protocol/stream.js';
 import { BenchFixture, until } from '../helpers/bench-fixture.js';
@@ -124,4 +124,31 @@ test('a client that falls silent loses its devices once the resume grace is over
     await ep.close();
     await quiet.stop();
   }
+});
+
+test('a peer that closes its connection on purpose releases its devices; one that closes it as abandoned keeps them for a resume, which hands them over', async () => {
+  const claimAndClose = async (code: bigint): Promise<string> => {
+    const conn = await endpoint.connect(bench.daemon.address());
+    const s = new MessageStream(await conn.openStream());
+    const got: Message[] = [];
+    void s.readLoop((m) => got.push(m)).catch(() => {});
+    s.send({ ...hello, caps: ['resume'] });
+    s.send({ t: 'claim', req: 1, dev: 'sim-2' });
+    await until(() => got.some((m) => m.t === 'claimed'), 5000, 'the claim');
+    const token = (got.find((m) => m.t === 'welcome') as { resume?: string }).resume!;
+    conn.close(code, code === CloseCode.abandoned ? 'no answer: resuming on a new connection' : 'bye');
+    return token;
+  };
+  const holder = (): string | undefined => bench.daemon.devicesFor(undefined as never).find((d) => d.id === 'sim-2')?.claimedBy;
+  await claimAndClose(CloseCode.normal);
+  await until(() => holder() === undefined, 5000, 'sim-2 released after a deliberate close');
+  const token = await claimAndClose(CloseCode.abandoned);
+  await until(() => bench.log.lines.some((l) => /raw \(\w+\) dropped \(connection closed: closed by peer: .*\(code 5\)\): keeping sim-2/.test(l)), 5000, 'the drop logged');
+  assert.equal(holder(), 'raw', 'kept for the resume');
+  // the resume: a new connection naming the token gets the session, sim-2 included
+  const { got } = await talk(async (s) => s.send({ ...hello, caps: ['resume'], resume: { token, acked: [0, 0] } }), 500);
+  const welcome = got.find((m) => m.t === 'welcome') as { resumed?: { received: number[] } } | undefined;
+  assert.deepEqual(welcome?.resumed, { received: [0, 0] });
+  assert.ok(bench.log.lines.some((l) => /raw \(\w+\) connected, resuming its session \(1 device/.test(l)), bench.log.lines.join('\n'));
+  await until(() => holder() === undefined, 5000, 'sim-2 released when the resumed connection closed on purpose');
 });

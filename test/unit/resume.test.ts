@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ClaimSet, MAX_UNACKED_BYTES } from '../../server/claim-set.js';
 import { UrbLanes } from '../../extension/core/urb-lanes.js';
+import { CloseCode, peerCloseCode } from '../../server/net/iroh.js';
 import type { BenchMessage, LaneCounts, Message } from '../../server/protocol/messages.js';
 
 type Answer = Extract<BenchMessage, { t: 'complete' | 'error' }>;
@@ -146,5 +147,15 @@ describe('both halves across a link that drops anywhere', () => {
   test('every URB runs once and is answered once, wherever the link drops', () => {
     const n = 6;
     for (let s = 0; s <= n; s++) for (let a = 0; a <= s; a++) scenario(n, s, a);
+  });
+});
+
+describe('close reasons', () => {
+  test('peerCloseCode reads the code a peer closed with, and nothing from other ends', () => {
+    assert.equal(peerCloseCode('closed by peer: no answer: resuming on a new connection (code 5)'), CloseCode.abandoned);
+    assert.equal(peerCloseCode('closed by peer: 0'), CloseCode.normal);
+    assert.equal(peerCloseCode('timed out'), undefined);
+    assert.equal(peerCloseCode('closed'), undefined);
+    assert.equal(peerCloseCode('reset by peer'), undefined);
   });
 });
