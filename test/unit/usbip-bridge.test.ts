@@ -413,6 +413,22 @@ describe('USB/IP bridge', () => {
     await shutdown(r);
   });
 
+  test('its state: running, offline while the bench is away, running again, closing, closed', async () => {
+    const r = await rig();
+    assert.equal(r.bridge.state, 'running');
+    r.dev.suspend();
+    assert.equal(r.bridge.state, 'offline');
+    r.dev.resume();
+    assert.equal(r.bridge.state, 'running');
+    r.kernel.submit({ ep: 1, dir: 'in', length: 512 });
+    await until(() => r.dev.pending.size === 1, 'a URB on the device');
+    const closing = r.bridge.close('test over'); // closing until the bench answers that URB's cancel
+    assert.equal(r.bridge.state, 'closing');
+    await closing;
+    assert.equal(r.bridge.state, 'closed');
+    assertClean(r);
+  });
+
   test('an unlink sends one cancel; the URB\'s completion answers it whenever it comes', async () => {
     const r = await rig();
     r.dev.autoCancel = false;
