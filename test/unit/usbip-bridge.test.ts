@@ -860,7 +860,7 @@ function helperRig(used: Record<number, number> = { 0: 0x10002 }): HelperRig {
 }
 
 describe('attach flow (fake helper)', () => {
-  const direct = (h: HelperRig, extra: Record<string, unknown> = {}) => ({ helperPath: h.helperPath, runAsRoot: 'direct' as const, sysfsRoot: h.sysfs, socketDir: h.sockets, detachWaitMs: 300, ...extra });
+  const direct = (h: HelperRig, extra: Record<string, unknown> = {}) => ({ helperPath: h.helperPath, runAsRoot: 'direct' as const, sysfsRoot: h.sysfs, socketDir: h.sockets, detachWaitMs: 1500, ...extra });
 
   test('attach: the helper gets a connected unix stream socket as stdin, the bridge answers the kernel on the other end', async () => {
     const h = helperRig();
