@@ -15,6 +15,8 @@ NODE=${KTEST_NODE:-node}
 XFER=${XFER_BYTES:-1048576}
 mkdir -p "$W/state"
 load_modules || exit 1
+modprobe usbmon || ktest_fail modprobe.usbmon "modprobe usbmon failed"
+mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 make_acm_gadget || exit 1
 tty_raw "$ACM_GADGET_TTY"
 if r=$(wait_tty_of $FTDI_VID $FTDI_PID local 15); then FTDI_LOCAL_BUSID=${r% *}; else ktest_fail ftdi.local "qemu FTDI not found"; fi
@@ -42,6 +44,20 @@ if time_attach ours_acm $ACM_VID $ACM_PID --bg "${CLIENT[@]}" "$ACM_LOCAL_BUSID"
   attach_breakdown ours_acm "/run/ktest/ours_acm.attach.log" && OURS_KERNEL=${ATTACH_KERNEL_MS:-}
   tty_xfer "/dev/$IMP_TTY" "$ACM_GADGET_TTY" "$XFER" ours_acm_out 180 && OURS_OUT=$XFER_MBPS
   tty_xfer "$ACM_GADGET_TTY" "/dev/$IMP_TTY" "$XFER" ours_acm_in 180 && OURS_IN=$XFER_MBPS
+  # cdc_acm keeps 16 reads queued while its tty is open: through us, all of them must be queued at the
+  # bench's host controller at once (usbmon on the bench's bus: most IN URBs outstanding at one time)
+  B=$(cat "/sys/bus/usb/devices/$ACM_LOCAL_BUSID/busnum") D=$(cat "/sys/bus/usb/devices/$ACM_LOCAL_BUSID/devnum")
+  if [ -e "/sys/kernel/debug/usb/usbmon/${B}u" ]; then
+    (timeout 5 cat "/sys/kernel/debug/usb/usbmon/${B}u" > "$W/usbmon.txt") & MON=$!
+    ktest_sleep 1
+    timeout 3 cat "/dev/$IMP_TTY" > /dev/null 2>&1
+    wait "$MON"
+    most=$(awk -v d="$(printf %03d "$D")" '{ split($4, a, ":") } a[1] == "Bi" && a[3] == d { if ($3 == "S") { o[$1] = 1; n++; if (n > m) m = n } else if ($1 in o) { delete o[$1]; n-- } } END { print m + 0 }' "$W/usbmon.txt")
+    [ "$most" -ge 16 ] && ktest_pass ours_acm.urbs_queued "cdc_acm's reads queued at the bench's host controller at once: $most" \
+      || ktest_fail ours_acm.urbs_queued "at most $most IN URBs queued at the bench's host controller (cdc_acm keeps 16)"
+  else
+    ktest_fail ours_acm.urbs_queued "no usbmon for bus $B"
+  fi
   # Unlink races under load: every close of the tty makes cdc_acm kill its 16 queued reads (CMD_UNLINK
   # while the bench may be completing them) and every open submits 16 more, while the board streams.
   (timeout 90 sh -c 'while :; do head -c 65536 /dev/urandom; done' > "$ACM_GADGET_TTY") 2>/dev/null & STREAM=$!
