@@ -4,8 +4,8 @@
  * and finds the local names the kernel gave the device (its bus id, and its tty when a serial driver binds).
  */
 import * as vscode from 'vscode';
-import type { Logger } from '../server/log.js';
-import { ttyOfUsbDevice } from '../server/serial/sysfs-tty.js';
+import type { Logger } from '../server/shared/log.js';
+import { ttyOfUsbDevice } from '../server/shared/serial/sysfs-tty.js';
 import type { BridgeCloseReason } from './core/usbip/bridge.js';
 import type { RemoteAttachment } from './core/worker/core-host.js';
 import { Bench } from './benches.js';

@@ -10,7 +10,7 @@ import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import type { DeviceInfo } from '../server/protocol/messages.js';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../server/shared/log.js';
 import type { BenchState } from './core/bench-client.js';
 import type { PeerAddress } from '../server/net/iroh.js';
 import { CoreHost, RemoteBench } from './core/worker/core-host.js';

@@ -4,7 +4,8 @@
  * first bench connects (benches.ts), so VS Code starts as fast as without us.
  */
 import * as vscode from 'vscode';
-import { createLogger, LogLevel, printable } from '../server/log.js';
+import { createLogger, LogLevel } from '../server/shared/log.js';
+import { printable } from '../server/shared/text.js';
 import { AttachManager } from './attachments.js';
 import { AutoAttach } from './auto-attach.js';
 import { BenchManager } from './benches.js';

@@ -4,7 +4,7 @@
  * here and `remoteUsb.serial.preferLocalTty` is on — this machine's tty.
  */
 import * as vscode from 'vscode';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../server/shared/log.js';
 import type { DeviceInfo } from '../server/protocol/messages.js';
 import { AttachManager } from './attachments.js';
 import { Bench } from './benches.js';

@@ -5,7 +5,7 @@
  * the URL (with Copy / Stop buttons) and stops them on request or when VS Code closes.
  */
 import * as vscode from 'vscode';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../server/shared/log.js';
 import type { Rfc2217Share } from './core/rfc2217-server.js';
 import { DEFAULT_SERIAL_PARAMS } from './core/serial.js';
 import type { Bench } from './benches.js';

@@ -35,7 +35,7 @@ export class AtomicWriteError extends Error {
   }
 }
 
-/** The temp file's name: hidden, next to the target, with the writer's pid (server/atomic-file.ts removes
+/** The temp file's name: hidden, next to the target, with the writer's pid (server/shared/atomic-file.ts removes
  *  the ones whose writer died). */
 export function tempNameFor(file: string, pid = process.pid): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.${pid}.tmp`);

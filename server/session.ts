@@ -13,10 +13,10 @@ import { parseSetup, ProtocolError } from './protocol/messages.js';
 import { MessageStream } from './protocol/stream.js';
 import { PayloadCompressor } from './protocol/compression.js';
 import { CloseCode, IrohConnection } from './net/iroh.js';
-import type { Logger } from './log.js';
+import type { Logger } from './shared/log.js';
 import type { OpenedDevice } from './usb/backend.js';
 import { executeUrb } from './usb/standard-requests.js';
-import type { SerialChannel } from './serial/channel.js';
+import type { SerialChannel } from './shared/serial/channel.js';
 import type { SerialOpenResult } from './serial/registry.js';
 
 /** What a session needs from the daemon. */

@@ -16,9 +16,9 @@ import { createHash, randomInt, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parse, stringify, TomlError } from 'smol-toml';
-import { writeFileAtomic } from './atomic-file.js';
-import { ensureStateDir } from './identity.js';
-import { isPrintable, printable } from './log.js';
+import { writeFileAtomic } from './shared/atomic-file.js';
+import { ensureStateDir } from './shared/identity.js';
+import { isPrintable, printable } from './shared/text.js';
 
 export interface AllowedClient {
   id: string;

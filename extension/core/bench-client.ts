@@ -15,7 +15,7 @@ import { encodeSetup, isDataLane } from '../../server/protocol/messages.js';
 import { MessageStream } from '../../server/protocol/stream.js';
 import { PayloadCompressor } from '../../server/protocol/compression.js';
 import { BindingName, IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
-import { Logger, silentLogger } from '../../server/log.js';
+import { Logger, silentLogger } from '../../server/shared/log.js';
 import { Backoff } from './backoff.js';
 import { DEFAULT_SERIAL_PARAMS, SerialParams, SerialSession } from './serial.js';
 import { RemoteSerialSession, SerialLink } from './serial-session.js';

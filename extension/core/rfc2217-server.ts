@@ -19,7 +19,8 @@
 import { EventEmitter } from 'node:events';
 import { createServer, Server, Socket } from 'node:net';
 import { MAX_BAUD } from '../../server/protocol/constants.js';
-import { Logger, printable, silentLogger } from '../../server/log.js';
+import { Logger, silentLogger } from '../../server/shared/log.js';
+import { printable } from '../../server/shared/text.js';
 import {
   BRK, ComPort, ComPortRequest, comPort, Control, escapeIac, Line, Modem, negotiation, OPT_BINARY, OPT_COM_PORT, OPT_ECHO,
   OPT_SGA, parseComPortRequest, PARITY_CODES, Purge, SERVER_OFFSET, STOP_CODES, TelnetDecoder, TelnetEvent, u32, Verb,

@@ -18,7 +18,7 @@ import { usb } from 'usb';
 import { UrbStatus } from '../protocol/constants.js';
 import type { Speed } from '../protocol/messages.js';
 import type { BackendDevice, BackendEvents, OpenedDevice, TransferRequest, TransferResult, UsbBackend } from './backend.js';
-import { ttyOfUsbDevice } from '../serial/sysfs-tty.js';
+import { ttyOfUsbDevice } from '../shared/serial/sysfs-tty.js';
 
 const SYSFS_DEVICES = '/sys/bus/usb/devices';
 /** Longest single IN transfer on the device; longer waits are re-submitted slices (see boundedIn). */

@@ -12,7 +12,7 @@ import { afterEach, mock, test } from 'node:test';
 import { AtomicWriteError, writeFileAtomic } from '../../helper/atomic-write.js';
 import { HelperError } from '../../helper/errors.js';
 import { writeFileAtomic as helperInstallWrite } from '../../helper/install.js';
-import { writeFileAtomic as daemonWrite } from '../../server/atomic-file.js';
+import { writeFileAtomic as daemonWrite } from '../../server/shared/atomic-file.js';
 import { TrustStore } from '../../server/trust.js';
 
 const dirs: string[] = [];

@@ -28,7 +28,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { UrbRequest, UrbResult } from '../bench-client.js';
-import { Logger, silentLogger } from '../../../server/log.js';
+import { Logger, silentLogger } from '../../../server/shared/log.js';
 import type { DeviceInfo } from '../../../server/protocol/messages.js';
 import { Exit } from '../../../helper/errors.js';
 import { DEFAULT_INSTALL_DIR, PKEXEC } from '../../../helper/paths.js';

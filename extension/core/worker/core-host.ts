@@ -10,7 +10,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { ChildProcess, fork } from 'node:child_process';
-import type { Logger } from '../../../server/log.js';
+import type { Logger } from '../../../server/shared/log.js';
 import type { PeerAddress } from '../../../server/net/iroh.js';
 import type { DeviceInfo } from '../../../server/protocol/messages.js';
 import { Backoff } from '../backoff.js';

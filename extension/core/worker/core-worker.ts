@@ -6,7 +6,7 @@
  * A process rather than a worker thread: a native binding that panics or is torn down mid-call takes
  * only this process with it (seen with @number0/iroh when a worker thread was terminated).
  */
-import type { Logger } from '../../../server/log.js';
+import type { Logger } from '../../../server/shared/log.js';
 import { endpointIdOf, IrohEndpoint, parsePeerAddress } from '../../../server/net/iroh.js';
 import { BenchClient, ClaimedDevice } from '../bench-client.js';
 import type { SerialSession } from '../serial.js';

@@ -14,7 +14,7 @@ import { copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } fro
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { binaryKind, kindMatches, NATIVE_TARGETS, npmPackage } from '../../packaging/natives.mjs';
+import { binaryKind, kindMatches, NATIVE_TARGETS, npmPackage } from '../../shared/natives.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const TARGETS = {

@@ -9,7 +9,7 @@ import { open } from 'node:fs/promises';
 import { ReadStream } from 'node:tty';
 import { basename } from 'node:path';
 import { BenchClient, ClaimedDevice } from '../../../extension/core/bench-client.js';
-import { loadOrCreateSecretKey } from '../../../server/identity.js';
+import { loadOrCreateSecretKey } from '../../../server/shared/identity.js';
 import { parsePeerAddress } from '../../../server/net/iroh.js';
 import { seededBytes } from '../../../server/usb/patterns.js';
 

@@ -6,9 +6,9 @@
  */
 import { readdirSync, unlinkSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
-import { writeFileAtomic as writeAtomic } from '../helper/atomic-write.js';
+import { writeFileAtomic as writeAtomic } from '../../helper/atomic-write.js';
 
-export { AtomicWriteError } from '../helper/atomic-write.js';
+export { AtomicWriteError } from '../../helper/atomic-write.js';
 
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): void {
   removeStaleTemps(path);

@@ -6,7 +6,7 @@
 import { chmodSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
-import { generateSecretKey } from './net/iroh.js';
+import { generateSecretKey } from '../net/iroh.js';
 
 export class IdentityError extends Error {
   override name = 'IdentityError';
