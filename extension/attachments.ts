@@ -136,10 +136,10 @@ export class AttachManager implements vscode.Disposable {
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline && this.attached.get(keyOf(entry.bench.id, entry.deviceId)) === entry) {
       try {
-        const port = (await readVhciStatus()).find((p) => p.port === entry.port);
-        if (port && port.busid !== '0-0') {
-          entry.localBusid = port.busid;
-          entry.localTty = ttyOfUsbDevice(port.busid);
+        const port = readVhciStatus().find((p) => p.port === entry.port);
+        if (port && port.localBusid !== '0-0') {
+          entry.localBusid = port.localBusid;
+          entry.localTty = ttyOfUsbDevice(port.localBusid);
           if (entry.localTty) break;
         }
       } catch {
