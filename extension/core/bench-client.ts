@@ -19,6 +19,7 @@ import { Logger, silentLogger } from '../../server/shared/log.js';
 import { Backoff } from './backoff.js';
 import { DEFAULT_SERIAL_PARAMS, SerialParams, SerialSession } from './serial.js';
 import { RemoteSerialSession, SerialLink } from './serial-session.js';
+import { assertNever } from './assert-never.js';
 
 export type BenchState = 'connecting' | 'online' | 'offline' | 'refused' | 'closed';
 
@@ -335,6 +336,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
       case 'serial-data': this.serialBySid.get(m.sid)?.onData(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength)); return;
       case 'serial-state': this.serialBySid.get(m.sid)?.onState(m.state, m.detail); return;
       case 'error': return this.onError(m);
+      default: return assertNever(m);
     }
   }
 

@@ -27,6 +27,7 @@ import {
 } from './rfc2217.js';
 import type { DataBits, Parity, SerialParams, SerialSession, SerialSetOptions, StopBits } from './serial.js';
 import { Endpoint, loopbackPeerUid } from './socket-owner.js';
+import { assertNever } from './assert-never.js';
 
 /** Bytes from the port held for a client that is slow or said FLOWCONTROL-SUSPEND; beyond this they are dropped (an overrun). */
 const MAX_HELD_BYTES = 1024 * 1024;
@@ -299,6 +300,7 @@ class Rfc2217Connection {
           }
           break;
         case 'bad-subnegotiation': this.share.log.debug(`RFC 2217 client: ${e.reason}; dropped`); break;
+        default: assertNever(e);
       }
     }
   }
@@ -399,6 +401,7 @@ class Rfc2217Connection {
         // client sent before this request has been handed to the bench already (the queue keeps order).
         if (r.value & Purge.RECEIVE) { this.held = []; this.heldBytes = 0; }
         return this.reply(ComPort.PURGE_DATA, [r.value]);
+      default: return assertNever(r);
     }
   }
 

@@ -12,6 +12,7 @@ import { BenchClient, ClaimedDevice } from '../bench-client.js';
 import type { SerialSession } from '../serial.js';
 import type { Attachment } from '../usbip/attach.js';
 import { BenchSnapshot, Command, FromWorker, Identity, Request, Results, toWireError, Traffic } from './messages.js';
+import { assertNever } from '../assert-never.js';
 
 /** How often attached devices' byte counts go to the main thread (the UI shows rates from them). */
 const TRAFFIC_MS = 2000;
@@ -65,6 +66,7 @@ export class CoreWorker {
       }
       case 'serial-write': this.serials.get(c.sid)?.write(c.data); return;
       case 'shutdown': return this.shutdown();
+      default: return assertNever(c);
     }
   }
 
