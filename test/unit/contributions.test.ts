@@ -3,20 +3,11 @@
 // the same ids), every menu `when` regex on `viewItem` matches a contextValue the tree can produce, and
 // every context key a `when` clause reads is one the extension sets.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { repoRoot } from '../helpers/repo-root.js';
 import { allTreeItemContexts, Command, ContextKey, contextValue, VIEW_ID } from '../../extension/contributions.js';
-
-function repoRoot(): string {
-  let dir = __dirname;
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find the repository root');
-    dir = up;
-  }
-  return dir;
-}
 
 interface MenuItem { command: string; when?: string; group?: string }
 interface Contributes {

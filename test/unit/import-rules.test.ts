@@ -9,19 +9,10 @@
 //    simulated USB board), never usb → serial;
 //  - `vscode` is imported only by the extension's UI layer, never by the client core (extension/core/).
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { test } from 'node:test';
-
-function repoRoot(): string {
-  let dir = __dirname;
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find the repository root');
-    dir = up;
-  }
-  return dir;
-}
+import { repoRoot } from '../helpers/repo-root.js';
 
 const ROOT = repoRoot();
 const SHARED = ['server/protocol/', 'server/net/', 'server/shared/'];
