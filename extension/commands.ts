@@ -1,8 +1,8 @@
 /**
- * Every `remoteUsb.*` command's handler: one factory `(ctx) => handler` per command id
- * (contributions.ts), registered in one place (registerCommands). Each works from the palette (asking with quick picks and input boxes)
- * and from the tree (the node is its argument); tests and tasks pass plain arguments instead, so no
- * command needs a dialog when it is told what to do.
+ * Every `remoteUsb.*` command's handler: one factory `(ctx) => handler` per command id (contributions.ts),
+ * registered in one place (registerCommands). Each works from the palette (asking with quick picks and
+ * input boxes) and from the tree (the node is its argument); tests and tasks pass plain arguments
+ * instead, so no command needs a dialog when it is told what to do.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';

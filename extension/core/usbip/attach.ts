@@ -35,7 +35,7 @@ import { DEFAULT_INSTALL_DIR, PKEXEC } from '../../../helper/paths.js';
 import { LAUNCHER_NAME } from '../../../helper/templates.js';
 import { BridgeClosed, BridgeDevice, UsbipBridge } from './bridge.js';
 import { endpointName, EndpointTable, readEndpointTable } from './endpoints.js';
-import { isPortFree, pickFreePort, readVhciStatus, UsbSpeedName, vhciSpeedFor, VhciPort } from './vhci-status.js';
+import { isPortFree, pickFreePort, readVhciStatus, vhciSpeedFor, VhciPort } from './vhci-status.js';
 
 /** The installed launcher (`remote-usb-helper install` writes it; the polkit action names it). */
 export const DEFAULT_HELPER_PATH = join(DEFAULT_INSTALL_DIR, LAUNCHER_NAME);
@@ -130,7 +130,7 @@ function speedOf(info: DeviceInfo): number {
   if (info.speed === 'unknown') {
     throw new AttachError('unsupported-speed', `The bench does not know the speed of ${info.product ?? info.id}, so it cannot be attached.`, 'Replug the device on the bench and try again.');
   }
-  return vhciSpeedFor(info.speed as UsbSpeedName);
+  return vhciSpeedFor(info.speed);
 }
 
 // ---------------------------------------------------------------------------------------------------

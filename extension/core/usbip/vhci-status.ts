@@ -5,6 +5,7 @@
  * adds what only the client decides: the speed to attach a device at and which free port to take.
  */
 import { join } from 'node:path';
+import type { Speed } from '../../../server/protocol/messages.js';
 import { Hub, hubForSpeed, readPorts, VDEV_ST_NULL, VhciPort } from '../../../helper/vhci.js';
 import { USB_SPEED_FULL, USB_SPEED_HIGH, USB_SPEED_LOW, USB_SPEED_SUPER, USB_SPEED_SUPER_PLUS, UsbSpeed } from '../../../helper/validate.js';
 
@@ -12,7 +13,8 @@ export type { VhciPort } from '../../../helper/vhci.js';
 /** vhci's two root hubs: USB 2 ('hs', for low/full/high speed) and USB 3 ('ss', super speed and up). */
 export type VhciHub = Hub;
 
-export type UsbSpeedName = 'low' | 'full' | 'high' | 'super' | 'superPlus';
+/** A device speed vhci can attach: the protocol's, less 'unknown'. */
+export type UsbSpeedName = Exclude<Speed, 'unknown'>;
 
 const SPEEDS: Record<UsbSpeedName, UsbSpeed> = {
   low: USB_SPEED_LOW,
