@@ -10,6 +10,7 @@ import * as esbuild from 'esbuild';
 import { readdirSync, statSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildNative } from './server/net/native/build.mjs';
+import { buildUsb } from './server/usb/native/build.mjs';
 
 // serialport too: its bindings find their prebuilt binary relative to their own __dirname.
 const external = ['vscode', '@number0/iroh', '@number0/iroh/index.js', 'usb', 'serialport', '@serialport/*', 'msgpackr-extract'];
@@ -41,6 +42,9 @@ function testFiles(dir) {
 // Our Iroh binding (server/net/native): built by cargo when its sources changed, found at run time by
 // server/net/native-binding.ts; without cargo the bundles use @number0/iroh.
 buildNative();
+// The `usb` package's native module with libusb's netlink hot-plug (server/usb/native/build.mjs): a few
+// seconds with a C++ compiler; without one the package's prebuilt binary is used.
+await buildUsb();
 
 const builds = [];
 if (!process.argv.includes('--tests-only')) {

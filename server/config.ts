@@ -22,8 +22,13 @@ export interface ServerConfig {
   sharing: SharingRules;
   /** Extra ttys shared as serial ports (the Pi's own UART, a hat's RS-485), beyond USB devices' own. */
   serialPorts: string[];
-  /** `client_silence_s`: how long a client that is heard from no more keeps its devices (default 20 s). */
+  /** `client_silence_s`: how long a client may be silent before its connection counts as dropped (default 20 s). */
   clientSilenceLimitMs?: number;
+  /**
+   * `resume_grace_s`: how long a dropped client keeps its devices and URBs for a resume (default 40 s;
+   * 0 releases them at once, as before resume existed).
+   */
+  resumeGraceMs?: number;
 }
 
 export interface SharingRules {
@@ -74,7 +79,7 @@ export function isShared(rules: SharingRules, d: { id: string; vendorId: number;
 }
 
 const KNOWN: Record<string, readonly string[]> = {
-  '': ['name', 'listen', 'state_dir', 'allowlist', 'log_level', 'pairing_minutes', 'client_silence_s', 'relay', 'sharing', 'serial'],
+  '': ['name', 'listen', 'state_dir', 'allowlist', 'log_level', 'pairing_minutes', 'client_silence_s', 'resume_grace_s', 'relay', 'sharing', 'serial'],
   relay: ['mode', 'urls'],
   sharing: ['allow', 'deny'],
   serial: ['ports'],
@@ -147,6 +152,8 @@ function resolveConfig(doc: Record<string, unknown>, file: string | undefined, t
   if (typeof pm !== 'number' || !Number.isInteger(pm) || pm < 1 || pm > 1440) bad('', 'pairing_minutes', 'must be a whole number of minutes, 1..1440');
   const silence = get('', 'client_silence_s');
   if (silence !== undefined && (typeof silence !== 'number' || !(silence >= 1 && silence <= 3600))) bad('', 'client_silence_s', 'must be a number of seconds, 1..3600');
+  const grace = get('', 'resume_grace_s');
+  if (grace !== undefined && (typeof grace !== 'number' || !(grace >= 0 && grace <= 3600))) bad('', 'resume_grace_s', 'must be a number of seconds, 0..3600');
 
   const mode = str('relay', 'mode', 'default');
   const urls = strList('relay', 'urls');
@@ -175,6 +182,7 @@ function resolveConfig(doc: Record<string, unknown>, file: string | undefined, t
 
   return { file, name, listen, stateDir, allowlistFile, logLevel, pairingMinutes: pm as number, relay, sharing: { allow, deny }, serialPorts,
     clientSilenceLimitMs: silence === undefined ? undefined : Math.round((silence as number) * 1000),
+    resumeGraceMs: grace === undefined ? undefined : Math.round((grace as number) * 1000),
   };
 }
 

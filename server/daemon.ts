@@ -12,6 +12,7 @@ import { TrustStore } from './trust.js';
 import type { BackendDevice, OpenedDevice, UsbBackend } from './usb/backend.js';
 import { SimulatedBackend } from './usb/simulated.js';
 import { Session, SessionHost } from './session.js';
+import type { ClaimSet } from './claim-set.js';
 import type { SerialOpen } from './protocol/messages.js';
 import type { SerialBackend } from './shared/serial/backend.js';
 import type { ChannelOptions } from './shared/serial/channel.js';
@@ -114,7 +115,7 @@ export class Daemon implements SessionHost {
       const conn = await this.endpoint!.accept().catch(() => null);
       if (conn === null) return;
       if (this.stopping) { conn.close(); continue; }
-      const session = new Session(conn, this, this.options.clientSilenceLimitMs ?? this.options.config.clientSilenceLimitMs);
+      const session = new Session(conn, this, this.options.clientSilenceLimitMs ?? this.options.config.clientSilenceLimitMs, this.options.config.resumeGraceMs);
       this.sessions.add(session);
       void session.run().catch((e: Error) => this.log.error(`session ${session.label}: ${e.message}`));
     }
@@ -242,7 +243,12 @@ export class Daemon implements SessionHost {
     const d = this.devices.get(dev);
     if (!d) return { ok: false, code: 'no-such-device', message: `no device '${dev}' on bench '${this.benchName}'` };
     if (!isShared(this.options.config.sharing, d)) return { ok: false, code: 'not-shared', message: `${describeDevice(d)} is not shared by this bench's config` };
-    const holder = this.holders.get(dev);
+    let holder = this.holders.get(dev);
+    if (holder && holder !== s && holder.detached && holder.clientId === s.clientId) {
+      // the same client came back without resuming (restarted): the session it left behind is moot
+      await holder.end('its client reconnected without resuming');
+      holder = this.holders.get(dev);
+    }
     if (holder && holder !== s) return { ok: false, code: 'in-use', message: `${describeDevice(d)} is in use by ${holder.clientName}` };
     const serialHolder = this.serial.holderOf(dev);
     if (serialHolder && serialHolder !== s) {
@@ -273,6 +279,28 @@ export class Daemon implements SessionHost {
     const d = this.devices.get(dev);
     if (!d) return;
     for (const s of this.sessions) s.notify({ t: 'changed', device: this.view(d, s) });
+  }
+
+  sessionDetached(s: Session): void {
+    const timer = setTimeout(() => {
+      if (this.sessions.has(s) && s.detached) void s.end(`did not come back within ${Math.round(s.resumeGraceMs / 1000)} s`);
+    }, s.resumeGraceMs);
+    timer.unref();
+  }
+
+  resumeSession(s: Session, token: string): ClaimSet | undefined {
+    const old = [...this.sessions].find((o) => o !== s && o.authenticated && o.clientId === s.clientId && o.resumeToken === token);
+    if (!old) {
+      this.log.info(`${s.label} asked to resume a session this bench does not have (it restarted, or the session ended): starting afresh`);
+      return undefined;
+    }
+    if (!old.resumable) {
+      void old.end('cannot be resumed (too many unacknowledged answers)');
+      return undefined;
+    }
+    // its devices change hands first, so ending the old session releases none of them
+    for (const [dev, holder] of this.holders) if (holder === old) this.holders.set(dev, s);
+    return old.handOver();
   }
 
   sessionEnded(s: Session): void {

@@ -1,7 +1,10 @@
 /**
- * One client connection on the bench: authentication, then requests. A session owns the devices it
- * claimed and the URBs it has in flight; when the connection ends for any reason, everything is
- * cancelled and every device is released (its kernel drivers given back) — nothing outlives the peer.
+ * One client connection on the bench: authentication, then requests. What the client holds — claimed
+ * devices, URBs in flight, answers not yet acknowledged — is its ClaimSet (claim-set.ts). When the
+ * connection drops (silence, network), a session holding devices is *detached*: devices stay claimed and
+ * URBs keep running for `resumeGraceMs`, and a new connection from the same client that names the set's
+ * token takes it over (lossless resume). A client that closes, is refused or never comes back ends the
+ * session: everything is cancelled and every device released (its kernel drivers given back).
  *
  * URB / cancel strategy: every submit gets exactly one answer — a `complete` (status -ECONNRESET if the
  * cancel won the race) or an `error` naming that URB. A cancel for a URB that already completed is
@@ -12,9 +15,10 @@ import type { BenchMessage, ClientMessage, DeviceInfo, Hello, Message, SerialClo
 import { parseSetup, ProtocolError } from './protocol/messages.js';
 import { MessageStream } from './protocol/stream.js';
 import { PayloadCompressor } from './protocol/compression.js';
-import { CloseCode, IrohConnection } from './net/iroh.js';
+import { CloseCode, IrohConnection, peerCloseCode } from './net/iroh.js';
 import type { Logger } from './shared/log.js';
 import type { OpenedDevice } from './usb/backend.js';
+import { ClaimSet } from './claim-set.js';
 import { executeUrb } from './usb/standard-requests.js';
 import type { SerialChannel } from './shared/serial/channel.js';
 import type { SerialOpenResult } from './serial/registry.js';
@@ -29,6 +33,13 @@ export interface SessionHost {
   release(session: Session, dev: string): Promise<void>;
   deviceInfoFor(session: Session, dev: string): DeviceInfo | undefined;
   sessionEnded(session: Session): void;
+  /** The connection under a session holding devices dropped: keep it for a resume until the grace ends. */
+  sessionDetached(session: Session): void;
+  /**
+   * A hello asked to resume `token`: the ClaimSet of this client's session that holds it (detached, or
+   * still live on a connection that is about to be found dead), moved to `session`; undefined if none.
+   */
+  resumeSession(session: Session, token: string): ClaimSet | undefined;
   /** Tty paths the config shares (sent in the welcome). */
   readonly sharedTtys: readonly string[];
   serialOpen(session: Session, m: SerialOpen): Promise<SerialOpenResult>;
@@ -49,13 +60,8 @@ const REFUSAL_GRACE_MS = 1000;
 /** A peer that has not said hello this long after connecting is dropped (a client says it at once). */
 export const HELLO_TIMEOUT_MS = 10_000;
 
-interface Claim {
-  device: OpenedDevice;
-  inflight: Map<number, AbortController>;
-  /** URBs completed and bytes they moved (both ways), for `remote-usb-server top`. */
-  urbs: number;
-  bytes: number;
-}
+/** How long a detached session keeps its devices and URBs for a resume (config `resume_grace_s`). */
+export const RESUME_GRACE_MS = 40_000;
 
 /** What `remote-usb-server top` shows of one client (admin-socket.ts). */
 export interface SessionView {
@@ -90,7 +96,13 @@ export class Session {
   /** Compresses URB payloads to this client once its hello listed 'brotli'. */
   private compressor?: PayloadCompressor;
   private readonly streams = new Set<MessageStream>();
-  private readonly claims = new Map<string, Claim>();
+  /** The client's second stream, where bulk/interrupt URBs and serial traffic travel (lane 1). */
+  private dataStream?: MessageStream;
+  /** Lane-1 answers of a resumed session waiting for the client to open its new data stream. */
+  private dataQueue: BenchMessage[] = [];
+  private urbs = new ClaimSet();
+  /** Set while the connection is gone and the session waits for a resume. */
+  detachedAt?: number;
   /** Claims still opening their device, by device. */
   private readonly claiming = new Map<string, Promise<{ ok: true } | { ok: false; code: ErrorCode; message: string }>>();
   private readonly serials = new Map<number, SerialUse>();
@@ -98,10 +110,17 @@ export class Session {
   private lastHeard = performance.now();
   private lastSent = 0;
   private silenceTimer?: NodeJS.Timeout;
-  /** OUT data plus IN lengths of this client's URBs in flight, on all its devices. */
-  private urbBytesInFlight = 0;
 
-  constructor(readonly conn: IrohConnection, private readonly host: SessionHost, private readonly silenceLimitMs = CLIENT_SILENCE_LIMIT_MS) {}
+  constructor(
+    readonly conn: IrohConnection,
+    private readonly host: SessionHost,
+    private readonly silenceLimitMs = CLIENT_SILENCE_LIMIT_MS,
+    readonly resumeGraceMs = RESUME_GRACE_MS,
+  ) {}
+
+  private get claims(): ClaimSet['claims'] {
+    return this.urbs.claims;
+  }
 
   get clientId(): string {
     return this.conn.remoteId;
@@ -115,13 +134,27 @@ export class Session {
     return [...this.claims.keys()];
   }
 
+  get detached(): boolean {
+    return this.detachedAt !== undefined;
+  }
+
+  /** The token a new connection uses to resume this session. */
+  get resumeToken(): string {
+    return this.urbs.token;
+  }
+
+  /** False once it kept more unacknowledged answers than it may (claim-set.ts): a drop then ends it. */
+  get resumable(): boolean {
+    return this.urbs.resumable;
+  }
+
   /** Who this is and what it holds; undefined before its hello was accepted. */
   view(): SessionView | undefined {
     if (!this.authenticated) return undefined;
     return {
-      name: this.clientName,
+      name: this.detached ? `${this.clientName} (reconnecting)` : this.clientName,
       id: this.clientId,
-      rttMs: this.conn.rttMs(),
+      rttMs: this.detached ? undefined : this.conn.rttMs(),
       claims: [...this.claims].map(([dev, c]) => ({ dev, urbs: c.urbs, bytes: c.bytes, inFlight: c.inflight.size })),
       serial: [...this.serials].map(([sid, u]) => ({ sid, path: u.channel.path, state: u.channel.state })),
       backlog: this.pendingState().backlog,
@@ -129,16 +162,15 @@ export class Session {
   }
 
   /** What this session holds in memory now (tests and diagnostics: it must stay bounded). */
-  pendingState(): { urbs: number; urbBytes: number; backlog: number; readPauses: number } {
-    let urbs = 0;
-    for (const c of this.claims.values()) urbs += c.inflight.size;
+  pendingState(): { urbs: number; urbBytes: number; backlog: number; readPauses: number; unacked: number } {
+    const urbs = this.urbs.urbsInFlight;
     let backlog = 0;
     let readPauses = 0;
     for (const s of this.streams) {
       backlog += s.backlog;
       readPauses += s.readPauses;
     }
-    return { urbs, urbBytes: this.urbBytesInFlight, backlog, readPauses };
+    return { urbs, urbBytes: this.urbs.bytesInFlight, backlog, readPauses, unacked: this.urbs.unackedState.bytes };
   }
 
   private bytesSent(): number {
@@ -148,7 +180,14 @@ export class Session {
   }
 
   async run(): Promise<void> {
-    void this.conn.closed().then((why) => this.end(`connection closed: ${why}`));
+    // A client that closes its connection means it (ours releases its devices first), unless it says it
+    // gave a silent connection up to resume on a new one; anything else (timed out, reset, the network)
+    // is a drop the client may come back from.
+    void this.conn.closed().then((why) => {
+      const code = peerCloseCode(why);
+      if (code === undefined || code === CloseCode.abandoned) this.dropped(`connection closed: ${why}`);
+      else void this.end(`connection closed: ${why}`);
+    });
     this.silenceTimer = setInterval(() => {
       // A client whose stream we stopped reading (see REPLY_BACKLOG_LIMIT) cannot be heard: it is
       // alive while it reads what we send.
@@ -156,7 +195,7 @@ export class Session {
       if (sent !== this.lastSent && [...this.streams].some((s) => s.readPaused)) this.lastHeard = performance.now();
       this.lastSent = sent;
       const silent = performance.now() - this.lastHeard;
-      if (silent > this.silenceLimitMs) void this.end(`nothing heard for ${Math.round(silent / 1000)} s`);
+      if (silent > this.silenceLimitMs) this.dropped(`nothing heard for ${Math.round(silent / 1000)} s`);
     }, Math.min(5000, this.silenceLimitMs / 2));
     this.silenceTimer.unref();
     const helloTimer = setTimeout(() => { if (!this.authenticated) void this.end(`no hello within ${HELLO_TIMEOUT_MS / 1000} s`); }, HELLO_TIMEOUT_MS);
@@ -177,19 +216,24 @@ export class Session {
         setTimeout(() => extra.abort(), REFUSAL_GRACE_MS).unref();
         continue;
       }
-      const stream = new MessageStream(io, (e) => this.end(`write failed: ${e.message}`));
+      const stream = new MessageStream(io, (e) => this.dropped(`write failed: ${e.message}`));
       stream.compressor = this.compressor;
       this.streams.add(stream);
-      if (!this.control) this.control = stream;
+      if (!this.control) {
+        this.control = stream;
+      } else if (!this.dataStream) {
+        this.dataStream = stream;
+        for (const m of this.dataQueue.splice(0)) this.trySend(stream, m);
+      }
       // Until hello, frames are small: an unknown peer cannot make us buffer megabytes.
       const frameLimit = (): number => (this.authenticated ? MAX_FRAME_BYTES : MAX_HELLO_FRAME_BYTES);
       const admit = (m: Message): boolean => this.admit(m);
       void stream.readLoop((m) => this.onMessage(m, stream), { admit, maxBacklog: REPLY_BACKLOG_LIMIT, maxFrameBytes: frameLimit }).then(
-        () => { if (stream === this.control) this.end('client closed its stream'); },
+        () => { if (stream === this.control) void this.end('client closed its stream'); },
         (e: Error) => this.onStreamError(e),
       );
     }
-    this.end('connection closed');
+    this.dropped('connection closed');
   }
 
   /** Sends an unsolicited message (device events) on the control stream. */
@@ -211,7 +255,7 @@ export class Session {
       this.host.log.warn(`client ${this.label} sent a bad message: ${e.message}; dropping the connection`);
       this.refuse('bad-message', `bad message: ${e.message}`, CloseCode.protocol);
     } else {
-      this.end(`stream failed: ${e.message}`);
+      this.dropped(`stream failed: ${e.message}`);
     }
   }
 
@@ -238,8 +282,12 @@ export class Session {
       case 'list': return this.trySend(stream, { t: 'devices', req: m.req, devices: this.host.devicesFor(this) });
       case 'claim': void this.onClaim(m.req, m.dev, stream); return;
       case 'release': void this.onRelease(m.req, m.dev, stream); return;
-      case 'submit': return this.onSubmit(m, stream);
-      case 'cancel': this.claims.get(m.dev)?.inflight.get(m.id)?.abort(); return;
+      case 'submit': return this.onSubmit(m, this.laneOf(stream));
+      case 'cancel':
+        this.urbs.received[this.laneOf(stream)]++;
+        this.claims.get(m.dev)?.inflight.get(m.id)?.abort();
+        return;
+      case 'ack': this.urbs.ack(m.lanes); return;
       case 'ping': return this.trySend(stream, { t: 'pong', n: m.n });
       case 'serial-open': void this.onSerialOpen(m, stream); return;
       case 'serial-write': return this.onSerialWrite(m, stream);
@@ -249,6 +297,19 @@ export class Session {
         return this.trySend(stream, { t: 'error', code: 'bad-message', message: `'${raw.t}' is not a request a client can send` });
     }
   }
+
+  private laneOf(stream: MessageStream): 0 | 1 {
+    return stream === this.control ? 0 : 1;
+  }
+
+  /** Where the ClaimSet's answers go while this connection carries it. */
+  private readonly sendAnswer = (lane: 0 | 1, m: BenchMessage): void => {
+    // while ending, URBs cut short still get their -ESHUTDOWN answer on a connection that lives
+    if (this.detached) return;
+    if (lane === 0) this.trySend(this.control!, m);
+    else if (this.dataStream) this.trySend(this.dataStream, m);
+    else this.dataQueue.push(m);
+  };
 
   private onHello(m: Hello): void {
     if (m.v !== PROTOCOL_VERSION) {
@@ -262,12 +323,51 @@ export class Session {
       this.compressor = new PayloadCompressor();
       for (const s of this.streams) s.compressor = this.compressor;
     }
-    this.host.log.info(`client ${this.label} connected${auth.paired ? ' (newly paired)' : ''}`);
+    const resumed = m.resume ? this.host.resumeSession(this, m.resume.token) : undefined;
+    if (resumed) this.urbs = resumed;
+    this.host.log.info(`client ${this.label} connected${auth.paired ? ' (newly paired)' : ''}${resumed ? `, resuming its session (${resumed.claims.size} device(s), ${resumed.urbsInFlight} URB(s) in flight)` : ''}`);
     this.trySend(this.control!, {
       t: 'welcome', v: PROTOCOL_VERSION, caps: [...CAPABILITIES], bench: this.host.benchName, you: this.clientId,
       paired: auth.paired || undefined, devices: this.host.devicesFor(this),
       ttys: this.host.sharedTtys.length > 0 ? [...this.host.sharedTtys] : undefined,
+      resume: this.urbs.token, resumed: resumed ? { received: [...resumed.received] } : undefined,
     });
+    // answers the client missed go out first (lane 1 once its new data stream opens)
+    this.urbs.attach(this.sendAnswer, m.resume?.acked);
+  }
+
+  /**
+   * Gives this session's ClaimSet to a session resuming it on a new connection and ends this one
+   * without releasing anything (the devices and URBs now belong to the other).
+   */
+  handOver(): ClaimSet {
+    const urbs = this.urbs;
+    urbs.detach();
+    this.urbs = new ClaimSet();
+    void this.end('resumed on a new connection');
+    return urbs;
+  }
+
+  /**
+   * The connection is gone without a goodbye. A session holding devices waits `resumeGraceMs` for its
+   * client to resume it (the daemon ends it after that); any other session ends now.
+   */
+  dropped(why: string): void {
+    if (this.ended || this.detached) return;
+    if (!this.authenticated || this.claims.size === 0 || !this.urbs.resumable || this.resumeGraceMs <= 0) {
+      void this.end(why);
+      return;
+    }
+    this.detachedAt = performance.now();
+    clearInterval(this.silenceTimer);
+    this.urbs.detach();
+    this.host.log.info(`client ${this.label} dropped (${why}): keeping ${[...this.claims.keys()].join(', ')} and ${this.urbs.urbsInFlight} URB(s) for ${Math.round(this.resumeGraceMs / 1000)} s for it to resume`);
+    const sids = [...this.serials.keys()];
+    this.serials.clear();
+    for (const sid of sids) void this.host.serialClose(sid);
+    for (const st of this.streams) st.abort();
+    this.conn.close(CloseCode.normal, 'dropped');
+    this.host.sessionDetached(this);
   }
 
   private async onClaim(req: number, dev: string, stream: MessageStream): Promise<void> {
@@ -330,39 +430,42 @@ export class Session {
     void claim.device.close().catch(() => {});
   }
 
-  private onSubmit(m: Submit, stream: MessageStream): void {
+  private onSubmit(m: Submit, lane: 0 | 1): void {
+    const urbs = this.urbs;
+    urbs.received[lane]++;
     const claim = this.claims.get(m.dev);
-    const refuseUrb = (code: ErrorCode, message: string): void => this.trySend(stream, { t: 'error', dev: m.dev, id: m.id, code, message });
+    const refuseUrb = (code: ErrorCode, message: string): void => urbs.answer(lane, { t: 'error', dev: m.dev, id: m.id, code, message });
     if (!claim) return refuseUrb('not-claimed', `URB ${m.id} for device ${m.dev}, which this client has not claimed`);
     if (claim.inflight.has(m.id)) return refuseUrb('bad-message', `URB id ${m.id} is already in flight on ${m.dev}`);
     if (claim.inflight.size >= MAX_URBS_IN_FLIGHT) return refuseUrb('busy', `more than ${MAX_URBS_IN_FLIGHT} URBs in flight on ${m.dev}`);
     const isIn = (m.ep & 0x80) !== 0 || (m.type === 'control' && (m.setup![0] & 0x80) !== 0);
     if (!isIn && m.data === undefined && m.len > 0) return refuseUrb('bad-message', `OUT URB ${m.id} has no data`);
     const bytes = isIn ? m.len : (m.data?.length ?? 0);
-    if (this.urbBytesInFlight + bytes > MAX_URB_BYTES_IN_FLIGHT) {
+    if (urbs.bytesInFlight + bytes > MAX_URB_BYTES_IN_FLIGHT) {
       const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
-      return refuseUrb('busy', `URB ${m.id} on ${m.dev} (${bytes} bytes) would put ${mib(this.urbBytesInFlight + bytes)} in flight for this client, over the ${mib(MAX_URB_BYTES_IN_FLIGHT)} limit`);
+      return refuseUrb('busy', `URB ${m.id} on ${m.dev} (${bytes} bytes) would put ${mib(urbs.bytesInFlight + bytes)} in flight for this client, over the ${mib(MAX_URB_BYTES_IN_FLIGHT)} limit`);
     }
-    this.urbBytesInFlight += bytes;
+    urbs.bytesInFlight += bytes;
     const abort = new AbortController();
     claim.inflight.set(m.id, abort);
+    const log = this.host.log;
     void executeUrb(claim.device, {
       type: m.type, ep: m.ep, setup: m.setup ? parseSetup(m.setup) : undefined, data: m.data,
-      length: isIn ? m.len : 0, timeout: m.timeout ?? 0, signal: abort.signal,
+      length: isIn ? m.len : 0, timeout: m.timeout ?? 0, flags: m.flags, signal: abort.signal,
     }).then(
       (r) => {
         claim.inflight.delete(m.id);
-        this.urbBytesInFlight -= bytes;
+        urbs.bytesInFlight -= bytes;
         claim.urbs++;
         claim.bytes += r.actual;
-        if (r.error) this.host.log.debug(`URB ${m.id} on ${m.dev} ep 0x${m.ep.toString(16)}: ${r.error} (status ${r.status})`);
+        if (r.error) log.debug(`URB ${m.id} on ${m.dev} ep 0x${m.ep.toString(16)}: ${r.error} (status ${r.status})`);
         // URBs cut short because the session is ending fail as "shut down", not as "cancelled by you".
         const status = r.status === UrbStatus.cancelled && abort.signal.reason === 'shutdown' ? UrbStatus.shutdown : r.status;
-        this.trySend(stream, { t: 'complete', dev: m.dev, id: m.id, status, len: r.actual, data: r.data && r.data.length > 0 ? r.data : undefined });
+        urbs.answer(lane, { t: 'complete', dev: m.dev, id: m.id, status, len: r.actual, data: r.data && r.data.length > 0 ? r.data : undefined });
       },
       (e: Error) => {
         claim.inflight.delete(m.id);
-        this.urbBytesInFlight -= bytes;
+        urbs.bytesInFlight -= bytes;
         refuseUrb('usb-error', `URB ${m.id} on ${m.dev}: ${e.message}`);
       },
     );
@@ -460,7 +563,8 @@ export class Session {
 
   /** Daemon shutdown: tell the peer why. */
   async shutdown(): Promise<void> {
-    if (this.authenticated && this.control) this.control.send({ t: 'error', code: 'internal', message: 'bench daemon is shutting down' });
+    // 'shutting-down': the session will not be resumable, so the client fails its URBs at once
+    if (this.authenticated && this.control) this.control.send({ t: 'error', code: 'shutting-down', message: 'bench daemon is shutting down' });
     await this.control?.drained();
     await this.end('bench shutting down', false);
     this.conn.close(CloseCode.shutdown, 'bench daemon is shutting down');

@@ -4,8 +4,11 @@
  * devices, runs URBs with many in flight, and reconnects with backoff after the daemon restarts or the
  * network drops — re-claiming what it held.
  *
- * URBs in flight when the connection drops complete with -ESHUTDOWN; the caller decides whether to
- * retry after `resumed`. A refusal (not allowed, wrong protocol version, bad pairing code) is final:
+ * When the connection drops, the session is resumed on the next connection (urb-lanes.ts): URBs in flight
+ * stay pending and complete after it, URBs started meanwhile wait, nothing is lost or run twice. Only when
+ * the bench cannot resume (it restarted, or the drop outlasted its grace) do the URBs in flight complete
+ * with -ESHUTDOWN and the devices get claimed again; the caller decides whether to retry after `resumed`.
+ * A refusal (not allowed, wrong protocol version, bad pairing code) is final:
  * the client stops and reports it instead of hammering the bench.
  */
 import { EventEmitter } from 'node:events';
@@ -14,11 +17,12 @@ import type { BenchMessage, DeviceInfo, Message, SetupPacket, TransferType } fro
 import { encodeSetup, isDataLane } from '../../server/protocol/messages.js';
 import { MessageStream } from '../../server/protocol/stream.js';
 import { PayloadCompressor } from '../../server/protocol/compression.js';
-import { BindingName, IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
+import { BindingName, CloseCode, IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
 import { Logger, silentLogger } from '../../server/shared/log.js';
 import { Backoff } from './backoff.js';
 import { DEFAULT_SERIAL_PARAMS, SerialParams, SerialSession } from './serial.js';
 import { RemoteSerialSession, SerialLink } from './serial-session.js';
+import { Lane, UrbLanes } from './urb-lanes.js';
 import { assertNever } from './assert-never.js';
 
 export type BenchState = 'connecting' | 'online' | 'offline' | 'refused' | 'closed';
@@ -66,6 +70,8 @@ export interface UrbRequest {
   length?: number;
   /** ms, 0 = none */
   timeout?: number;
+  /** Transfer flags the bench honours (UrbFlag.zeroPacket). */
+  flags?: number;
 }
 
 export interface UrbResult {
@@ -98,6 +104,8 @@ export interface BenchClientEvents {
 const EMPTY = Buffer.alloc(0);
 /** How long a re-claim waits for the bench to drop our own previous connection (its 20 s silence limit, checked every 5 s). */
 const RECLAIM_OWN_STALE_MS = 27_000;
+/** How soon after an answer arrives the bench hears that we have it (it keeps answers until then). */
+const ACK_DELAY_MS = 100;
 
 export class BenchClient extends EventEmitter<BenchClientEvents> implements SerialLink {
   private endpoint?: IrohEndpoint;
@@ -125,6 +133,9 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
   /** Tty paths the bench's config shares besides its devices' own (serial ports to open by path). */
   ttys: string[] = [];
   private readonly serialSessions = new Set<RemoteSerialSession>();
+  /** URB messages and answers counted per lane, for resuming the session after a drop. */
+  private readonly lanes = new UrbLanes();
+  private ackTimer?: NodeJS.Timeout;
   private readonly serialBySid = new Map<number, RemoteSerialSession>();
   /** Our endpoint id as the bench sees it. */
   clientId = '';
@@ -234,7 +245,9 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     void conn.closed().then((why) => this.connectionLost(generation, why));
     // Without 'brotli' in our hello the bench sends its payloads plain too.
     const caps = CAPABILITIES.filter((c) => c !== COMPRESSION_CAPABILITY || this.options.compression !== false);
-    control.send({ t: 'hello', v: PROTOCOL_VERSION, caps, name: this.options.clientName, pair: this.pairingCode });
+    // Resume the session we left on the bench when we hold devices there (their URBs may still run).
+    const resume = this.lanes.token && this.claimed.size > 0 ? { token: this.lanes.token, acked: [...this.lanes.received] as [number, number] } : undefined;
+    control.send({ t: 'hello', v: PROTOCOL_VERSION, caps, name: this.options.clientName, pair: this.pairingCode, resume });
     let w: BenchMessage;
     try {
       w = await welcome;
@@ -261,6 +274,18 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
       data.compressor = this.compressor;
     }
     this.readFrom(data, generation);
+    const resumed = resume !== undefined && w.resumed !== undefined;
+    if (resumed) {
+      // what the bench never got goes again, in order; the ack opens the new data stream on the bench,
+      // which sends the answers we missed there
+      for (const { lane, m } of this.lanes.resend(w.resumed!.received, (dev, id) => this.claimed.get(dev)?.isPending(id) ?? false)) {
+        (lane === 1 ? data : control).send(m);
+      }
+      this.lanes.token = w.resume;
+      data.send({ t: 'ack', lanes: [...this.lanes.received] });
+    } else {
+      this.lanes.reset(w.resume);
+    }
     this.pairingCode = undefined;
     this.benchName = w.bench;
     this.ttys = w.ttys ?? [];
@@ -273,7 +298,10 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     this.setState('online');
     this.emit('devices', this.devices);
     this.log.info(`connected to bench '${w.bench}' (${this.options.bench.id.slice(0, 10)}), ${w.devices.length} device(s)`);
-    for (const dev of this.claimed.values()) void dev.reclaim();
+    for (const dev of this.claimed.values()) {
+      if (resumed) dev.resumeSession();
+      else void dev.reclaim();
+    }
     for (const s of this.serialSessions) s.resume();
   }
 
@@ -298,17 +326,21 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
   }
 
   private readFrom(stream: MessageStream, generation: number): void {
-    stream.readLoop((m) => this.onMessage(m as BenchMessage)).then(
+    const lane: Lane = stream === this.control ? 0 : 1;
+    stream.readLoop((m) => this.onMessage(m as BenchMessage, lane)).then(
       () => this.connectionLost(generation, 'bench closed the stream'),
       (e: Error) => this.connectionLost(generation, `bad data from bench: ${e.message}`),
     );
   }
 
-  private onMessage(m: BenchMessage): void {
+  private onMessage(m: BenchMessage, lane: Lane): void {
     this.lastHeard = performance.now();
     switch (m.t) {
       case 'welcome': this.requests.get(0)?.resolve(m); return;
-      case 'complete': this.claimed.get(m.dev)?.completed(m.id, { status: m.status, actual: m.len, data: m.data ? Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength) : EMPTY }); return;
+      case 'complete':
+        this.answered(lane);
+        this.claimed.get(m.dev)?.completed(m.id, { status: m.status, actual: m.len, data: m.data ? Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength) : EMPTY });
+        return;
       case 'pong': {
         const p = this.pings.get(m.n);
         if (p) {
@@ -335,13 +367,26 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
       case 'serial-opened': case 'serial-ok': this.settle(m.req, m); return;
       case 'serial-data': this.serialBySid.get(m.sid)?.onData(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength)); return;
       case 'serial-state': this.serialBySid.get(m.sid)?.onState(m.state, m.detail); return;
-      case 'error': return this.onError(m);
+      case 'error': return this.onError(m, lane);
       default: return assertNever(m);
     }
   }
 
-  private onError(m: Extract<BenchMessage, { t: 'error' }>): void {
+  /** One more URB answer on `lane`; the bench hears of it shortly (one ack covers many). */
+  private answered(lane: Lane): void {
+    this.lanes.received[lane]++;
+    if (this.ackTimer) return;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = undefined;
+      if (this._state === 'online') this.control?.send({ t: 'ack', lanes: [...this.lanes.received] });
+      this.lanes.prune((dev, id) => this.claimed.get(dev)?.isPending(id) ?? false);
+    }, ACK_DELAY_MS);
+    this.ackTimer.unref();
+  }
+
+  private onError(m: Extract<BenchMessage, { t: 'error' }>, lane: Lane): void {
     if (m.dev !== undefined && m.id !== undefined) {
+      this.answered(lane);
       const status = m.code === 'not-claimed' ? UrbStatus.noDevice : UrbStatus.invalid;
       this.claimed.get(m.dev)?.completed(m.id, { status, actual: 0, data: EMPTY, error: m.message });
       return;
@@ -359,6 +404,11 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
       if (this.closed) this.setState('refused', m.message);
       handshake.reject(new BenchError(m.code, m.message));
       return;
+    }
+    // the bench stops: our session there ends, nothing to resume (URBs in flight fail when the connection goes)
+    if (m.code === 'shutting-down') {
+      this.lanes.token = undefined;
+      for (const d of this.claimed.values()) d.failInFlight();
     }
     this.log.warn(`bench says: ${m.message} (${m.code})`);
   }
@@ -430,8 +480,15 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
    * overtake that URB's submit.
    */
   sendUrb(m: Extract<Message, { t: 'submit' | 'cancel' }>, dataLane = isDataLane(m)): boolean {
-    if (this._state !== 'online' || !this.control || !this.data) return false;
-    (dataLane ? this.data : this.control).send(m);
+    const lane: Lane = dataLane ? 1 : 0;
+    if (this._state === 'online' && this.control && this.data) {
+      (dataLane ? this.data : this.control).send(m);
+      this.lanes.record(lane, m, true);
+      return true;
+    }
+    // offline with a session to resume: the message waits and goes out after the resume
+    if (this.lanes.token === undefined || !this.claimed.has(m.dev) || this.closed) return false;
+    this.lanes.record(lane, m, false);
     return true;
   }
 
@@ -492,7 +549,8 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     this.pingTimer = setInterval(() => {
       if (generation !== this.connectionGeneration) return;
       if (performance.now() - this.lastHeard > deadAfter) {
-        this.conn?.close();
+        // said so, in case the bench hears it: it then keeps our session for the resume
+        this.conn?.close(CloseCode.abandoned, 'no answer: resuming on a new connection');
         this.connectionLost(generation, `no answer from the bench for ${Math.round(deadAfter / 1000)} s`);
         return;
       }
@@ -505,7 +563,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     if (generation !== this.connectionGeneration || this._state === 'offline' || this._state === 'refused' || this._state === 'closed') return;
     this.connectionGeneration++;
     clearInterval(this.pingTimer);
-    this.conn?.close();
+    this.conn?.close(CloseCode.abandoned, 'connection lost: resuming on a new one');
     this.conn = undefined;
     this.control = undefined;
     this.data = undefined;
@@ -516,7 +574,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     }
     for (const p of this.pings.values()) p.resolve(NaN);
     this.pings.clear();
-    for (const d of this.claimed.values()) d.suspend();
+    for (const d of this.claimed.values()) d.suspend(this.lanes.token !== undefined);
     this.serialBySid.clear();
     for (const s of this.serialSessions) s.suspend();
     if (this.closed) return;
@@ -543,6 +601,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     this.closed = true;
     clearTimeout(this.reconnectTimer);
     clearInterval(this.pingTimer);
+    clearTimeout(this.ackTimer);
     if (wasOnline) {
       // the 2 s bound's timer is cleared once the releases are done: left running, it held every
       // `remote-usb list` open for 2 s after its table was printed
@@ -605,6 +664,7 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
       data: isIn ? undefined : urb.data ?? EMPTY,
       len: isIn ? urb.length ?? 0 : urb.data?.length ?? 0,
       timeout: urb.timeout || undefined,
+      flags: urb.flags || undefined,
     });
     if (!sent) this.completed(id, { status: UrbStatus.shutdown, actual: 0, data: EMPTY, error: 'bench offline' });
     return { id, done };
@@ -628,10 +688,28 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
     resolve(r);
   }
 
-  /** @internal connection lost: URBs in flight end with -ESHUTDOWN. */
-  suspend(): void {
-    for (const [id] of this.pending) this.completed(id, { status: UrbStatus.shutdown, actual: 0, data: EMPTY, error: 'connection to the bench lost' });
+  /** @internal */
+  isPending(id: number): boolean {
+    return this.pending.has(id);
+  }
+
+  /**
+   * @internal connection lost. `resumable`: the URBs in flight stay pending (the session is resumed on
+   * the next connection); otherwise they end with -ESHUTDOWN.
+   */
+  suspend(resumable: boolean): void {
+    if (!resumable) this.failInFlight();
     if (!this.lost) this.emit('suspended');
+  }
+
+  /** @internal the URBs in flight are over (the bench's session is gone): they end with -ESHUTDOWN. */
+  failInFlight(): void {
+    for (const [id] of this.pending) this.completed(id, { status: UrbStatus.shutdown, actual: 0, data: EMPTY, error: 'connection to the bench lost' });
+  }
+
+  /** @internal the bench resumed our session: nothing was lost, the device is ours as before. */
+  resumeSession(): void {
+    if (!this.lost) this.emit('resumed');
   }
 
   /**
@@ -641,6 +719,8 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
    * gave our claim), we wait for the bench to let that connection go rather than call the device lost.
    */
   async reclaim(): Promise<void> {
+    // the bench did not resume our session: what ran for it is over
+    this.failInFlight();
     const ours = this.info.claimedBy;
     const deadline = performance.now() + RECLAIM_OWN_STALE_MS;
     while (!this.lost) {

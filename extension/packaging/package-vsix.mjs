@@ -12,7 +12,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statS
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
-import { NATIVE_TARGETS, binaryKind, kindMatches, ourIrohBinary, outDir, reportTargets, root, stageNatives, traceRequires } from '../../server/shared/natives.mjs';
+import { NATIVE_TARGETS, OUR_USB_PATH, binaryKind, kindMatches, ourIrohBinary, ourUsbBinary, outDir, reportTargets, root, stageNatives, traceRequires } from '../../server/shared/natives.mjs';
 
 const built = join(root, 'out', 'production'); // where `esbuild.mjs --production` writes the bundles
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -49,6 +49,8 @@ function stage(target, traced) {
   for (const f of DIST) cpSync(join(built, f), join(dir, 'dist', f));
   const ours = ourIrohBinary(target);
   if (ours) cpSync(ours, join(dir, 'dist', basename(ours)));
+  const ourUsb = ourUsbBinary(target);
+  if (ourUsb) { mkdirSync(dirname(join(dir, 'dist', OUR_USB_PATH)), { recursive: true }); cpSync(ourUsb, join(dir, 'dist', OUR_USB_PATH)); }
   cpSync(join(root, 'media'), join(dir, 'media'), { recursive: true });
   for (const f of ['README.md', 'CHANGELOG.md', 'LICENSE']) cpSync(join(root, f), join(dir, f));
   if (missing.length) {
@@ -93,7 +95,7 @@ function verify(vsix, target, missing) {
   const natives = entries.filter((e) => e.name.endsWith('.node')).map((e) => ({ name: e.name, kind: binaryKind(e.data()) }));
   const wrong = natives.filter((n) => !kindMatches(n.kind, TARGETS[target].binary));
   const problems = wrong.map((n) => `${n.name} is ${n.kind}, not ${TARGETS[target].binary}`);
-  for (const [what, re] of [['Iroh', /@number0\/iroh/], ['usb', /node-usb/], ['serialport', /bindings-cpp/]]) {
+  for (const [what, re] of [['Iroh', /@number0\/iroh/], ['usb', /node_modules\/usb\/prebuilds/], ['serialport', /bindings-cpp/]]) {
     const n = natives.filter((x) => re.test(x.name)).length;
     if (n > 1 || (n === 0 && !missing.length)) problems.push(`${n} ${what} binaries (expected one)`);
   }
@@ -124,7 +126,7 @@ function loadCheck(entries) {
         const iroh = req('@number0/iroh/index.js');
         const id = iroh.SecretKey.generate().public().toString();
         const { usb } = req('usb');
-        const devices = await usb.getDevices().then((d) => d.length + ' devices', (e) => e.message);
+        const devices = usb.getDeviceList().length + ' devices';
         const ports = await req('@serialport/bindings-cpp').autoDetect().list().then((p) => p.length + ' ports', (e) => e.message);
         req('serialport');
         const ours = ${JSON.stringify(ours ? './' + basename(ours.name) : null)};

@@ -27,7 +27,18 @@ export const CloseCode = {
   version: 2n,
   protocol: 3n,
   shutdown: 4n,
+  /** The client gave a silent connection up and will resume its session on a new one. */
+  abandoned: 5n,
 } as const;
+
+/**
+ * The application close code in a connection's end reason when the peer closed it ("closed by peer:
+ * <reason> (code N)" or "closed by peer: N"); undefined when it ended any other way (timeout, reset …).
+ */
+export function peerCloseCode(reason: string): bigint | undefined {
+  const m = /^closed by peer: (?:.*\(code (\d+)\)|(\d+))\s*$/.exec(reason);
+  return m ? BigInt(m[1] ?? m[2]) : undefined;
+}
 
 // ---- which binding ----
 

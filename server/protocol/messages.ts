@@ -55,8 +55,19 @@ export interface SetupPacket {
   wLength: number;
 }
 
+/**
+ * URB traffic travels on two lanes: 0, the control stream (control URBs and everything else) and 1, the
+ * data stream (bulk/interrupt). Each side counts, per lane, the URB messages it sent (client: submit and
+ * cancel; bench: complete, and error naming a URB) over the whole session; a stream keeps them in order,
+ * so a count says exactly which arrived. That is what a resumed session needs (session.ts, bench-client.ts).
+ */
+export type LaneCounts = [control: number, data: number];
+
+/** Resuming the session a dropped connection left on the bench: its token, and the bench's URB messages we got. */
+export interface ResumeRequest { token: string; acked: LaneCounts }
+
 // ---- client -> bench ----
-export interface Hello { t: 'hello'; v: number; caps: string[]; name: string; pair?: string }
+export interface Hello { t: 'hello'; v: number; caps: string[]; name: string; pair?: string; resume?: ResumeRequest }
 export interface ListRequest { t: 'list'; req: number }
 export interface ClaimRequest { t: 'claim'; req: number; dev: string }
 export interface ReleaseRequest { t: 'release'; req: number; dev: string }
@@ -71,11 +82,15 @@ export interface Submit {
   data?: Uint8Array;
   len: number;
   timeout?: number;
+  /** The kernel's URB transfer flags the bench honours (UrbFlag); others are dropped by the client. */
+  flags?: number;
   /** 1: `data` is Brotli-compressed and inflates to `len` bytes (capability 'brotli', compression.ts). */
   z?: number;
 }
 export interface Cancel { t: 'cancel'; dev: string; id: number }
 export interface Ping { t: 'ping'; n: number }
+/** The bench's URB messages the client has received so far, per lane: the bench may forget those. */
+export interface Ack { t: 'ack'; lanes: LaneCounts }
 
 // ---- serial ports on the bench (capability 'serial') ----
 export type Parity = 'none' | 'even' | 'odd' | 'mark' | 'space';
@@ -96,7 +111,15 @@ export interface SerialClose { t: 'serial-close'; req: number; sid: number }
 
 // ---- bench -> client ----
 /** `ttys`: tty paths the bench's config shares besides its devices' own (e.g. the Pi's UART /dev/ttyAMA0). */
-export interface Welcome { t: 'welcome'; v: number; caps: string[]; bench: string; you: string; paired?: boolean; devices: DeviceInfo[]; ttys?: string[] }
+/**
+ * `resume`: the token that resumes this session after a drop (its devices stay claimed and its URBs
+ * keep running for the bench's grace period). `resumed`: this connection took over the session the hello
+ * named; `received` counts the client's URB messages the bench got, per lane (the rest must be sent again).
+ */
+export interface Welcome {
+  t: 'welcome'; v: number; caps: string[]; bench: string; you: string; paired?: boolean; devices: DeviceInfo[]; ttys?: string[];
+  resume?: string; resumed?: { received: LaneCounts };
+}
 export interface DeviceList { t: 'devices'; req: number; devices: DeviceInfo[] }
 export interface DeviceAdded { t: 'added'; device: DeviceInfo }
 export interface DeviceRemoved { t: 'removed'; dev: string }
@@ -119,7 +142,7 @@ export interface SerialStateMessage { t: 'serial-state'; sid: number; state: Ser
 export interface ErrorMessage { t: 'error'; req?: number; dev?: string; id?: number; sid?: number; code: ErrorCode; message: string }
 
 export type ClientMessage =
-  | Hello | ListRequest | ClaimRequest | ReleaseRequest | Submit | Cancel | Ping
+  | Hello | ListRequest | ClaimRequest | ReleaseRequest | Submit | Cancel | Ping | Ack
   | SerialOpen | SerialWrite | SerialSet | SerialClose;
 export type BenchMessage =
   | Welcome | DeviceList | DeviceAdded | DeviceRemoved | DeviceChanged | Claimed | Released | Complete | Pong
@@ -187,6 +210,12 @@ function list(o: Obj, key: string, max: number): unknown[] {
   if (!Array.isArray(v) || v.length > max) fail(`field '${key}' of '${String(o.t)}' must be a list of at most ${max}`);
   return v;
 }
+function lanes(o: Obj, key: string): void {
+  const v = o[key];
+  if (!Array.isArray(v) || v.length !== 2 || !v.every((n) => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= Number.MAX_SAFE_INTEGER)) {
+    fail(`field '${key}' of '${String(o.t)}' must be two counts, got ${describe(v)}`);
+  }
+}
 function device(v: unknown): DeviceInfo {
   if (typeof v !== 'object' || v === null) fail('device must be an object');
   const d = v as Obj;
@@ -238,7 +267,12 @@ export function parseMessage(value: unknown): Message {
     case 'hello':
       uint(o, 'v'); str(o, 'name', 128); optStr(o, 'pair', 64);
       for (const c of list(o, 'caps', 64)) if (typeof c !== 'string') fail(`capabilities must be strings`);
+      if (o.resume !== undefined) {
+        if (typeof o.resume !== 'object' || o.resume === null) fail(`field 'resume' of 'hello' must be a map`);
+        str(o.resume as Obj, 'token', 64); lanes(o.resume as Obj, 'acked');
+      }
       break;
+    case 'ack': lanes(o, 'lanes'); break;
     case 'list': uint(o, 'req'); break;
     case 'claim': case 'release': uint(o, 'req'); str(o, 'dev', 64); break;
     case 'submit': {
@@ -249,6 +283,7 @@ export function parseMessage(value: unknown): Message {
       }
       optBytes(o, 'data', MAX_URB_DATA);
       if (o.timeout !== undefined) uint(o, 'timeout', 3_600_000);
+      if (o.flags !== undefined) uint(o, 'flags');
       compressed(o);
       break;
     }
@@ -265,6 +300,11 @@ export function parseMessage(value: unknown): Message {
       uint(o, 'v'); str(o, 'bench', 128); str(o, 'you', 128);
       list(o, 'caps', 64); list(o, 'devices', 1024).forEach(device);
       if (o.ttys !== undefined) for (const p of list(o, 'ttys', 64)) if (typeof p !== 'string' || p.length > 256) fail(`tty paths must be strings of at most 256 characters`);
+      optStr(o, 'resume', 64);
+      if (o.resumed !== undefined) {
+        if (typeof o.resumed !== 'object' || o.resumed === null) fail(`field 'resumed' of 'welcome' must be a map`);
+        lanes(o.resumed as Obj, 'received');
+      }
       break;
     case 'devices': uint(o, 'req'); list(o, 'devices', 1024).forEach(device); break;
     case 'added': case 'changed': device(o.device); break;

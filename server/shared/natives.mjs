@@ -24,7 +24,7 @@ const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 // msgpackr-extract is left out on purpose: msgpackr falls back to plain JS without it.
 export const ENTRIES = ['@number0/iroh/index.js', 'usb', 'serialport'];
 // napi-rs loaders try one package per platform; the tracer skips them and each target gets its own.
-const PLATFORM_PACKAGE = /^(@number0\/iroh|@node-usb\/usb)-/;
+const PLATFORM_PACKAGE = /^@number0\/iroh-/;
 // required inside try/catch and only for niceties: debug colours its output (when DEBUG is set) with it
 const OPTIONAL = new Set(['supports-color']);
 
@@ -34,12 +34,24 @@ const OPTIONAL = new Set(['supports-color']);
  * build: node-gyp-build picks it from the runtime's arm_version); binary = what every .node file must be.
  */
 export const NATIVE_TARGETS = {
-  'linux-x64': { napi: 'linux-x64-gnu', prebuild: 'linux-x64', file: /\.glibc\.node$/, binary: 'ELF x64' },
-  'linux-arm64': { napi: 'linux-arm64-gnu', prebuild: 'linux-arm64', file: /armv8\.glibc\.node$/, binary: 'ELF arm64' },
-  'linux-armv7': { napi: 'linux-arm-gnueabihf', prebuild: 'linux-arm', file: /armv7\.glibc\.node$/, binary: 'ELF arm' },
-  'darwin-arm64': { napi: 'darwin-arm64', prebuild: 'darwin-x64+arm64', file: /\.node$/, binary: 'Mach-O arm64' },
-  'win32-x64': { napi: 'win32-x64-msvc', prebuild: 'win32-x64', file: /\.node$/, binary: 'PE x64' },
+  'linux-x64': { napi: 'linux-x64-gnu', prebuild: 'linux-x64', file: /\.glibc\.node$/, usbFile: /\.glibc\.node$/, binary: 'ELF x64' },
+  'linux-arm64': { napi: 'linux-arm64-gnu', prebuild: 'linux-arm64', file: /armv8\.glibc\.node$/, usbFile: /armv8\.node$/, binary: 'ELF arm64' },
+  'linux-armv7': { napi: 'linux-arm-gnueabihf', prebuild: 'linux-arm', file: /armv7\.glibc\.node$/, usbFile: /armv7\.node$/, binary: 'ELF arm' },
+  'darwin-arm64': { napi: 'darwin-arm64', prebuild: 'darwin-x64+arm64', file: /\.node$/, usbFile: /\.node$/, binary: 'Mach-O arm64' },
+  'win32-x64': { napi: 'win32-x64-msvc', prebuild: 'win32-x64', file: /\.node$/, usbFile: /\.node$/, binary: 'PE x64' },
 };
+
+/**
+ * Our build of the `usb` package's native module for a target (server/usb/native/build.mjs: libusb with
+ * netlink hot-plug, no libudev), or null: the bundle then has the package's prebuilt one only. Packages put
+ * it in usb-native/build/Release/ beside their .js files, where server/usb/libusb.ts looks first.
+ */
+export function ourUsbBinary(target) {
+  if (target !== `${process.platform}-${process.arch}`) return null;
+  const f = join(root, 'server', 'usb', 'native', 'build', 'Release', 'usb_bindings.node');
+  return existsSync(f) ? f : null;
+}
+export const OUR_USB_PATH = join('usb-native', 'build', 'Release', 'usb_bindings.node');
 
 export function depVersion(name) {
   return JSON.parse(readFileSync(join(root, 'node_modules', name, 'package.json'), 'utf8')).version;
@@ -57,7 +69,6 @@ export function ourIrohBinary(target) {
 
 export const platformPackages = (t) => [
   { name: `@number0/iroh-${t.napi}`, version: depVersion('@number0/iroh') },
-  { name: `@node-usb/usb-${t.napi}`, version: depVersion('usb') },
 ];
 
 // ---- which files of node_modules the natives need: follow require() from the entry points ----
@@ -152,10 +163,12 @@ export function stageNatives(dest, target, { files: traced, uses }) {
   for (const f of traced) if (!f.endsWith('package.json')) cpSync(join(root, f), join(dest, f));
 
   // node-gyp-build picks prebuilds/<platform>-<arch>/ at run time: copy only this target's
-  const prebuilds = join('node_modules', '@serialport', 'bindings-cpp', 'prebuilds', t.prebuild);
-  const prebuilt = existsSync(join(root, prebuilds)) ? readdirSync(join(root, prebuilds)).filter((f) => t.file.test(f)) : [];
-  if (prebuilt.length === 0) missing.push(`@serialport/bindings-cpp has no prebuild for ${target}`);
-  for (const f of prebuilt) cpSync(join(root, prebuilds, f), join(dest, prebuilds, f));
+  for (const [pkg, file] of [[join('@serialport', 'bindings-cpp'), t.file], ['usb', t.usbFile]]) {
+    const prebuilds = join('node_modules', pkg, 'prebuilds', t.prebuild);
+    const prebuilt = existsSync(join(root, prebuilds)) ? readdirSync(join(root, prebuilds)).filter((f) => file.test(f)) : [];
+    if (prebuilt.length === 0) missing.push(`${pkg} has no prebuild for ${target}`);
+    for (const f of prebuilt) cpSync(join(root, prebuilds, f), join(dest, prebuilds, f));
+  }
 
   for (const p of platformPackages(t)) {
     const got = npmPackage(p);

@@ -11,9 +11,9 @@ export type BackendDevice = Omit<DeviceInfo, 'shared' | 'claimedBy' | 'mine'>;
 export interface TransferResult {
   /** 0 or a negative errno (UrbStatus). */
   status: number;
-  /** IN data (may be shorter than asked). */
+  /** IN data (may be shorter than asked; also on a timeout or cancel: the bytes that did arrive). */
   data?: Uint8Array;
-  /** Bytes transferred (OUT: bytes written). */
+  /** Bytes transferred (OUT: bytes written, also when timed out or cancelled part way). */
   actual: number;
   /** The USB stack's own words for a failure, for the bench's debug log. */
   error?: string;
@@ -27,8 +27,11 @@ export interface TransferRequest {
   data?: Uint8Array;
   /** IN: buffer size. */
   length: number;
-  /** ms; 0 = none. */
+  /** ms; 0 = none: an IN transfer then waits for as long as the device takes, like the kernel's URB. */
   timeout: number;
+  /** The URB's transfer flags that matter on the bench (UrbFlag: zero packet, short-not-ok). */
+  flags?: number;
+  /** Cancels the transfer for real; it then completes with -ECONNRESET and the bytes it did move. */
   signal: AbortSignal;
 }
 

@@ -1,55 +1,37 @@
 /**
- * The real USB backend, on the `usb` package (3.x, nusb underneath). The only module that imports `usb`.
- * Kernel driver names and bus ids come from sysfs, which `usb` does not expose.
+ * The real USB backend, on the `usb` package's libusb line (2.x; see libusb.ts for which build). The
+ * only module that uses `usb`. Kernel driver names, bus ids, strings and speed come from sysfs.
  *
- * One transfer at a time per endpoint: `usb` 3.x fails a second concurrent transfer on the same endpoint
- * ("endpoint not found", seen in the real-kernel suite), so URBs for one endpoint queue here in order —
- * which is also the order USB requires — while different endpoints run concurrently.
- *
- * Cancellation: `usb` 3.x has no per-transfer cancel. A cancelled URB is answered at once with
- * -ECONNRESET; the transfer underneath keeps running, and for IN endpoints its bytes go to the next URB
- * on that endpoint (see inTransfer), so a driver that unlinks and resubmits reads (cdc_acm does on every
- * open/close) loses nothing.
+ * It behaves like the kernel's usbip-host: every URB becomes its own asynchronous libusb transfer at once,
+ * so the device's endpoints see everything the client's driver queued (cdc_acm keeps 16 reads queued;
+ * usb-storage a command, its data and its status), in the order they arrived. A cancel is a real
+ * libusb_cancel_transfer; a transfer that is cancelled or times out completes with the bytes it did move.
+ * No transfer is sliced or retried, so nothing the device sends is lost or handed to the wrong URB.
  */
 import { EventEmitter } from 'node:events';
 import { existsSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { basename } from 'node:path';
-import { usb } from 'usb';
-import { UrbStatus } from '../protocol/constants.js';
+import type { Device, LibUSBException, Transfer } from 'usb';
+import type { ConfigDescriptor } from 'usb/dist/usb/descriptors.js';
+import { UrbFlag, UrbStatus } from '../protocol/constants.js';
 import type { Speed } from '../protocol/messages.js';
+import { encodeSetup } from '../protocol/messages.js';
 import type { BackendDevice, BackendEvents, OpenedDevice, TransferRequest, TransferResult, UsbBackend } from './backend.js';
+import { loadUsb } from './libusb.js';
 import { ttyOfUsbDevice } from '../shared/serial/sysfs-tty.js';
 
 const SYSFS_DEVICES = '/sys/bus/usb/devices';
-/** Longest single IN transfer on the device; longer waits are re-submitted slices (see boundedIn). */
-const IN_SLICE_MS = 1000;
-/**
- * Timeout for OUT and control transfers whose URB has none. Long, because a device may NAK a write for
- * a while (a serial board whose far end reads slowly) and a timed-out write loses its data; finite: `usb` refuses to
- * release or close a device while any transfer is pending ("cannot be borrowed mutably"), so a device
- * that never accepts an OUT would otherwise keep its interfaces from the kernel forever.
- */
-const DEFAULT_TIMEOUT_MS = 20_000;
+/** How long close() waits for cancelled transfers to come back before giving the device up anyway. */
+const CLOSE_DRAIN_MS = 5000;
 
-/** What `usb` 3.x adds to a WebUSB device (its own typings do not export the type). */
-type Device = USBDevice & {
-  bus: string;
-  address: number;
-  ports: number[];
-  speed?: string;
-  detachKernelDriver(iface: number): Promise<void>;
-  attachKernelDriver(iface: number): Promise<void>;
-  // usb 3.x takes a timeout (ms) as an extra last argument
-  controlTransferIn(setup: USBControlTransferParameters, length: number, timeout: number): Promise<USBInTransferResult>;
-  controlTransferOut(setup: USBControlTransferParameters, data: Uint8Array, timeout: number): Promise<USBOutTransferResult>;
-  transferIn(endpointNumber: number, length: number, timeout: number): Promise<USBInTransferResult>;
-  transferOut(endpointNumber: number, data: Uint8Array, timeout: number): Promise<USBOutTransferResult>;
-};
+/** libusb's transfer types and completion statuses (libusb.h: libusb_transfer_type, libusb_transfer_status). */
+const TRANSFER_TYPE = { control: 0, bulk: 2, interrupt: 3 } as const;
+const TRANSFER_STATUS = { error: 1, timedOut: 2, cancelled: 3, stall: 4, noDevice: 5, overflow: 6 } as const;
+/** libusb_error codes a submit or host operation can throw. */
+const LIBUSB_ERROR = { io: -1, invalidParam: -2, access: -3, noDevice: -4, notFound: -5, busy: -6, timeout: -7, overflow: -8, pipe: -9 } as const;
 
 function busIdOf(d: Device): string {
-  // `bus` is the sysfs name ("1-1.2") in usb 3.x; build it from busnum + ports when it is not.
-  if (typeof d.bus === 'string' && /^\d+-[\d.]+$/.test(d.bus)) return d.bus;
-  return `${parseInt(String(d.bus), 10)}-${d.ports.join('.')}`;
+  return `${d.busNumber}-${(d.portNumbers ?? []).join('.')}`;
 }
 
 function sysfsRead(busId: string, attr: string): string | undefined {
@@ -68,56 +50,62 @@ function driverOf(busId: string, config: number, iface: number): string | undefi
   }
 }
 
-function mapSpeed(s: string | undefined): Speed {
-  switch (s) {
-    case 'low': case 'full': case 'high': case 'super': case 'superPlus': return s;
+/** sysfs `speed` is in Mbit/s. kernel: drivers/usb/core/sysfs.c speed_show */
+function speedOf(busId: string): Speed {
+  switch (sysfsRead(busId, 'speed')) {
+    case '1.5': return 'low';
+    case '12': return 'full';
+    case '480': return 'high';
+    case '5000': return 'super';
+    case '10000': case '20000': return 'superPlus';
     default: return 'unknown';
+  }
+}
+
+function configOf(d: Device): ConfigDescriptor | undefined {
+  try {
+    return d.configDescriptor;
+  } catch {
+    return undefined; // unconfigured
   }
 }
 
 function describe(d: Device): BackendDevice {
   const id = busIdOf(d);
-  const busnum = Number(sysfsRead(id, 'busnum') ?? id.split('-')[0]);
-  const devnum = Number(sysfsRead(id, 'devnum') ?? d.address);
-  let configuration = 0;
-  let interfaces: BackendDevice['interfaces'] = [];
-  try {
-    const cfg = d.configuration;
-    if (cfg) {
-      configuration = cfg.configurationValue;
-      interfaces = cfg.interfaces.map((i: USBInterface) => ({
-        number: i.interfaceNumber,
-        class: i.alternate.interfaceClass,
-        subclass: i.alternate.interfaceSubclass,
-        protocol: i.alternate.interfaceProtocol,
-        name: i.alternate.interfaceName ?? undefined,
-        driver: driverOf(id, cfg.configurationValue, i.interfaceNumber),
-      }));
-    }
-  } catch {
-    // unconfigured device: no interfaces to show
-  }
+  const dd = d.deviceDescriptor;
+  const cfg = configOf(d);
+  const configuration = cfg?.bConfigurationValue ?? 0;
+  const interfaces: BackendDevice['interfaces'] = (cfg?.interfaces ?? []).filter((alts) => alts.length > 0).map((alts) => {
+    const i = alts[0];
+    return {
+      number: i.bInterfaceNumber,
+      class: i.bInterfaceClass,
+      subclass: i.bInterfaceSubClass,
+      protocol: i.bInterfaceProtocol,
+      name: sysfsRead(`${id}:${configuration}.${i.bInterfaceNumber}`, 'interface'),
+      driver: driverOf(id, configuration, i.bInterfaceNumber),
+    };
+  });
   return {
     id,
-    busnum,
-    devnum,
-    vendorId: d.vendorId,
-    productId: d.productId,
-    bcdDevice: (d.deviceVersionMajor << 8) | (d.deviceVersionMinor << 4) | d.deviceVersionSubminor,
-    manufacturer: d.manufacturerName ?? undefined,
-    product: d.productName ?? undefined,
-    serial: d.serialNumber ?? undefined,
-    speed: mapSpeed(d.speed),
-    class: d.deviceClass,
-    subclass: d.deviceSubclass,
-    protocol: d.deviceProtocol,
+    busnum: d.busNumber,
+    devnum: d.deviceAddress,
+    vendorId: dd.idVendor,
+    productId: dd.idProduct,
+    bcdDevice: dd.bcdDevice,
+    manufacturer: sysfsRead(id, 'manufacturer'),
+    product: sysfsRead(id, 'product'),
+    serial: sysfsRead(id, 'serial'),
+    speed: speedOf(id),
+    class: dd.bDeviceClass,
+    subclass: dd.bDeviceSubClass,
+    protocol: dd.bDeviceProtocol,
     configuration,
     interfaces,
     tty: ttyOfUsbDevice(id),
   };
 }
 
-/** "no USB on this machine" is an empty bench, not an error. */
 /** Bus ids and device numbers under /sys/bus/usb/devices, as one string that changes on any (re)plug. */
 function sysfsSnapshot(): string {
   try {
@@ -143,8 +131,10 @@ function isImported(busId: string): boolean {
   }
 }
 
-function isNoUsbError(e: unknown): boolean {
-  return /\/sys\/bus\/usb\/devices\/ not found/.test(String((e as Error)?.message ?? e));
+/** libusb's message ("LIBUSB_ERROR_ACCESS") and the errno of a thrown LibUSBException. */
+function errnoOf(e: unknown): number | undefined {
+  const n = (e as LibUSBException | undefined)?.errno;
+  return typeof n === 'number' ? n : undefined;
 }
 
 export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBackend {
@@ -155,23 +145,23 @@ export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBa
   private resync = false;
   private pollTimer?: NodeJS.Timeout;
   private sysfsSnapshot = '';
-  // `usb`'s hot-plug events need udev's netlink messages; machines without udevd (containers, minimal
-  // images, our qemu guest) never send them, so a cheap sysfs poll backs them up. Both only trigger a
-  // sync(), which diffs against what we know, so an event is reported once whichever notices first.
-  private readonly onHotplug = (): void => void this.sync();
+  // libusb's hot-plug events come from netlink (our build) or udevd (the prebuilt); a cheap sysfs poll
+  // backs them up either way. All only trigger a sync(), which diffs against what we know, so an event
+  // is reported once whichever notices first.
+  private readonly onHotplug = (): void => void this.sync().catch(() => {});
+  private readonly usb = loadUsb().usb;
 
   /** False on a machine without a USB subsystem (containers, CI): an empty bench, no hot-plug. */
-  private readonly present = existsSync(SYSFS_DEVICES);
+  private readonly present = existsSync(SYSFS_DEVICES) && !this.usb.INIT_ERROR;
 
   constructor(pollMs = 2000) {
     super();
-    // `usb` rethrows hot-plug setup errors asynchronously (uncatchable) when there is no USB subsystem.
     if (this.present) {
-      usb.addEventListener('connect', this.onHotplug);
-      usb.addEventListener('disconnect', this.onHotplug);
+      this.usb.on('attach', this.onHotplug);
+      this.usb.on('detach', this.onHotplug);
+      this.usb.unrefHotplugEvents(); // hot-plug alone must not keep a process alive
       this.pollTimer = setInterval(() => {
-        const snap = sysfsSnapshot();
-        if (snap !== this.sysfsSnapshot) void this.sync();
+        if (sysfsSnapshot() !== this.sysfsSnapshot) this.onHotplug();
       }, pollMs);
       this.pollTimer.unref();
     }
@@ -196,24 +186,19 @@ export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBa
       do {
         this.resync = false;
         this.sysfsSnapshot = sysfsSnapshot();
-        let devices: Device[];
-        try {
-          devices = (await usb.getDevices()) as Device[];
-        } catch (e) {
-          if (!isNoUsbError(e)) throw e;
-          devices = [];
-        }
+        // root hubs have no port numbers; they are the bench's, never shared
+        const devices = this.usb.getDeviceList().filter((d) => (d.portNumbers ?? []).length > 0);
         const now = new Map(devices.map((d) => [busIdOf(d), d] as const).filter(([id]) => !isImported(id)));
         for (const [id, k] of this.known) {
           const d = now.get(id);
-          if (!d || d.address !== k.devnum) {
+          if (!d || d.deviceAddress !== k.devnum) {
             this.known.delete(id);
             this.emit('detach', id);
           }
         }
         for (const [id, d] of now) {
           if (this.known.has(id)) continue;
-          this.known.set(id, { device: d, devnum: d.address });
+          this.known.set(id, { device: d, devnum: d.deviceAddress });
           this.emit('attach', describe(d));
         }
       } while (this.resync);
@@ -226,13 +211,14 @@ export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBa
     const d = this.known.get(id)?.device;
     if (!d) throw new Error(`no device ${id} on this bench`);
     try {
-      await d.open();
+      d.__open();
     } catch (e) {
-      throw new Error(`cannot open ${id}: ${(e as Error).message} (does the daemon's user have access to /dev/bus/usb? see the udev rule in the README)`, { cause: e });
+      const hint = errnoOf(e) === LIBUSB_ERROR.access ? ' (does the daemon\'s user have access to /dev/bus/usb? see the udev rule in the README)' : '';
+      throw new Error(`cannot open ${id}: ${(e as Error).message}${hint}`, { cause: e });
     }
-    const opened = new RealOpenedDevice(id, d);
+    const opened = new RealOpenedDevice(d, this.usb);
     try {
-      await opened.claimAll();
+      opened.claimAll();
     } catch (e) {
       await opened.close();
       throw new Error(`cannot claim ${id}: ${(e as Error).message}`, { cause: e });
@@ -247,212 +233,202 @@ export class RealUsbBackend extends EventEmitter<BackendEvents> implements UsbBa
   async close(): Promise<void> {
     if (!this.present) return;
     clearInterval(this.pollTimer);
-    usb.removeEventListener('connect', this.onHotplug);
-    usb.removeEventListener('disconnect', this.onHotplug);
+    this.usb.off('attach', this.onHotplug);
+    this.usb.off('detach', this.onHotplug);
   }
+}
+
+type UsbModule = ReturnType<typeof loadUsb>['usb'];
+
+/** One URB on its way through libusb. */
+interface Running {
+  transfers: Transfer[];
+  done: Promise<TransferResult>;
+  cancel(): void;
 }
 
 class RealOpenedDevice implements OpenedDevice {
   /** Interfaces we detached a kernel driver from, to give back on close. */
   private readonly detached = new Set<number>();
   private readonly claimed = new Set<number>();
+  /** The alternate setting each interface is in (0 until a SET_INTERFACE): wMaxPacketSize depends on it. */
+  private readonly altSettings = new Map<number, number>();
+  private readonly running = new Set<Running>();
   private closed = false;
-  /** Tail of each endpoint's queue (key: endpoint address; control transfers share key 0). */
-  private readonly queues = new Map<number, Promise<unknown>>();
-  /** IN transfers still running on the device after their URB was cancelled, per endpoint. */
-  private readonly orphans = new Map<number, Promise<TransferResult>>();
-  /** IN bytes the device delivered beyond what the adopting URB could take, per endpoint. */
-  private readonly leftovers = new Map<number, Uint8Array>();
 
-  constructor(private readonly id: string, private readonly d: Device) {}
+  constructor(private readonly d: Device, private readonly usb: UsbModule) {}
 
   /** Detaches kernel drivers and claims every interface of the active configuration. */
-  async claimAll(): Promise<void> {
-    const cfg = this.d.configuration;
+  claimAll(): void {
+    const cfg = configOf(this.d);
     if (!cfg) return;
-    for (const i of cfg.interfaces) {
-      const n = i.interfaceNumber;
-      if (this.claimed.has(n)) continue;
-      if (driverOf(this.id, cfg.configurationValue, n) !== undefined) {
-        await this.d.detachKernelDriver(n);
+    for (const alts of cfg.interfaces) {
+      const n = alts[0]?.bInterfaceNumber;
+      if (n === undefined || this.claimed.has(n)) continue;
+      if (this.d.__isKernelDriverActive(n)) {
+        this.d.__detachKernelDriver(n);
         this.detached.add(n);
       }
-      await this.d.claimInterface(n);
+      this.d.__claimInterface(n);
       this.claimed.add(n);
+      this.altSettings.set(n, 0);
     }
   }
 
-  async releaseAll(): Promise<void> {
-    for (const n of this.claimed) await whenNotBorrowed(() => this.d.releaseInterface(n)).catch(() => {});
+  private async releaseAll(): Promise<void> {
+    for (const n of this.claimed) await callback((cb) => this.d.__releaseInterface(n, cb)).catch(() => {});
     this.claimed.clear();
   }
 
-  async transfer(r: TransferRequest): Promise<TransferResult> {
-    const key = r.type === 'control' ? 0 : r.ep;
-    const isBulkOrInterruptIn = r.type !== 'control' && (r.ep & 0x80) !== 0;
-    const previous = this.queues.get(key) ?? Promise.resolve();
-    const cancelled = (): TransferResult => ({ status: UrbStatus.cancelled, actual: 0 });
-    // IN: the job ends as soon as the URB has its answer (an abandoned transfer is adopted by the next
-    // URB, see inTransfer). OUT and control: the job ends when the device is done, so order holds.
-    const job = previous.then(() => (r.signal.aborted ? cancelled() : isBulkOrInterruptIn ? this.inTransfer(r) : this.run(r)));
-    const tail = job.catch(() => {});
-    this.queues.set(key, tail);
-    void tail.then(() => { if (this.queues.get(key) === tail) this.queues.delete(key); });
-    if (r.signal.aborted) return cancelled();
-    const onAbort = new Promise<TransferResult>((resolve) => r.signal.addEventListener('abort', () => resolve(cancelled()), { once: true }));
-    return Promise.race([job, onAbort]);
+  /** wMaxPacketSize of an endpoint in the interfaces' current alternate settings (0 if unknown). */
+  private maxPacketOf(ep: number): number {
+    for (const alts of configOf(this.d)?.interfaces ?? []) {
+      const n = alts[0]?.bInterfaceNumber;
+      const alt = alts.find((a) => a.bAlternateSetting === (this.altSettings.get(n) ?? 0)) ?? alts[0];
+      const e = alt?.endpoints.find((x) => x.bEndpointAddress === ep);
+      if (e) return e.wMaxPacketSize & 0x7ff;
+    }
+    return 0;
   }
 
-  /**
-   * A bulk/interrupt IN URB. `usb` cannot cancel a transfer in flight, so when the URB is cancelled the
-   * transfer is left running as the endpoint's orphan, and whatever it brings back is handed to the next
-   * IN URB on that endpoint (split if larger) — the device's bytes are delivered late, never lost, and
-   * only one transfer per endpoint is ever in flight.
-   */
-  private async inTransfer(r: TransferRequest): Promise<TransferResult> {
-    const cancelled: TransferResult = { status: UrbStatus.cancelled, actual: 0 };
-    const take = (res: TransferResult): TransferResult => {
-      const data = res.data ?? new Uint8Array(0);
-      if (res.status !== UrbStatus.ok || data.length <= r.length) return res;
-      this.leftovers.set(r.ep, data.subarray(r.length));
-      const head = data.subarray(0, r.length);
-      return { status: UrbStatus.ok, data: head, actual: head.length };
-    };
-    const left = this.leftovers.get(r.ep);
-    if (left) {
-      this.leftovers.delete(r.ep);
-      return take({ status: UrbStatus.ok, data: left, actual: left.length });
+  transfer(r: TransferRequest): Promise<TransferResult> {
+    if (this.closed) return Promise.resolve({ status: UrbStatus.shutdown, actual: 0 });
+    if (r.signal.aborted) return Promise.resolve({ status: UrbStatus.cancelled, actual: 0 });
+    const isIn = r.type === 'control' ? (r.setup!.bmRequestType & 0x80) !== 0 : (r.ep & 0x80) !== 0;
+    let buffer: Buffer;
+    if (r.type === 'control') {
+      // libusb's control buffer: the 8 setup bytes, then room for (IN) or the bytes of (OUT) the data stage.
+      const setup = r.setup!;
+      const out = r.data ?? new Uint8Array(0);
+      buffer = Buffer.alloc(8 + (isIn ? setup.wLength : out.length));
+      encodeSetup({ ...setup, wLength: isIn ? setup.wLength : out.length }).copy(buffer, 0);
+      if (!isIn) buffer.set(out, 8);
+    } else {
+      buffer = isIn ? Buffer.allocUnsafe(r.length) : Buffer.from(r.data?.buffer ?? new ArrayBuffer(0), r.data?.byteOffset ?? 0, r.data?.byteLength ?? 0);
     }
-    let pending = this.orphans.get(r.ep);
-    this.orphans.delete(r.ep);
-    const abort = new Promise<'aborted'>((resolve) => r.signal.addEventListener('abort', () => resolve('aborted'), { once: true }));
-    for (;;) {
-      pending ??= this.boundedIn(r);
-      const first = await Promise.race([pending, abort]);
-      if (first === 'aborted') {
-        this.orphans.set(r.ep, pending);
-        return cancelled;
-      }
-      // An adopted orphan that ended empty (its own URB was cancelled): read for this URB instead.
-      if (first.status === UrbStatus.cancelled && !r.signal.aborted && !this.closed) {
-        pending = undefined;
-        continue;
-      }
-      return take(first);
-    }
+    // URB_ZERO_PACKET on OUT data ending on a packet boundary: a zero-length transfer queued right behind
+    // it on the same endpoint (libusb's own flag for this is not exposed by the package).
+    const maxPacket = !isIn && r.type !== 'control' && (r.flags ?? 0) & UrbFlag.zeroPacket ? this.maxPacketOf(r.ep) : 0;
+    const zlp = maxPacket > 0 && buffer.length > 0 && buffer.length % maxPacket === 0;
+    return this.submit(r, buffer, isIn, zlp);
   }
 
-  /**
-   * An IN transfer as slices of at most IN_SLICE_MS, re-submitted while nobody cancelled it: a
-   * transfer the URB abandoned then ends within one slice, so release and close never wait on a
-   * device that has nothing to say. (A slice that times out after the device sent some full packets
-   * but no short one loses those packets; nusb reports a timeout without its partial data.)
-   */
-  private async boundedIn(r: TransferRequest): Promise<TransferResult> {
-    const deadline = r.timeout > 0 ? Date.now() + r.timeout : Infinity;
-    for (;;) {
-      const slice = Math.max(1, Math.min(IN_SLICE_MS, deadline - Date.now()));
-      const res = await this.run({ ...r, timeout: slice });
-      if (res.status !== UrbStatus.timedOut || Date.now() >= deadline) return res;
-      if (this.closed || r.signal.aborted) return { status: UrbStatus.cancelled, actual: 0 };
-    }
-  }
-
-  private async run(r: TransferRequest): Promise<TransferResult> {
-    const timeout = r.timeout > 0 ? r.timeout : DEFAULT_TIMEOUT_MS;
-    const isIn = (r.ep & 0x80) !== 0;
+  private submit(r: TransferRequest, buffer: Buffer, isIn: boolean, zlp: boolean): Promise<TransferResult> {
+    let timedOut = false;
+    let timer: NodeJS.Timeout | undefined;
+    const transfers: Transfer[] = [];
+    const results: Promise<{ error?: LibUSBException; actual: number; buf: Buffer }>[] = [];
+    const type = TRANSFER_TYPE[r.type];
+    const ep = r.type === 'control' ? 0 : r.ep;
+    const cancel = (): void => { for (const t of transfers) { try { t.cancel(); } catch { /* completed meanwhile */ } } };
+    const onAbort = (): void => cancel();
+    const parts = zlp ? [buffer, Buffer.alloc(0)] : [buffer];
     try {
-      if (r.type === 'control') {
-        const s = r.setup!;
-        const setup: USBControlTransferParameters = {
-          requestType: (['standard', 'class', 'vendor'] as const)[(s.bmRequestType >> 5) & 3] ?? 'vendor',
-          recipient: (['device', 'interface', 'endpoint', 'other'] as const)[s.bmRequestType & 3] ?? 'other',
-          request: s.bRequest, value: s.wValue, index: s.wIndex,
-        };
-        if ((s.bmRequestType & 0x80) !== 0) {
-          const res = await this.d.controlTransferIn(setup, r.length, timeout);
-          return fromInResult(res);
-        }
-        const res = await this.d.controlTransferOut(setup, r.data ?? new Uint8Array(0), timeout);
-        return fromOutResult(res);
+      for (const part of parts) {
+        results.push(new Promise((resolve) => {
+          // timeout 0: the bundled libusb of the prebuilt checks timeouts only once a minute, so our own
+          // timer cancels instead (see below) — the same on every build
+          const t = new this.usb.Transfer(this.d, ep, type, 0, (error, buf, actual) => resolve({ error: error ?? undefined, actual, buf }));
+          transfers.push(t);
+          t.submit(part);
+        }));
       }
-      if (isIn) return fromInResult(await this.d.transferIn(r.ep & 0x0f, r.length, timeout));
-      return fromOutResult(await this.d.transferOut(r.ep & 0x0f, r.data ?? new Uint8Array(0), timeout));
     } catch (e) {
-      let status = statusOfError(e);
-      // nusb implements a timeout by cancelling the transfer: report it as the timeout it is.
-      if (status === UrbStatus.cancelled && !r.signal.aborted && r.timeout > 0) status = UrbStatus.timedOut;
-      return { status, actual: 0, error: String((e as Error)?.message ?? e) };
+      // nothing of this URB ran if the first submit failed; a failed ZLP submit cancels the data part
+      cancel();
+      if (transfers.length <= 1) return Promise.resolve({ status: statusOfLibusbError(errnoOf(e)), actual: 0, error: (e as Error).message });
     }
+    if (r.timeout > 0) timer = setTimeout(() => { timedOut = true; cancel(); }, r.timeout);
+    r.signal.addEventListener('abort', onAbort, { once: true });
+    const running: Running = {
+      transfers,
+      cancel,
+      done: Promise.all(results).then(([first, second]) => {
+        clearTimeout(timer);
+        r.signal.removeEventListener('abort', onAbort);
+        this.running.delete(running);
+        let status = statusOfTransfer(first.error?.errno);
+        if (status === UrbStatus.cancelled && timedOut) status = UrbStatus.timedOut;
+        if (status === UrbStatus.ok && second?.error) status = statusOfTransfer(second.error.errno);
+        const actual = first.actual;
+        const data = isIn ? (r.type === 'control' ? first.buf.subarray(8, 8 + actual) : first.buf.subarray(0, actual)) : undefined;
+        const error = first.error?.message ?? second?.error?.message;
+        return { status, actual, data, error: status === UrbStatus.ok ? undefined : error };
+      }),
+    };
+    this.running.add(running);
+    return running.done;
   }
 
   async setConfiguration(value: number): Promise<void> {
     // The bench's kernel already configured the device; re-selecting the active configuration would
     // make the kernel re-probe its drivers, so (like usbip-host for an unchanged value) do nothing.
-    if (this.d.configuration?.configurationValue === value) return;
+    if (configOf(this.d)?.bConfigurationValue === value) return;
     await this.releaseAll();
-    await this.d.selectConfiguration(value);
-    await this.claimAll();
+    await callback((cb) => this.d.__setConfiguration(value, cb));
+    this.altSettings.clear();
+    this.claimAll();
   }
 
   async setInterface(iface: number, alternate: number): Promise<void> {
-    await this.d.selectAlternateInterface(iface, alternate);
+    await callback((cb) => this.d.__setInterface(iface, alternate, cb));
+    this.altSettings.set(iface, alternate);
   }
 
   async clearHalt(ep: number): Promise<void> {
-    await this.d.clearHalt((ep & 0x80) !== 0 ? 'in' : 'out', ep & 0x0f);
+    await callback((cb) => this.d.__clearHalt(ep, cb));
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    // Every transfer is bounded (IN slices end once `closed` is set; OUT/control have a finite timeout),
-    // and `usb` cannot release interfaces while one is pending: wait for them all.
-    await Promise.all([...this.orphans.values(), ...this.queues.values()]);
-    this.orphans.clear();
-    this.leftovers.clear();
+    // Cancel what still runs and wait for it: libusb must not release an interface under a transfer.
+    const running = [...this.running];
+    for (const u of running) u.cancel();
+    let bound: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(running.map((u) => u.done)), new Promise((r) => { bound = setTimeout(r, CLOSE_DRAIN_MS); })]);
+    clearTimeout(bound);
     await this.releaseAll();
-    for (const n of this.detached) await whenNotBorrowed(() => this.d.attachKernelDriver(n)).catch(() => {});
+    for (const n of this.detached) {
+      try {
+        this.d.__attachKernelDriver(n);
+      } catch {
+        // a driver bound to several interfaces (cdc_acm) comes back on the first and says BUSY on the rest
+      }
+    }
     this.detached.clear();
-    await whenNotBorrowed(() => this.d.close()).catch(() => {});
-  }
-}
-
-/**
- * Runs a native call that needs the device to itself. `usb` refuses such calls — synchronously, with
- * "cannot be borrowed mutably while another borrow is active" — while any other native call on the
- * device is in flight (seen in the real-kernel suite on release); retry for up to 5 s instead of
- * leaving the bench's kernel driver detached.
- */
-async function whenNotBorrowed<T>(call: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
     try {
-      return await call();
-    } catch (e) {
-      if (attempt >= 25 || !/borrow/i.test(String((e as Error)?.message ?? e))) throw e;
-      await new Promise((r) => setTimeout(r, 200));
+      this.d.__close();
+    } catch {
+      // gone already (unplugged)
     }
   }
 }
 
-function fromInResult(res: USBInTransferResult): TransferResult {
-  if (res.status === 'stall') return { status: UrbStatus.stall, actual: 0 };
-  if (res.status === 'babble') return { status: UrbStatus.overflow, actual: 0 };
-  const v = res.data;
-  const data = v ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : new Uint8Array(0);
-  return { status: UrbStatus.ok, data, actual: data.length };
+/** Runs a node-usb call that reports through a callback as a promise. */
+function callback(call: (cb: (error?: LibUSBException) => void) => void): Promise<void> {
+  return new Promise((resolve, reject) => call((error) => (error ? reject(error) : resolve())));
 }
 
-function fromOutResult(res: USBOutTransferResult): TransferResult {
-  if (res.status === 'stall') return { status: UrbStatus.stall, actual: 0 };
-  return { status: UrbStatus.ok, actual: res.bytesWritten };
+function statusOfTransfer(errno: number | undefined): number {
+  switch (errno) {
+    case undefined: case 0: return UrbStatus.ok;
+    case TRANSFER_STATUS.timedOut: return UrbStatus.timedOut;
+    case TRANSFER_STATUS.cancelled: return UrbStatus.cancelled;
+    case TRANSFER_STATUS.stall: return UrbStatus.stall;
+    case TRANSFER_STATUS.noDevice: return UrbStatus.noDevice;
+    case TRANSFER_STATUS.overflow: return UrbStatus.overflow;
+    default: return UrbStatus.protocol;
+  }
 }
 
-function statusOfError(e: unknown): number {
-  const m = String((e as Error)?.message ?? e).toLowerCase();
-  if (m.includes('timed out') || m.includes('timeout')) return UrbStatus.timedOut;
-  if (m.includes('disconnected') || m.includes('no device') || m.includes('not found')) return UrbStatus.noDevice;
-  if (m.includes('stall') || m.includes('pipe')) return UrbStatus.stall;
-  if (m.includes('cancel')) return UrbStatus.cancelled;
-  return UrbStatus.protocol;
+function statusOfLibusbError(errno: number | undefined): number {
+  switch (errno) {
+    case LIBUSB_ERROR.noDevice: case LIBUSB_ERROR.notFound: return UrbStatus.noDevice;
+    case LIBUSB_ERROR.pipe: return UrbStatus.stall;
+    case LIBUSB_ERROR.timeout: return UrbStatus.timedOut;
+    case LIBUSB_ERROR.overflow: return UrbStatus.overflow;
+    case LIBUSB_ERROR.invalidParam: return UrbStatus.invalid;
+    default: return UrbStatus.protocol;
+  }
 }

@@ -29,9 +29,10 @@ export class BenchFixture {
   config!: ServerConfig;
   private readonly clients: BenchClient[] = [];
 
-  async start(opts: { port?: number; extraToml?: string; clientSilenceLimitMs?: number; irohBinding?: BindingName } = {}): Promise<this> {
+  async start(opts: { port?: number; extraToml?: string; clientSilenceLimitMs?: number; resumeGraceS?: number; irohBinding?: BindingName } = {}): Promise<this> {
+    const grace = opts.resumeGraceS === undefined ? '' : `resume_grace_s = ${opts.resumeGraceS}\n`;
     this.config = parseConfig(
-      `name = "test-bench"\nlisten = "127.0.0.1:${opts.port ?? 0}"\nstate_dir = "${this.stateDir}"\n[relay]\nmode = "disabled"\n${opts.extraToml ?? ''}`,
+      `name = "test-bench"\nlisten = "127.0.0.1:${opts.port ?? 0}"\nstate_dir = "${this.stateDir}"\n${grace}[relay]\nmode = "disabled"\n${opts.extraToml ?? ''}`,
       'test.toml',
     );
     this.daemon = new Daemon({ config: this.config, backend: this.backend, secretKey: this.secretKey, log: this.log, clientSilenceLimitMs: opts.clientSilenceLimitMs, irohBinding: opts.irohBinding });

@@ -30,8 +30,13 @@ if (CHILD) {
         const child = spawn(process.execPath, [__filename], { env: { ...process.env, REMOTE_USB_CRASH_WRITER: dir }, stdio: ['ignore', 'pipe', 'inherit'] });
         let out = '';
         child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-        // let it write for a random 20-120 ms (node start-up included), then kill it wherever it is
-        await new Promise((r) => setTimeout(r, 150 + Math.random() * 100));
+        // once it writes (node's start-up takes long on a busy machine), let it go on for a random
+        // 0-100 ms, then kill it wherever it is
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, 10_000);
+          child.stdout.once('data', () => { clearTimeout(t); r(); });
+        });
+        await new Promise((r) => setTimeout(r, Math.random() * 100));
         child.kill('SIGKILL');
         await new Promise((r) => child.once('exit', r));
         const lines = out.trim().split('\n').filter(Boolean).map(Number);

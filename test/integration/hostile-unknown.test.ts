@@ -17,6 +17,7 @@ import { encodeFrame } from '../../server/protocol/framing.js';
 import { HELLO_TIMEOUT_MS } from '../../server/session.js';
 import { DaemonProcess, freeUdpPort, startWithClient } from '../helpers/daemon-process.js';
 import { cpuSeconds, rssKiB } from '../bench/measure.js';
+import { PROTOCOL_VERSION } from '../../server/protocol/constants.js';
 
 /** The attack as found: 8 peers × 14 KB of back-to-back 14-byte Brotli bombs, each inflating to 4 MiB. */
 const PEERS = 8;
@@ -95,7 +96,7 @@ test('unknown peers flooding compressed bombs before hello, or after a refused h
     return { why, ms: performance.now() - t };
   })();
   const flood = bombs(BYTES_PER_PEER);
-  const hello = encodeFrame({ t: 'hello', v: 1, caps: ['brotli'], name: 'mallory' });
+  const hello = encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, caps: ['brotli'], name: 'mallory' });
   const cpu0 = cpuMs(pid);
   const rss0 = rssMiB(pid);
   const t0 = performance.now();

@@ -17,6 +17,7 @@ import { MessageStream } from '../../server/protocol/stream.js';
 import { REPLY_BACKLOG_LIMIT, Session } from '../../server/session.js';
 import { SimulatedBackend, simLoopbackBoard, simSerialBoard } from '../../server/usb/simulated.js';
 import { BenchFixture, until } from '../helpers/bench-fixture.js';
+import { PROTOCOL_VERSION } from '../../server/protocol/constants.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -76,7 +77,7 @@ async function rawPeer(name: string): Promise<RawPeer> {
   const ep = await IrohEndpoint.bind({ secretKey: bench.allowedKey(name), relay: { mode: 'disabled' } });
   const conn = await ep.connect(bench.daemon.address());
   const s = new MessageStream(await conn.openStream());
-  s.send({ t: 'hello', v: 1, caps: [], name });
+  s.send({ t: 'hello', v: PROTOCOL_VERSION, caps: [], name });
   return {
     conn, s,
     read(onMessage) { void s.readLoop(onMessage).catch(() => {}); },
@@ -248,7 +249,7 @@ test('a peer that opens a second stream before saying hello is told to say hello
     const second = new MessageStream(await conn.openStream());
     const got: Message[] = [];
     void second.readLoop((m) => got.push(m)).catch(() => {});
-    second.send({ t: 'hello', v: 1, caps: [], name: 'hasty' });
+    second.send({ t: 'hello', v: PROTOCOL_VERSION, caps: [], name: 'hasty' });
     await until(() => got.length > 0, 5000, 'an answer on the second stream');
     assert.deepEqual(got[0], { t: 'error', code: 'bad-message', message: `say 'hello' on the first stream before opening another` });
     conn.close();

@@ -1,10 +1,11 @@
 /** A hand-driven peer over real Iroh: what the daemon says to clients that break the rules. */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { IrohConnection, IrohEndpoint } from '../../server/net/iroh.js';
+import { CloseCode, IrohConnection, IrohEndpoint } from '../../server/net/iroh.js';
 import { Message } from '../../server/protocol/messages.js';
 import { MessageStream } from '../../server/protocol/stream.js';
 import { BenchFixture, until } from '../helpers/bench-fixture.js';
+import { PROTOCOL_VERSION } from '../../server/protocol/constants.js';
 
 const bench = new BenchFixture();
 let endpoint: IrohEndpoint;
@@ -31,12 +32,12 @@ async function talk(send: (s: MessageStream, raw: (b: Buffer) => Promise<void>) 
   return { got, closed };
 }
 
-const hello = { t: 'hello' as const, v: 1, caps: [], name: 'raw' };
+const hello = { t: 'hello' as const, v: PROTOCOL_VERSION, caps: [], name: 'raw' };
 
 test('a different protocol version gets a clear error and the connection closes', async () => {
   const { got, closed } = await talk(async (s) => s.send({ ...hello, v: 99 }));
   assert.equal(got[0].t, 'error');
-  assert.match((got[0] as { message: string }).message, /this bench speaks protocol version 1, the client speaks 99: update the bench daemon/);
+  assert.match((got[0] as { message: string }).message, new RegExp(`this bench speaks protocol version ${PROTOCOL_VERSION}, the client speaks 99: update the bench daemon`));
   assert.notEqual(closed, 'still open');
 });
 
@@ -100,8 +101,8 @@ test('URBs for an unclaimed device and duplicate URB ids are refused one by one;
   assert.equal(closed, 'still open');
 });
 
-test('a client that falls silent loses its devices (crashed or killed clients do not hold boards)', async () => {
-  const quiet = await new BenchFixture().start({ clientSilenceLimitMs: 2000 });
+test('a client that falls silent loses its devices once the resume grace is over (crashed or killed clients do not hold boards)', async () => {
+  const quiet = await new BenchFixture().start({ clientSilenceLimitMs: 2000, resumeGraceS: 2 });
   const ep = await IrohEndpoint.bind({ secretKey: quiet.allowedKey('ghost'), relay: { mode: 'disabled' } });
   try {
     const conn = await ep.connect(quiet.daemon.address());
@@ -112,13 +113,42 @@ test('a client that falls silent loses its devices (crashed or killed clients do
     s.send({ t: 'claim', req: 1, dev: 'sim-1' });
     const other = await quiet.connect({ clientName: 'next', pingIntervalMs: 300 }); // pings well within the limit
     await until(() => other.device('sim-1')?.claimedBy === 'ghost', 3000, 'the ghost to hold sim-1');
-    // the ghost never pings: after the silence limit the bench ends its session and frees the board
-    await until(() => other.device('sim-1')?.claimedBy === undefined, 8000, 'sim-1 to be freed');
+    // the ghost never pings: after the silence limit the bench counts it dropped and keeps the board for
+    // a resume; nobody resumes, so after the grace it ends the session and frees the board
+    await until(() => other.device('sim-1')?.claimedBy === undefined, 10_000, 'sim-1 to be freed');
     assert.ok(got.some((m) => m.t === 'claimed'));
-    assert.ok(quiet.log.lines.some((l) => /ghost \(\w+\) gone: nothing heard for \d+ s/.test(l)), quiet.log.lines.join('\n'));
+    assert.ok(quiet.log.lines.some((l) => /ghost \(\w+\) dropped \(nothing heard for \d+ s\): keeping sim-1/.test(l)), quiet.log.lines.join('\n'));
+    assert.ok(quiet.log.lines.some((l) => /ghost \(\w+\) gone: did not come back within 2 s/.test(l)), quiet.log.lines.join('\n'));
     await (await other.claim('sim-1')).release();
   } finally {
     await ep.close();
     await quiet.stop();
   }
+});
+
+test('a peer that closes its connection on purpose releases its devices; one that closes it as abandoned keeps them for a resume, which hands them over', async () => {
+  const claimAndClose = async (code: bigint): Promise<string> => {
+    const conn = await endpoint.connect(bench.daemon.address());
+    const s = new MessageStream(await conn.openStream());
+    const got: Message[] = [];
+    void s.readLoop((m) => got.push(m)).catch(() => {});
+    s.send({ ...hello, caps: ['resume'] });
+    s.send({ t: 'claim', req: 1, dev: 'sim-2' });
+    await until(() => got.some((m) => m.t === 'claimed'), 5000, 'the claim');
+    const token = (got.find((m) => m.t === 'welcome') as { resume?: string }).resume!;
+    conn.close(code, code === CloseCode.abandoned ? 'no answer: resuming on a new connection' : 'bye');
+    return token;
+  };
+  const holder = (): string | undefined => bench.daemon.devicesFor(undefined as never).find((d) => d.id === 'sim-2')?.claimedBy;
+  await claimAndClose(CloseCode.normal);
+  await until(() => holder() === undefined, 5000, 'sim-2 released after a deliberate close');
+  const token = await claimAndClose(CloseCode.abandoned);
+  await until(() => bench.log.lines.some((l) => /raw \(\w+\) dropped \(connection closed: closed by peer: .*\(code 5\)\): keeping sim-2/.test(l)), 5000, 'the drop logged');
+  assert.equal(holder(), 'raw', 'kept for the resume');
+  // the resume: a new connection naming the token gets the session, sim-2 included
+  const { got } = await talk(async (s) => s.send({ ...hello, caps: ['resume'], resume: { token, acked: [0, 0] } }), 500);
+  const welcome = got.find((m) => m.t === 'welcome') as { resumed?: { received: number[] } } | undefined;
+  assert.deepEqual(welcome?.resumed, { received: [0, 0] });
+  assert.ok(bench.log.lines.some((l) => /raw \(\w+\) connected, resuming its session \(1 device/.test(l)), bench.log.lines.join('\n'));
+  await until(() => holder() === undefined, 5000, 'sim-2 released when the resumed connection closed on purpose');
 });

@@ -20,6 +20,7 @@ import type { SimSerialBoard } from '../../server/usb/sim-serial-board.js';
 import { BenchFixture, until } from '../helpers/bench-fixture.js';
 import { DaemonProcess, freeUdpPort } from '../helpers/daemon-process.js';
 import { Collected } from '../helpers/serial-collector.js';
+import { PROTOCOL_VERSION } from '../../server/protocol/constants.js';
 
 const BANNER = 'Remote USB simulated serial board SIM0001';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -158,7 +159,7 @@ describe('serial over the protocol (simulated board)', () => {
       const io = new MessageStream(await conn.openStream());
       const msgs: Message[] = [];
       const reading = io.readLoop((m) => msgs.push(m)).catch(() => {});
-      io.send({ t: 'hello', v: 1, caps: [], name: 'raw' });
+      io.send({ t: 'hello', v: PROTOCOL_VERSION, caps: [], name: 'raw' });
       await until(() => msgs.some((m) => m.t === 'welcome'), 3000, 'welcome');
       // ids 1..20 cover the owner's session: none of them is this client's
       for (let sid = 1; sid <= 20; sid++) {
@@ -181,7 +182,7 @@ describe('serial over the protocol (simulated board)', () => {
       const io2 = new MessageStream(raw);
       const msgs2: Message[] = [];
       const reading2 = io2.readLoop((m) => msgs2.push(m)).catch(() => {});
-      io2.send({ t: 'hello', v: 1, caps: [], name: 'raw' });
+      io2.send({ t: 'hello', v: PROTOCOL_VERSION, caps: [], name: 'raw' });
       await until(() => msgs2.some((m) => m.t === 'welcome'), 3000, 'welcome');
       io2.send({ t: 'serial-write', sid: 1, data: Buffer.alloc(64 * 1024 + 1) });
       await until(() => msgs2.some((m) => m.t === 'error' && /field 'data' of 'serial-write' is 65537 bytes, limit 65536/.test(m.message)), 3000, 'oversize refusal');

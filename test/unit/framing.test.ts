@@ -4,6 +4,7 @@ import { encodeFrame, FrameDecoder } from '../../server/protocol/framing.js';
 import { Message, parseMessage, ProtocolError } from '../../server/protocol/messages.js';
 import { MAX_FRAME_BYTES } from '../../server/protocol/constants.js';
 import { seededBytes } from '../../server/usb/patterns.js';
+import { PROTOCOL_VERSION } from '../../server/protocol/constants.js';
 
 test('golden bytes: ping', () => {
   const frame = encodeFrame({ t: 'ping', n: 1 });
@@ -27,7 +28,7 @@ test('golden bytes: control submit carries the setup packet as msgpack bin', () 
 });
 
 const sample: Message[] = [
-  { t: 'hello', v: 1, caps: ['urb'], name: 'n' },
+  { t: 'hello', v: PROTOCOL_VERSION, caps: ['urb'], name: 'n' },
   { t: 'submit', dev: 'sim-1', id: 1, ep: 0x02, type: 'bulk', data: seededBytes(3000), len: 3000 },
   { t: 'complete', dev: 'sim-1', id: 1, status: 0, len: 5, data: Buffer.from('hello') },
   { t: 'complete', dev: 'sim-1', id: 2, status: -32, len: 0 },
@@ -110,7 +111,7 @@ test('message validation names the bad field', () => {
   assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 1, type: 'iso', len: 0 }), /unknown transfer type "iso"/);
   assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 0, type: 'control', setup: Buffer.alloc(4), len: 0 }), /setup packet must be 8 bytes/);
   assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 1, type: 'bulk', len: 5e7 }), /field 'len'/);
-  assert.throws(() => parseMessage({ t: 'hello', v: 1, caps: 'x', name: 'n' }), /field 'caps' of 'hello' must be a list/);
+  assert.throws(() => parseMessage({ t: 'hello', v: PROTOCOL_VERSION, caps: 'x', name: 'n' }), /field 'caps' of 'hello' must be a list/);
   assert.throws(() => parseMessage({ t: 'claim', req: 1, dev: 'x'.repeat(65) }), /field 'dev' of 'claim' must be a string of at most 64/);
   assert.throws(() => parseMessage(null), ProtocolError);
 });

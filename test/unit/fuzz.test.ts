@@ -13,6 +13,7 @@ import { ProtocolError, Message } from '../../server/protocol/messages.js';
 import { MAX_FRAME_BYTES } from '../../server/protocol/constants.js';
 import { encodeCmdSubmit, encodeCmdUnlink, UsbipDecoder, UsbipProtocolError } from '../../extension/core/usbip/codec.js';
 import { firmwareLikeImage, seededBytes } from '../../server/usb/patterns.js';
+import { PROTOCOL_VERSION } from '../../server/protocol/constants.js';
 
 const INPUTS = 100_000;
 
@@ -35,7 +36,7 @@ function mutate(base: Buffer, r: () => number): Buffer {
 }
 
 const protocolSeeds: Message[] = [
-  { t: 'hello', v: 1, caps: ['urb', 'hotplug'], name: 'fuzz' },
+  { t: 'hello', v: PROTOCOL_VERSION, caps: ['urb', 'hotplug'], name: 'fuzz' },
   { t: 'submit', dev: 'sim-2', id: 77, ep: 0x81, type: 'bulk', len: 512 },
   { t: 'submit', dev: 'sim-1', id: 3, ep: 0x00, type: 'control', setup: Buffer.from([0x80, 6, 0, 1, 0, 0, 18, 0]), len: 18 },
   { t: 'submit', dev: 'sim-2', id: 9, ep: 0x01, type: 'bulk', data: seededBytes(300), len: 300 },

@@ -6,6 +6,8 @@
  *
  * The socket is any Duplex (a net.Socket in production, an in-memory pair in tests); the device is
  * anything with ClaimedDevice's URB interface. Nothing here touches vhci's sysfs files (attach.ts does).
+ * What a command asks of the bench and what an answer becomes is pure translation (urb-translate.ts);
+ * this class keeps the URBs' bookkeeping, the unlink rules, the grace period and the writing.
  *
  * - Many URBs in flight: each CMD_SUBMIT becomes one bench URB at once; the bench (like a host
  *   controller) completes URBs of one endpoint in order, and replies go out in completion order.
@@ -29,7 +31,6 @@ import { MAX_URBS_IN_FLIGHT } from '../../../server/protocol/constants.js';
 import {
   encodeRetSubmit,
   encodeRetUnlink,
-  parseSetupPacket,
   UsbipCmdSubmit,
   UsbipCmdSubmitIso,
   UsbipCmdUnlink,
@@ -38,7 +39,8 @@ import {
   UsbipDirection,
   UsbipProtocolError,
 } from './codec.js';
-import { USBIP_DIR_IN, USBIP_DIR_OUT, USBIP_URB_SHORT_NOT_OK, UsbipStatus } from './constants.js';
+import { USBIP_DIR_IN, USBIP_DIR_OUT, UsbipStatus } from './constants.js';
+import { endpointAddress, isRefusal, replyOf, requestOf } from './urb-translate.js';
 import { endpointName, EndpointTable } from './endpoints.js';
 
 /** What the bridge uses of a claimed device: ClaimedDevice has this shape; tests pass a fake. */
@@ -54,6 +56,8 @@ export interface BridgeDevice {
   off(event: 'suspended' | 'resumed', listener: () => void): unknown;
 }
 
+
+export type BridgeState = 'new' | 'running' | 'offline' | 'closing' | 'closed';
 
 export type BridgeCloseReason =
   /** The kernel closed the connection (port detached, or vhci gave up on the device). */
@@ -129,13 +133,9 @@ interface KernelUrb {
   unlinks: number[];
   /** IN bulk/interrupt: safe to run again after the connection dropped (see the grace period notes). */
   replayable: boolean;
-  /** Repeats dev.cancel() until the URB completes (see "UNLINK strategy"). */
-  cancelTimer?: NodeJS.Timeout;
+  /** dev.cancel() was called for it (once is enough, see "UNLINK strategy"). */
+  cancelled: boolean;
 }
-
-/** When to repeat a cancel the bench has not answered (ms after the previous one); then every second. */
-const CANCEL_RETRY_MS = [5, 20, 100, 500];
-const CANCEL_RETRY_LAST_MS = 1000;
 
 /** kernel: include/uapi/linux/usb/ch9.h */
 const USB_REQ_SET_CONFIGURATION = 0x09;
@@ -168,27 +168,25 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
    * - Target held (bench offline, never sent): dropped, RET_UNLINK(-ECONNRESET) at once.
    * - Target running on the bench: dev.cancel(id), remember the unlink's seqnum, answer nothing yet.
    *   The bench answers every URB exactly once, cancelled or not, and that completion decides:
-   *     * cancel won (-ECONNRESET / -ENOENT, or -ESHUTDOWN: the bench connection dropped under it):
-   *       RET_UNLINK(-ECONNRESET) and NO RET_SUBMIT, ever. vhci
+   *     * cancel won (-ECONNRESET / -ENOENT, or -ESHUTDOWN: the bench connection dropped under it)
+   *       before any byte moved: RET_UNLINK(-ECONNRESET) and NO RET_SUBMIT, ever. vhci
    *       gives the URB back with that status; a RET_SUBMIT for the seqnum afterwards would name a URB
    *       it no longer has and make it drop the whole device.
    *     * cancel lost (the transfer finished first): RET_SUBMIT with the real result (IN data is not
    *       thrown away), then RET_UNLINK(0). vhci_rx.c gives the URB back on the RET_SUBMIT (it is
    *       still in its list while the unlink is pending) and then logs "already given back".
+   *     * cancel won after some bytes moved (the bench cancels for real and returns what the transfer
+   *       did move): handled like a lost cancel, RET_SUBMIT with -ECONNRESET and those bytes, then
+   *       RET_UNLINK(0) — the URB comes back as a local host controller gives back an unlinked URB.
    *   Waiting for the completion (instead of answering RET_UNLINK at once and dropping the late
    *   RET_SUBMIT) keeps the bench's FIFO semantics honest: data the device produced is never lost
    *   because of an unlink that came too late, and the kernel never reuses an endpoint while the bench
    *   still runs the old transfer. The kernel's own stub_tx.c answers the same way (RET_UNLINK with the
    *   URB's status), but loses IN data when the unlink comes late.
    * - A second CMD_UNLINK for the same URB (vhci never sends one) gets RET_UNLINK(0) with the first.
-   * - The cancel is repeated (after 5, 20, 100, 500 ms, then every second) until the URB completes.
-   *   BenchClient sends cancels on its control stream and bulk/interrupt submits on its data stream,
-   *   so a cancel can overtake its own submit; the bench then ignores it (unknown id) and an IN URB
-   *   on a quiet endpoint would wait forever, with the kernel's usb_kill_urb() waiting behind it.
-   *   A repeated cancel is harmless: the bench ignores cancels for URBs it no longer runs, and
-   *   ClaimedDevice sends none for a URB that has completed. (In the integration test's unlink race,
-   *   where the unlink follows the submit at once, most first cancels arrive before their submit.
-   *   The real fix is in the client: send a URB's cancel on the stream that carried its submit.)
+   * - One cancel is enough: BenchClient sends it on the stream that carried its URB's submit, so it
+   *   never overtakes the submit, and across a dropped connection it is sent again with the URB if the
+   *   bench did not get it (urb-lanes.ts). The bench cancels the transfer for real.
    */
   private readonly pending = new Map<number, KernelUrb>();
   /** URBs waiting for the bench to come back, in submission order. */
@@ -198,13 +196,13 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   private flushScheduled = false;
   private writeBlocked = false;
   private inputPaused = false;
-  private started = false;
-  private closing = false;
-  private offline = false;
+  /**
+   * new → running ⇄ offline (the bench connection is down; the grace timer runs) → closing (finish():
+   * the socket is ending, URBs still on the bench are cancelled) → closed ('closed' emitted).
+   */
+  private lifecycle: BridgeState = 'new';
   private graceTimer?: NodeJS.Timeout;
   private closeInfo?: BridgeClosed;
-  /** 'closed' has been emitted: nothing more is done for URBs the bench never answered. */
-  private closeInfoSent = false;
   private drainWaiters: (() => void)[] = [];
   private readonly warnedEndpoints = new Set<number>();
   private readonly closedPromise: Promise<BridgeClosed>;
@@ -240,7 +238,16 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   }
 
   get isOffline(): boolean {
-    return this.offline;
+    return this.lifecycle === 'offline';
+  }
+
+  get state(): BridgeState {
+    return this.lifecycle;
+  }
+
+  /** Closing or closed: nothing new is started. */
+  private get ending(): boolean {
+    return this.lifecycle === 'closing' || this.lifecycle === 'closed';
   }
 
   private get name(): string {
@@ -250,8 +257,8 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
 
   /** Starts reading commands. Listeners for 'closed' should be in place first. */
   start(): this {
-    if (this.started) return this;
-    this.started = true;
+    if (this.lifecycle !== 'new') return this;
+    this.lifecycle = 'running';
     this.dev.on('lost', this.onLost);
     this.dev.on('suspended', this.onSuspended);
     this.dev.on('resumed', this.onResumed);
@@ -289,7 +296,7 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
 
   private readCommands(): void {
     try {
-      while (!this.closing && !this.mustPause()) {
+      while (!this.ending && !this.mustPause()) {
         const cmd = this.decoder.next();
         if (!cmd) break;
         this.handle(cmd);
@@ -317,14 +324,23 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
       throw new UsbipProtocolError(`USBIP_CMD_SUBMIT seqnum ${cmd.seqnum} carries ${cmd.data.length} bytes of OUT data, transfer_buffer_length is ${cmd.transfer_buffer_length}`);
     }
     this.stats.submitted++;
-    const address = cmd.ep === 0 ? (cmd.direction === USBIP_DIR_IN ? 0x80 : 0) : cmd.ep | (cmd.direction === USBIP_DIR_IN ? 0x80 : 0);
+    const address = endpointAddress(cmd);
     if (cmd.kind === 'isoSubmit') {
       this.refuse(cmd, address, UsbipStatus.EINVAL, `isochronous URB on ${endpointName(address)} refused: Remote USB does not carry isochronous transfers (audio/video streaming)`);
       return;
     }
-    const request = cmd.ep === 0 ? this.controlRequest(cmd) : this.dataRequest(cmd, address);
-    if (typeof request === 'string') {
-      this.refuse(cmd, address, request === 'unknown endpoint' ? UsbipStatus.EPIPE : UsbipStatus.EINVAL, `URB seqnum ${cmd.seqnum} on ${endpointName(address)} refused: ${request}`);
+    if (cmd.ep !== 0 && this.endpoints.typeOf(address) === undefined && cmd.number_of_packets !== 0 && cmd.number_of_packets !== -1) {
+      // Isochronous-looking URB on an endpoint we have no descriptor for: its packet descriptors were
+      // not read, so the stream is out of step from here on.
+      throw new UsbipProtocolError(`USBIP_CMD_SUBMIT seqnum ${cmd.seqnum} on ${endpointName(address)}, which is not in the device's descriptors, has number_of_packets ${cmd.number_of_packets}`);
+    }
+    const request = requestOf(cmd, this.endpoints);
+    if (isRefusal(request)) {
+      if (request.unknownEndpoint && !this.warnedEndpoints.has(address)) {
+        this.warnedEndpoints.add(address);
+        this.log.warn(`${this.name}: the kernel used ${endpointName(address)}, which is not in the device's descriptors`);
+      }
+      this.refuse(cmd, address, request.status, `URB seqnum ${cmd.seqnum} on ${endpointName(address)} refused: ${request.why}`);
       return;
     }
     if (cmd.direction === USBIP_DIR_OUT) this.stats.bytesOut += cmd.data.length;
@@ -338,51 +354,12 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
       state: 'held',
       id: 0,
       unlinks: [],
+      cancelled: false,
       replayable: request.type !== 'control' && cmd.direction === USBIP_DIR_IN,
     };
     this.pending.set(cmd.seqnum, urb);
-    if (this.offline) this.held.push(urb);
+    if (this.lifecycle === 'offline') this.held.push(urb);
     else this.send(urb);
-  }
-
-  /** Endpoint 0: the setup packet says what to do; the USB/IP direction must agree with it. */
-  private controlRequest(cmd: UsbipCmdSubmit): UrbRequest | string {
-    const setup = parseSetupPacket(cmd.setup);
-    const setupIn = (setup.bmRequestType & 0x80) !== 0;
-    // With no data stage (wLength 0) the kernel's pipe is OUT whatever bmRequestType says
-    // (usb_submit_urb's "BOGUS control dir" check), so only a data stage must match.
-    if (setup.wLength > 0 && setupIn !== (cmd.direction === USBIP_DIR_IN)) {
-      const request = `bmRequestType 0x${setup.bmRequestType.toString(16).padStart(2, '0')} bRequest ${setup.bRequest} wLength ${setup.wLength}`;
-      return `control request (${request}) is ${setupIn ? 'IN' : 'OUT'} but the URB is ${cmd.direction === USBIP_DIR_IN ? 'IN' : 'OUT'}`;
-    }
-    const isIn = setupIn && setup.wLength > 0;
-    return {
-      type: 'control',
-      ep: isIn ? 0x80 : 0x00,
-      setup,
-      data: isIn ? undefined : cmd.data,
-      length: isIn ? Math.min(cmd.transfer_buffer_length, setup.wLength) : 0,
-    };
-  }
-
-  private dataRequest(cmd: UsbipCmdSubmit, address: number): UrbRequest | string {
-    const type = this.endpoints.typeOf(address);
-    if (type === undefined && cmd.number_of_packets !== 0 && cmd.number_of_packets !== -1) {
-      // Isochronous-looking URB on an endpoint we have no descriptor for: its packet descriptors were
-      // not read, so the stream is out of step from here on.
-      throw new UsbipProtocolError(`USBIP_CMD_SUBMIT seqnum ${cmd.seqnum} on ${endpointName(address)}, which is not in the device's descriptors, has number_of_packets ${cmd.number_of_packets}`);
-    }
-    if (type === undefined) {
-      if (!this.warnedEndpoints.has(address)) {
-        this.warnedEndpoints.add(address);
-        this.log.warn(`${this.name}: the kernel used ${endpointName(address)}, which is not in the device's descriptors`);
-      }
-      return 'unknown endpoint';
-    }
-    if (type === 'isochronous') return 'isochronous endpoint (Remote USB does not carry isochronous transfers)';
-    if (type === 'control') return 'control endpoints other than 0 are not supported';
-    const isIn = cmd.direction === USBIP_DIR_IN;
-    return { type, ep: address, data: isIn ? undefined : cmd.data, length: isIn ? cmd.transfer_buffer_length : undefined };
   }
 
   private refuse(cmd: UsbipCmdSubmit | UsbipCmdSubmitIso, address: number, status: number, why: string): void {
@@ -413,15 +390,14 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
       return;
     }
     target.unlinks.push(cmd.seqnum);
-    if (target.unlinks.length === 1) this.cancel(target, 0);
+    this.cancel(target);
   }
 
-  /** dev.cancel(), repeated until the URB completes (see "UNLINK strategy"). */
-  private cancel(urb: KernelUrb, attempt: number): void {
-    if (this.pending.get(urb.seqnum) !== urb || urb.state !== 'sent' || this.closeInfoSent) return;
+  /** Asks the bench to cancel a URB it runs; its completion answers the unlink (see "UNLINK strategy"). */
+  private cancel(urb: KernelUrb): void {
+    if (this.pending.get(urb.seqnum) !== urb || urb.state !== 'sent' || urb.cancelled) return;
+    urb.cancelled = true;
     this.dev.cancel(urb.id);
-    if (attempt > 0) this.log.debug(`${this.name}: cancel of URB seqnum ${urb.seqnum} repeated (${attempt})`);
-    urb.cancelTimer = setTimeout(() => this.cancel(urb, attempt + 1), CANCEL_RETRY_MS[attempt] ?? CANCEL_RETRY_LAST_MS);
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -444,9 +420,8 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   }
 
   private completed(urb: KernelUrb, r: UrbResult): void {
-    clearTimeout(urb.cancelTimer);
     if (this.pending.get(urb.seqnum) !== urb) return; // defensive: every URB completes once
-    if (this.closing) {
+    if (this.ending) {
       this.pending.delete(urb.seqnum);
       this.checkDrained();
       return;
@@ -468,10 +443,14 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     this.stats.completed++;
     if (urb.unlinks.length > 0) {
       const cancelWon = r.status === UsbipStatus.ECONNRESET || r.status === UsbipStatus.ENOENT || r.status === UsbipStatus.ESHUTDOWN;
-      if (cancelWon) {
+      const moved = urb.direction === USBIP_DIR_IN ? r.data.length : r.actual;
+      if (cancelWon && moved === 0) {
         this.stats.unlinked++;
         urb.unlinks.forEach((seqnum, i) => this.enqueue(encodeRetUnlink({ seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: i === 0 ? UsbipStatus.ECONNRESET : UsbipStatus.OK })));
       } else {
+        // The transfer finished first, or was cancelled part way: the bytes it moved go to the driver with
+        // its status (as a local host controller gives an unlinked URB back with its actual_length).
+        if (cancelWon) this.stats.unlinked++;
         this.enqueue(this.retSubmit(urb, r));
         for (const seqnum of urb.unlinks) this.enqueue(encodeRetUnlink({ seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UsbipStatus.OK }));
       }
@@ -487,19 +466,10 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   }
 
   private retSubmit(urb: KernelUrb, r: UrbResult): Buffer {
-    let status = r.status;
-    if (urb.direction === USBIP_DIR_IN) {
-      const have = r.data.length;
-      const n = Math.min(have, urb.transferBufferLength);
-      if (have > urb.transferBufferLength) {
-        this.log.debug(`${this.name}: ${endpointName(urb.address)} returned ${have} bytes for a ${urb.transferBufferLength}-byte URB; clamped`);
-      }
-      if (status === 0 && n < urb.transferBufferLength && urb.transferFlags & USBIP_URB_SHORT_NOT_OK) status = UsbipStatus.EREMOTEIO;
-      this.stats.bytesIn += n;
-      return encodeRetSubmit({ seqnum: urb.seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status, actual_length: n, data: n > 0 ? r.data.subarray(0, n) : undefined });
-    }
-    const actual = Math.max(0, Math.min(r.actual, urb.transferBufferLength));
-    return encodeRetSubmit({ seqnum: urb.seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status, actual_length: actual });
+    const reply = replyOf(urb, r);
+    if (reply.clamped) this.log.debug(`${this.name}: ${endpointName(urb.address)} returned ${r.data.length} bytes for a ${urb.transferBufferLength}-byte URB; clamped`);
+    if (urb.direction === USBIP_DIR_IN) this.stats.bytesIn += reply.actual;
+    return encodeRetSubmit({ seqnum: urb.seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: reply.status, actual_length: reply.actual, data: reply.data });
   }
 
   /** The bench turned SET_CONFIGURATION / SET_INTERFACE into host operations; follow them. */
@@ -516,8 +486,10 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
 
   /*
    * Grace period when the bench connection drops ('suspended'). The kernel keeps the port attached
-   * for up to `offlineGraceMs`; if the client re-claims the device in time ('resumed') the kernel
-   * never notices more than a slow device:
+   * for up to `offlineGraceMs`; if the connection comes back in time ('resumed') the kernel never
+   * notices more than a slow device. Usually the bench resumes the session (bench-client.ts): URBs
+   * running when the connection dropped simply complete after it, nothing is lost. When it cannot (the
+   * daemon restarted, or the drop outlasted its grace):
    * - URBs running when the connection dropped come back as -ESHUTDOWN (from ClaimedDevice, or from a
    *   bench that is stopping, just before the connection closes; either starts the grace period). Whether
    *   they reached the device is unknown. IN bulk/interrupt URBs are held and run again after the
@@ -534,8 +506,8 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   private readonly onSuspended = (): void => this.goOffline();
 
   private goOffline(): void {
-    if (this.offline || this.closing) return;
-    this.offline = true;
+    if (this.lifecycle !== 'running') return;
+    this.lifecycle = 'offline';
     this.log.warn(`${this.name}: bench connection lost; keeping the port attached for ${Math.round(this.offlineGraceMs / 1000)} s`);
     this.graceTimer = setTimeout(() => {
       this.finish('bench-offline', `the bench was unreachable for ${Math.round(this.offlineGraceMs / 1000)} s`);
@@ -544,8 +516,8 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   }
 
   private readonly onResumed = (): void => {
-    if (!this.offline || this.closing) return;
-    this.offline = false;
+    if (this.lifecycle !== 'offline') return;
+    this.lifecycle = 'running';
     clearTimeout(this.graceTimer);
     const held = this.held;
     this.held = [];
@@ -603,7 +575,7 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
 
   /** Pauses or resumes reading from the socket to match mustPause(). */
   private updateFlow(): void {
-    if (this.closing) return;
+    if (this.ending) return;
     const pause = this.mustPause();
     if (pause && !this.inputPaused) {
       this.inputPaused = true;
@@ -615,7 +587,7 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   }
 
   private resumeInput(): void {
-    if (this.closing) return;
+    if (this.ending) return;
     if (this.inputPaused && !this.mustPause()) this.readCommands();
     else this.updateFlow();
   }
@@ -625,7 +597,7 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   // ---------------------------------------------------------------------------------------------------
 
   private readonly onEnd = (): void => {
-    if (this.closing) return;
+    if (this.ending) return;
     // Whole commands may still be buffered if we had paused; the kernel that sent them is gone.
     if (!this.inputPaused) {
       try {
@@ -652,8 +624,8 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   }
 
   private finish(reason: BridgeCloseReason, message: string, error?: Error): void {
-    if (this.closing) return;
-    this.closing = true;
+    if (this.ending) return;
+    this.lifecycle = 'closing';
     this.closeInfo = { reason, message, error };
     const line = `${this.name}: USB/IP bridge closed (${reason}): ${message}`;
     if (reason === 'protocol-error') this.log.error(line);
@@ -668,7 +640,7 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     // Held URBs were never sent; those still on the bench are cancelled so nothing outlives the port.
     for (const urb of this.held) this.pending.delete(urb.seqnum);
     this.held = [];
-    for (const urb of this.pending.values()) if (urb.state === 'sent') this.cancel(urb, 0);
+    for (const urb of this.pending.values()) if (urb.state === 'sent') this.cancel(urb);
     // Replies already queued go out before the end (a clean local close); the kernel gives back
     // every URB it still has when the connection closes.
     if (reason === 'protocol-error' || reason === 'socket-error') {
@@ -685,8 +657,7 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     const timer = setTimeout(() => this.drainWaiters.splice(0).forEach((f) => f()), this.closeDrainMs);
     this.drainWaiters.push(() => {
       clearTimeout(timer);
-      this.closeInfoSent = true;
-      for (const urb of this.pending.values()) clearTimeout(urb.cancelTimer);
+      this.lifecycle = 'closed';
       const info = this.closeInfo!;
       this.resolveClosed(info);
       this.emit('closed', info);
@@ -695,7 +666,7 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   }
 
   private checkDrained(): void {
-    if (!this.closing || this.pending.size > 0) return;
+    if (this.lifecycle !== 'closing' || this.pending.size > 0) return;
     this.drainWaiters.splice(0).forEach((f) => f());
   }
 }

@@ -8,7 +8,9 @@ import { constants, existsSync, openSync, readlinkSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { ReadStream } from 'node:tty';
 import { basename } from 'node:path';
-import { BenchClient, ClaimedDevice } from '../../../extension/core/bench-client.js';
+import { BenchClient, ClaimedDevice, UrbResult } from '../../../extension/core/bench-client.js';
+import { UrbFlag } from '../../../server/protocol/constants.js';
+import { spawn } from 'node:child_process';
 import { loadOrCreateSecretKey } from '../../../server/shared/identity.js';
 import { parsePeerAddress } from '../../../server/net/iroh.js';
 import { seededBytes } from '../../../server/usb/patterns.js';
@@ -55,8 +57,114 @@ async function bulkOut(dev: ClaimedDevice, ep: number, data: Buffer, urb: number
   return status;
 }
 
+/**
+ * Follows usbmon's text interface for one bus (Documentation/usb/usbmon.rst): each line is
+ * `tag timestamp S|C|E type:bus:dev:ep status length …`. Counts the URBs submitted and not completed
+ * per endpoint, and keeps the OUT submissions' lengths.
+ */
+function usbmon(bus: number, devnum: number): { outstanding(ep: string): number; outLengths(ep: string): number[]; stop(): void } | undefined {
+  const path = `/sys/kernel/debug/usb/usbmon/${bus}u`;
+  if (!existsSync(path)) return undefined;
+  const cat = spawn('cat', [path], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const open = new Map<string, Set<string>>();
+  const outs = new Map<string, number[]>();
+  let rest = '';
+  cat.stdout.on('data', (c: Buffer) => {
+    const lines = (rest + c.toString('latin1')).split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) {
+      const [tag, , event, address, , length] = line.split(' ');
+      const [type, , dev, ep] = (address ?? '').split(':');
+      if (Number(dev) !== devnum || !type) continue;
+      const key = `${type}:${Number(ep)}`;
+      const set = open.get(key) ?? new Set<string>();
+      open.set(key, set);
+      if (event === 'S') {
+        set.add(tag);
+        if (type === 'Bo') outs.set(key, [...(outs.get(key) ?? []), Number(length)]);
+      } else {
+        set.delete(tag);
+      }
+    }
+  });
+  return { outstanding: (ep) => open.get(ep)?.size ?? 0, outLengths: (ep) => outs.get(ep) ?? [], stop: () => cat.kill() };
+}
+
+/**
+ * What the bench's libusb backend promises (issue: keep every URB in flight, cancel for real, lose
+ * nothing): 16 IN URBs queued at the host controller at once; a burst of whole packets followed by silence
+ * arrives whole (no 1 s slices); cancels reach the host controller at once; an OUT transfer that times
+ * out part way reports exactly the bytes the device took; URB_ZERO_PACKET sends the zero-length packet.
+ * (The gadget ends every write with a short or zero-length packet, so an IN transfer here never holds
+ * partial data when cancelled; the OUT case shows the partial-length rule.)
+ */
+async function queuedUrbs(dev: ClaimedDevice, devnum: number, bus: number, eps: { in: number; out: number }, gadgetTty: string): Promise<void> {
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  const mon = usbmon(bus, devnum);
+  if (!mon) fail('real.usbmon', `no /sys/kernel/debug/usb/usbmon/${bus}u (usbmon module, debugfs)`);
+  await sleep(1000); // usbmon shows only what happens after its reader is in place
+  const fh = await open(gadgetTty, constants.O_RDWR | constants.O_NOCTTY);
+  const write = async (b: Buffer): Promise<void> => { for (let n = 0; n < b.length;) n += (await fh.write(b, n, b.length - n)).bytesWritten; };
+  const urbs = Array.from({ length: 16 }, () => dev.start({ type: 'bulk', ep: eps.in, length: 1024 }));
+  const results: (UrbResult | undefined)[] = urbs.map(() => undefined);
+  urbs.forEach((u, i) => void u.done.then((r) => { results[i] = r; }));
+  await sleep(1500);
+  const inKey = `Bi:${eps.in & 0x0f}`;
+  if (mon) check(mon.outstanding(inKey) >= 16, 'real.urbs_queued', `IN URBs queued at the bench's host controller at once: ${mon.outstanding(inKey)} (16 submitted)`);
+
+  // 4 × 512-byte packets, a second and a half of silence, then a short tail
+  const burst = seededBytes(2048, 21);
+  const tail = seededBytes(100, 22);
+  const want = Buffer.concat([burst, tail]);
+  await write(burst);
+  await sleep(1500);
+  await write(tail);
+  const received = (): Buffer => {
+    const done: Buffer[] = [];
+    for (const r of results) { if (!r) break; done.push(r.data); }
+    return Buffer.concat(done);
+  };
+  await until(() => received().length >= want.length, 10_000);
+  const got = received();
+  check(got.equals(want), 'real.burst_then_silence', `${want.length} bytes (4 full packets, 1.5 s silence, 100 more) arrived ${got.equals(want) ? 'whole and in order' : `as ${got.length} bytes, different`} in ${results.filter(Boolean).length} URBs (the device's zero-length packets included)`);
+
+  // cancel the URBs still waiting: they must end at once, at the host controller too
+  const waiting = results.filter((r) => r === undefined).length;
+  const t0 = performance.now();
+  for (const u of urbs) dev.cancel(u.id);
+  const allDone = await until(() => results.every((r) => r !== undefined), 5000);
+  check(allDone && results.every((r) => r && (r.status === 0 || r.status === -104)), 'real.cancel', `${waiting} waiting URBs cancelled, answered in ${(performance.now() - t0).toFixed(0)} ms; statuses ${[...new Set(results.map((r) => r?.status))].join(',')}`);
+  if (mon) check(await until(() => mon.outstanding(inKey) === 0, 3000), 'real.cancel_reaches_device', `IN URBs still queued at the host controller after the cancels: ${mon.outstanding(inKey)}`);
+
+  // URB_ZERO_PACKET: 512 bytes (one whole packet) and the zero-length packet behind it
+  const zlp = await dev.submit({ type: 'bulk', ep: eps.out, data: seededBytes(512, 24), flags: UrbFlag.zeroPacket, timeout: 5000 });
+  const outKey = `Bo:${eps.out & 0x0f}`;
+  await sleep(300);
+  const lengths = mon?.outLengths(outKey).slice(-2) ?? [];
+  check(zlp.status === 0 && zlp.actual === 512 && (!mon || (lengths[0] === 512 && lengths[1] === 0)), 'real.zero_packet',
+    `OUT 512 bytes with URB_ZERO_PACKET: status ${zlp.status}, ${zlp.actual} bytes; host controller saw OUT lengths ${lengths.join(', ')}`);
+  mon?.stop();
+
+  // An OUT transfer nobody drains times out part way: its length says exactly what the device took.
+  // Nobody reads the gadget's tty now, so it throttles after its buffers fill.
+  const big = seededBytes(1024 * 1024, 25);
+  const partial = await dev.submit({ type: 'bulk', ep: eps.out, data: big, timeout: 3000 });
+  const ttyFd = openSync(gadgetTty, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK);
+  const reader = new ReadStream(ttyFd);
+  const drained: Buffer[] = [];
+  reader.on('data', (c: string | Buffer) => drained.push(Buffer.isBuffer(c) ? c : Buffer.from(c)));
+  await sleep(3000);
+  reader.destroy();
+  // the earlier 512 bytes of the zero-packet case come first
+  const arrived = Buffer.concat(drained).subarray(512);
+  const prefix = arrived.equals(big.subarray(0, partial.actual));
+  check(partial.status === -110 && partial.actual > 0 && partial.actual < big.length && prefix, 'real.timeout_partial',
+    `1 MiB OUT into an undrained tty, 3 s timeout: status ${partial.status}, ${partial.actual} bytes reported, ${arrived.length} arrived${prefix ? ', the same bytes' : ', DIFFERENT'}`);
+  await fh.close();
+}
+
 async function main(): Promise<void> {
-  setTimeout(() => { console.log('KTEST FAIL real.watchdog guest client still running after 100 s'); process.exit(1); }, 100_000).unref();
+  setTimeout(() => { console.log('KTEST FAIL real.watchdog guest client still running after 180 s'); process.exit(1); }, 180_000).unref();
   const client = await BenchClient.connect({
     secretKey: loadOrCreateSecretKey(keyDir, false).key, bench: parsePeerAddress(benchText), clientName: 'ktest', relay: { mode: 'disabled' },
   });
@@ -98,7 +206,7 @@ async function main(): Promise<void> {
   const st = await bulkOut(dev, eps.out, out, 16384, 8);
   const arrived = await Promise.race([received.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 30_000))]);
   let secs = (performance.now() - t0) / 1000;
-  reader.pause();
+  reader.destroy();
   const same = Buffer.concat(got).subarray(0, BYTES).equals(out);
   check(st === 0 && arrived && same, 'real.bulk_out', `${BYTES} bytes OUT, status ${st}, ${gotBytes} arrived at ${gadgetTty}, identical: ${same}`);
   metric('real_bulk_out', (BYTES / 1e6 / secs).toFixed(3), 'MB/s');
@@ -137,6 +245,8 @@ async function main(): Promise<void> {
   const inSame = Buffer.concat(parts).subarray(0, BYTES).equals(inData);
   check(inStatus === 0 && have >= BYTES && inSame, 'real.bulk_in', `${have} bytes IN, status ${inStatus}, identical: ${inSame}`);
   metric('real_bulk_in', (BYTES / 1e6 / secs).toFixed(3), 'MB/s');
+
+  await queuedUrbs(dev, info.devnum, info.busnum, eps, gadgetTty);
 
   await dev.release();
   const back = await until(() => driverOf(iface0) === 'cdc_acm', 5000);

@@ -1,5 +1,5 @@
 #!/bin/bash
-# ktest-timeout: 600
+# ktest-timeout: 800
 # ktest-ftdi: echo
 #
 # The whole attach path, for real: our daemon (real `usb` backend, not usbip-host) exports the configfs
@@ -42,6 +42,15 @@ if time_attach ours_acm $ACM_VID $ACM_PID --bg "${CLIENT[@]}" "$ACM_LOCAL_BUSID"
   attach_breakdown ours_acm "/run/ktest/ours_acm.attach.log" && OURS_KERNEL=${ATTACH_KERNEL_MS:-}
   tty_xfer "/dev/$IMP_TTY" "$ACM_GADGET_TTY" "$XFER" ours_acm_out 180 && OURS_OUT=$XFER_MBPS
   tty_xfer "$ACM_GADGET_TTY" "/dev/$IMP_TTY" "$XFER" ours_acm_in 180 && OURS_IN=$XFER_MBPS
+  # Unlink races under load: every close of the tty makes cdc_acm kill its 16 queued reads (CMD_UNLINK
+  # while the bench may be completing them) and every open submits 16 more, while the board streams.
+  (timeout 90 sh -c 'while :; do head -c 65536 /dev/urandom; done' > "$ACM_GADGET_TTY") 2>/dev/null & STREAM=$!
+  for i in $(seq 1 25); do timeout 0.4 cat "/dev/$IMP_TTY" > /dev/null 2>&1; done
+  kill "$STREAM" 2>/dev/null; wait "$STREAM" 2>/dev/null
+  for i in $(seq 1 10); do [ "$(timeout 2 cat "/dev/$IMP_TTY" 2>/dev/null | wc -c)" = 0 ] && break; done   # drain what the board still had
+  [ "$(vhci_port_state "$ACM_PORT")" = 006 ] && ktest_pass ours_acm.unlink_races "25 close/open cycles of /dev/$IMP_TTY while the board streamed: port still attached" \
+    || ktest_fail ours_acm.unlink_races "vhci port $ACM_PORT state $(vhci_port_state "$ACM_PORT") after the close/open cycles"
+  tty_xfer "$ACM_GADGET_TTY" "/dev/$IMP_TTY" 65536 ours_acm_after_unlinks 60
   time_detach ours_acm $ACM_VID $ACM_PID "$ACM_PORT" stop_client "$ACM_PID_CLIENT"
   driver_back "$ACM_LOCAL_BUSID" 15 cdc_acm && ktest_pass ours_acm.driver_back "cdc_acm bound again on the bench side ($ACM_LOCAL_BUSID)" \
     || ktest_fail ours_acm.driver_back "bench-side driver: $(driver_of "$ACM_LOCAL_BUSID:1.0")"
@@ -66,7 +75,8 @@ if time_attach ours_kill $ACM_VID $ACM_PID --bg "${CLIENT[@]}" "$ACM_LOCAL_BUSID
   wait_until 20 vhci_port_free "$KPORT" && ktest_pass ours_kill.port_freed "client SIGKILLed mid-transfer: the kernel freed vhci port $KPORT" \
     || ktest_fail ours_kill.port_freed "vhci port $KPORT state $(vhci_port_state "$KPORT")"
   kill "$WRITER" 2>/dev/null; wait "$WRITER" 2>/dev/null
-  driver_back "$ACM_LOCAL_BUSID" 60 cdc_acm && ktest_pass ours_kill.driver_back "the daemon noticed the lost client and gave cdc_acm back" \
+  # the bench hears nothing for 20 s, then keeps the session 40 s for a resume that never comes
+  driver_back "$ACM_LOCAL_BUSID" 90 cdc_acm && ktest_pass ours_kill.driver_back "the daemon noticed the lost client and gave cdc_acm back after its resume grace" \
     || ktest_fail ours_kill.driver_back "bench-side driver: $(driver_of "$ACM_LOCAL_BUSID:1.0")"
 fi
 

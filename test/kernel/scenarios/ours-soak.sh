@@ -1,5 +1,5 @@
 #!/bin/bash
-# ktest-timeout: 600
+# ktest-timeout: 800
 # ktest-ftdi: none
 #
 # Soak and network drops on the real attach path. KTEST_SOAK_CYCLES (default 10) cycles of: the
@@ -9,8 +9,10 @@
 # fds are sampled at the start and after every cycle (drift reported; fds growing every cycle fails).
 # Then, when the guest has network namespaces and `ip`: the client in its own namespace, joined to the
 # daemon's by a veth pair; the link drops for 3 s mid-transfer (the device stays attached and the
-# transfer completes), then for longer than the bridge's 30 s grace (the device leaves the kernel
-# cleanly, the vhci port is freed, cdc_acm goes back to the bench, no oops).
+# transfer completes); then for 18 s in the middle of a serial stream each way — long enough that the
+# client gives the connection up (15 s) and resumes its session on a new one — and every byte arrives,
+# in order; then for longer than the bridge's 30 s grace (the device leaves the kernel cleanly, the vhci
+# port is freed, cdc_acm goes back to the bench once its resume grace is over, no oops).
 . "$KTEST_LIB"
 W=/run/ktest/ours-soak
 NODE=${KTEST_NODE:-node}
@@ -104,6 +106,18 @@ else
       ktest_fail netdrop.short_attached "port $P state $(vhci_port_state "$P"), /dev/$T $( [ -e "/dev/$T" ] && echo present || echo gone)"
     fi
     tty_xfer "$ACM_GADGET_TTY" "/dev/$T" 4096 netdrop_after_short_in 60
+    # 18 s drops in the middle of a serial stream each way: the client reconnects and resumes its session
+    for dir in out in; do
+      ( ktest_sleep 1; ip link set "$VB" down; ktest_sleep 18; ip link set "$VB" up ) & DROPPER=$!
+      if [ $dir = out ]; then tty_xfer "/dev/$T" "$ACM_GADGET_TTY" 262144 netdrop_resume_out 150
+      else tty_xfer "$ACM_GADGET_TTY" "/dev/$T" 262144 netdrop_resume_in 150; fi
+      wait "$DROPPER"
+      ktest_info "netdrop: 256 KiB $dir through an 18 s drop in $((${XFER_US:-0} / 1000)) ms"
+    done
+    if grep -q 'resuming its session' "$W/daemon.log"; then ktest_pass netdrop.resumed "the bench resumed the client's session: $(grep -c 'resuming its session' "$W/daemon.log") time(s)"
+    else ktest_fail netdrop.resumed "no resume in the daemon log"; fi
+    [ "$(vhci_port_state "$P")" = 006 ] && ktest_pass netdrop.resume_attached "after the 18 s drops: still attached (vhci port $P)" \
+      || ktest_fail netdrop.resume_attached "port $P state $(vhci_port_state "$P")"
     # a drop longer than the bridge's 30 s grace (the client gives the connection up after 15 s first)
     t0=$(ktest_now_ms)
     ip link set "$VB" down
@@ -117,7 +131,7 @@ else
     wait_until 10 _ktest_absent "/dev/$T" && ktest_pass netdrop.long_tty_gone "/dev/$T gone" || ktest_fail netdrop.long_tty_gone "/dev/$T still there"
     wait_until 20 _ktest_absent "/proc/$C" && ktest_pass netdrop.long_client_exit "the client ended: $(grep -m1 -iE 'bridge closed|offline' /run/ktest/netdrop.attach.log)" \
       || { ktest_fail netdrop.long_client_exit "client still running"; kill -KILL "$C"; }
-    acm_driver_back 30 && ktest_pass netdrop.long_driver_back "the bench let the silent client go and cdc_acm is bound again" \
+    acm_driver_back 75 && ktest_pass netdrop.long_driver_back "the bench let the silent client go (after its resume grace) and cdc_acm is bound again" \
       || ktest_fail netdrop.long_driver_back "bench-side driver $(driver_of "$ACM_LOCAL_BUSID:1.0")"
     ip link set "$VB" up
     grep -v repeated /run/ktest/netdrop.attach.log | grep -iE 'offline|grace|bridge|connected|lost' | sed 's/^/  client: /' | tail -12
