@@ -4,8 +4,8 @@
  * and finds the local names the kernel gave the device (its bus id, and its tty when a serial driver binds).
  */
 import * as vscode from 'vscode';
-import type { Logger } from '../server/log.js';
-import { ttyOfUsbDevice } from '../server/serial/sysfs-tty.js';
+import type { Logger } from '../server/shared/log.js';
+import { ttyOfUsbDevice } from '../server/shared/serial/sysfs-tty.js';
 import type { BridgeCloseReason } from './core/usbip/bridge.js';
 import type { RemoteAttachment } from './core/worker/core-host.js';
 import { Bench } from './benches.js';
@@ -136,10 +136,10 @@ export class AttachManager implements vscode.Disposable {
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline && this.attached.get(keyOf(entry.bench.id, entry.deviceId)) === entry) {
       try {
-        const port = (await readVhciStatus()).find((p) => p.port === entry.port);
-        if (port && port.busid !== '0-0') {
-          entry.localBusid = port.busid;
-          entry.localTty = ttyOfUsbDevice(port.busid);
+        const port = readVhciStatus().find((p) => p.port === entry.port);
+        if (port && port.localBusid !== '0-0') {
+          entry.localBusid = port.localBusid;
+          entry.localTty = ttyOfUsbDevice(port.localBusid);
           if (entry.localTty) break;
         }
       } catch {

@@ -5,7 +5,7 @@
  * comes back with another PID there), that one is attached too.
  */
 import * as vscode from 'vscode';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../server/shared/log.js';
 import type { DeviceInfo } from '../server/protocol/messages.js';
 import { AttachManager, keyOf } from './attachments.js';
 import { Bench, BenchManager } from './benches.js';

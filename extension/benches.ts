@@ -10,11 +10,12 @@ import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import type { DeviceInfo } from '../server/protocol/messages.js';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../server/shared/log.js';
 import type { BenchState } from './core/bench-client.js';
 import type { PeerAddress } from '../server/net/iroh.js';
 import { CoreHost, RemoteBench } from './core/worker/core-host.js';
 import { BenchSetting, benchSettings, clientName, relayChoice, saveBenchSettings } from './settings.js';
+import { Command, ContextKey } from './contributions.js';
 
 const SECRET_KEY = 'remoteUsb.secretKey';
 
@@ -86,7 +87,7 @@ export class BenchManager implements vscode.Disposable {
     this.core.on('crashed', (reason) => {
       this.changed.fire(undefined);
       void vscode.window.showWarningMessage(`Remote USB: ${reason}; restarting it. Devices attached here were detached; auto-attach rules attach them again.`, 'Show Logs').then((c) => {
-        if (c) void vscode.commands.executeCommand('remoteUsb.showLogs');
+        if (c) void vscode.commands.executeCommand(Command.showLogs);
       });
     });
     this.disposables.push(vscode.workspace.onDidChangeConfiguration((e) => {
@@ -144,7 +145,7 @@ export class BenchManager implements vscode.Disposable {
       this.benches.delete(id);
       void bench.client?.close();
     }
-    void vscode.commands.executeCommand('setContext', 'remoteUsb.hasBenches', this.benches.size > 0);
+    void vscode.commands.executeCommand('setContext', ContextKey.hasBenches, this.benches.size > 0);
     this.changed.fire(undefined);
   }
 

@@ -5,10 +5,11 @@
 import { homedir, hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { deviceTable } from '../server/device-table.js';
-import { loadOrCreateSecretKey } from '../server/identity.js';
+import { deviceTable } from '../server/shared/device-table.js';
+import { loadOrCreateSecretKey } from '../server/shared/identity.js';
 import { endpointIdOf, parsePeerAddress, RelayChoice } from '../server/net/iroh.js';
-import { createLogger, LOG_LEVELS, Logger, LogLevel, printable } from '../server/log.js';
+import { createLogger, LOG_LEVELS, Logger, LogLevel } from '../server/shared/log.js';
+import { printable } from '../server/shared/text.js';
 import { BenchClient } from './core/bench-client.js';
 import { AttachError, attachDevice, AttachOptions } from './core/usbip/attach.js';
 import { DEFAULT_SERIAL_PARAMS } from './core/serial.js';

@@ -1,21 +1,27 @@
 /**
  * `npm run demo`: a simulated bench and a client, talking over real Iroh on this machine.
- * Starts the daemon with simulated boards, pairs a new client with a one-time code, lists the bench,
- * claims the serial board, shows its banner and an echo (control + bulk round trips), measures the
- * data path, and shows a hot-plug event. No USB hardware or network needed.
+ * The bench is the real daemon program (`dist/server.js run --simulate`, a child process, as a bench
+ * runs it); this file is pure client code, like the CLI and the extension. It pairs a new client with a
+ * one-time code (`remote-usb-server pair`), lists the bench, claims the serial board, shows its banner
+ * and an echo (control + bulk round trips), measures the data path, and shows a hot-plug event (the
+ * daemon's SIGUSR2). No USB hardware or network needed.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseConfig } from '../server/config.js';
-import { Daemon } from '../server/daemon.js';
-import { deviceTable } from '../server/device-table.js';
-import { createLogger } from '../server/log.js';
-import { generateSecretKey } from '../server/net/iroh.js';
-import { SimulatedBackend, simLoopbackBoard } from '../server/usb/simulated.js';
-import { SOURCE_EP_IN } from '../server/usb/sim-loopback-board.js';
-import { SERIAL_EP_IN, SERIAL_EP_OUT } from '../server/usb/sim-serial-board.js';
+import { deviceTable } from '../server/shared/device-table.js';
+import { generateSecretKey, parsePeerAddress } from '../server/net/iroh.js';
 import { BenchClient, ClaimedDevice } from './core/bench-client.js';
+
+/** The daemon, bundled beside this file (dist/server.js). */
+const SERVER_JS = join(__dirname, 'server.js');
+/** The simulated boards' endpoints, as their descriptors list them (server/usb/sim-serial-board.ts, sim-loopback-board.ts). */
+const SERIAL_EP_IN = 0x82;
+const SERIAL_EP_OUT = 0x02;
+/** The loopback board's source: every IN transfer is filled. */
+const SOURCE_EP_IN = 0x82;
 
 const say = (s: string): void => void process.stdout.write(s + '\n');
 
@@ -38,19 +44,80 @@ function p99(xs: number[]): number {
   return s[Math.min(s.length - 1, Math.ceil(s.length * 0.99) - 1)];
 }
 
+/** A UDP port that was free a moment ago: the daemon's ticket names its port, so it cannot be 0. */
+async function freeUdpPort(): Promise<number> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const port = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** The bench daemon in a child process; its log is kept, and shown only when something fails. */
+class BenchProcess {
+  output = '';
+  private constructor(readonly child: ChildProcess) {
+    child.stdout!.on('data', (d: Buffer) => { this.output += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { this.output += d.toString(); });
+  }
+
+  static start(configFile: string): BenchProcess {
+    // Three boards, so that the hot-plug toggle (SIGUSR2: the last board) can unplug sim-3 before the client
+    // connects and plug it in again at the end.
+    const env = { ...process.env, REMOTE_USB_SIM_BOARDS: 'serial:1,loopback:2' };
+    return new BenchProcess(spawn(process.execPath, [SERVER_JS, 'run', '--simulate', '--config', configFile], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+  }
+
+  /** Resolves with the match once the daemon's log has a line matching `re`. */
+  async waitFor(re: RegExp, timeoutMs = 15_000): Promise<RegExpExecArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = re.exec(this.output);
+      if (m) return m;
+      if (this.child.exitCode !== null) throw new Error(`the bench daemon exited with ${this.child.exitCode}`);
+      if (Date.now() > deadline) throw new Error(`the bench daemon did not log ${re}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.kill('SIGTERM');
+    await exited;
+  }
+}
+
 async function main(): Promise<void> {
   const stateDir = mkdtempSync(join(tmpdir(), 'remote-usb-demo-'));
-  const config = parseConfig(`name = "demo-bench"\nlisten = "127.0.0.1:0"\nstate_dir = "${stateDir}"\nlog_level = "warn"\n[relay]\nmode = "disabled"\n`, 'demo');
-  const backend = new SimulatedBackend();
-  const daemon = new Daemon({ config, backend, secretKey: generateSecretKey(), log: createLogger('warn') });
-  await daemon.start();
-  say(`▶ bench daemon 'demo-bench' up: endpoint ${daemon.id.slice(0, 16)}… on 127.0.0.1:${daemon.port} (simulated boards, relay disabled)`);
+  const configFile = join(stateDir, 'server.toml');
+  const port = await freeUdpPort();
+  writeFileSync(configFile, `name = "demo-bench"\nlisten = "127.0.0.1:${port}"\nstate_dir = "${stateDir}"\nlog_level = "info"\n[relay]\nmode = "disabled"\n`);
+  const bench = BenchProcess.start(configFile);
+  try {
+    await demo(bench, configFile, port);
+  } catch (e) {
+    process.stderr.write(`the bench daemon's log:\n${bench.output}\n`);
+    throw e;
+  } finally {
+    await bench.stop();
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+  say('▶ released the boards, closed the client, stopped the bench. Done.');
+}
 
-  const { code } = daemon.trust.createPairingCode(5);
+async function demo(bench: BenchProcess, configFile: string, port: number): Promise<void> {
+  const address = parsePeerAddress((await bench.waitFor(/ticket: (\S+)/))[1]);
+  await bench.waitFor(/serving as/);
+  bench.child.kill('SIGUSR2');
+  await bench.waitFor(/SIGUSR2: sim-3 unplugged/);
+  say(`▶ bench daemon 'demo-bench' up: endpoint ${address.id.slice(0, 16)}… on 127.0.0.1:${port} (simulated boards, relay disabled)`);
+
+  const code = /Pairing code: (\S+)/.exec(execFileSync(process.execPath, [SERVER_JS, 'pair', '--minutes', '5', '--config', configFile], { encoding: 'utf8' }))![1];
   say(`▶ pairing code ${code} (what 'remote-usb-server pair' prints)`);
   const t0 = performance.now();
   const client = await BenchClient.connect({
-    secretKey: generateSecretKey(), bench: daemon.address(), clientName: 'demo-client', relay: { mode: 'disabled' }, pairingCode: code,
+    secretKey: generateSecretKey(), bench: address, clientName: 'demo-client', relay: { mode: 'disabled' }, pairingCode: code,
   });
   const tConnected = performance.now();
   say(`▶ client paired and connected over Iroh in ${(tConnected - t0).toFixed(1)} ms; bench devices:\n`);
@@ -97,14 +164,10 @@ async function main(): Promise<void> {
   say(`▶ bulk IN from the loopback board: ${(bytes / 1e6 / secs).toFixed(1)} MB/s (64 KiB URBs, ${inflight} in flight, ${secs.toFixed(1)} s)`);
 
   const added = new Promise<string>((resolve) => client.once('added', (d) => resolve(`${d.product} at ${d.id}`)));
-  backend.plug(simLoopbackBoard(3));
+  bench.child.kill('SIGUSR2');
   say(`▶ hot-plug: client saw ${await added}`);
 
   await client.close();
-  await daemon.stop();
-  await backend.close();
-  rmSync(stateDir, { recursive: true, force: true });
-  say('▶ released the boards, closed the client, stopped the bench. Done.');
 }
 
 main().catch((e: Error) => {

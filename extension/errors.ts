@@ -3,7 +3,7 @@
  * (Show Logs / Retry / Install Helper / Pair). The full story goes to the log.
  */
 import * as vscode from 'vscode';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../server/shared/log.js';
 
 export type ErrorAction = 'Show Logs' | 'Retry' | 'Install Helper' | 'Load vhci-hcd' | 'Pair with Code' | 'Copy Client Id';
 

@@ -4,7 +4,8 @@
  * first bench connects (benches.ts), so VS Code starts as fast as without us.
  */
 import * as vscode from 'vscode';
-import { createLogger, LogLevel, printable } from '../server/log.js';
+import { createLogger, LogLevel } from '../server/shared/log.js';
+import { printable } from '../server/shared/text.js';
 import { AttachManager } from './attachments.js';
 import { AutoAttach } from './auto-attach.js';
 import { BenchManager } from './benches.js';
@@ -16,6 +17,8 @@ import { logLevel } from './settings.js';
 import { StatusBar } from './status-bar.js';
 import { TASK_TYPE, TaskRunner } from './tasks.js';
 import { BenchTreeProvider } from './tree.js';
+import { Command, ContextKey, VIEW_ID } from './contributions.js';
+import { assertNever } from './core/assert-never.js';
 
 /** What activate() returns: the parts, for the extension's own tests in VS Code. */
 export interface RemoteUsbApi {
@@ -51,7 +54,7 @@ export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
   const errors = new ErrorReporter(log, (action) => runErrorAction(action, benches));
   const autoAttach = new AutoAttach(benches, attachments, errors, log);
   const tree = new BenchTreeProvider(benches, attachments);
-  const treeView = vscode.window.createTreeView('remoteUsb.benches', { treeDataProvider: tree, showCollapseAll: true });
+  const treeView = vscode.window.createTreeView(VIEW_ID, { treeDataProvider: tree, showCollapseAll: true });
   const statusBar = new StatusBar(benches, attachments);
 
   context.subscriptions.push(
@@ -59,10 +62,10 @@ export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
     vscode.tasks.registerTaskProvider(TASK_TYPE, tasks.provider()),
     vscode.window.onDidCloseTerminal((t) => { for (const m of monitors.open) if (m.terminal === t) m.close(); }),
     // the walkthrough's "attach" step completes on the first board attached here
-    attachments.onDidChange(() => { if (attachments.list().length > 0) void vscode.commands.executeCommand('setContext', 'remoteUsb.attachedHere', true); }),
+    attachments.onDidChange(() => { if (attachments.list().length > 0) void vscode.commands.executeCommand('setContext', ContextKey.attachedHere, true); }),
     ...registerCommands({ extensionPath: context.extensionPath, benches, attachments, monitors, shares, tasks, errors, log: channel }),
   );
-  void vscode.commands.executeCommand('setContext', 'remoteUsb.hasBenches', false);
+  void vscode.commands.executeCommand('setContext', ContextKey.hasBenches, false);
   const ready = benches.sync().catch((e: Error) => log.error(`starting the benches: ${e.stack ?? e.message}`));
   shutdown = async () => {
     // Serial ports and attached devices first (the bench frees them at once instead of after 20 s of
@@ -99,9 +102,9 @@ function channelLogger(channel: vscode.LogOutputChannel): ReturnType<typeof crea
 
 async function runErrorAction(action: ErrorAction, benches: BenchManager): Promise<void> {
   switch (action) {
-    case 'Show Logs': return void vscode.commands.executeCommand('remoteUsb.showLogs');
-    case 'Install Helper': return void vscode.commands.executeCommand('remoteUsb.installHelper');
-    case 'Pair with Code': return void vscode.commands.executeCommand('remoteUsb.pairBench');
+    case 'Show Logs': return void vscode.commands.executeCommand(Command.showLogs);
+    case 'Install Helper': return void vscode.commands.executeCommand(Command.installHelper);
+    case 'Pair with Code': return void vscode.commands.executeCommand(Command.pairBench);
     case 'Load vhci-hcd': {
       const { loadVhci } = await import('./core/usbip/attach.js');
       await loadVhci().then(
@@ -117,5 +120,6 @@ async function runErrorAction(action: ErrorAction, benches: BenchManager): Promi
       return;
     }
     case 'Retry': return;
+    default: return assertNever(action);
   }
 }

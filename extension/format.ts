@@ -1,4 +1,6 @@
 /** Numbers and text as the UI shows them (no `vscode` import: unit-tested in node). */
+import { Command } from './contributions.js';
+
 
 /** "0.8 ms", "12 ms"; '' when not measured. */
 export function formatRtt(ms: number | undefined): string {
@@ -45,8 +47,8 @@ export function statusTooltipMarkdown(benches: StatusBench[], attached: StatusAt
     const rate = a.rate ? ` · ↓${formatRate(a.rate.inBps)} ↑${formatRate(a.rate.outBps)}` : '';
     md += `$(plug) ${escapeMarkdown(a.product)} attached${a.localTty ? ` as ${escapeMarkdown(a.localTty)}` : ''}${rate}  \n`;
   }
-  md += '\n[Attach](command:remoteUsb.attachDevice) · [Serial monitor](command:remoteUsb.openSerialMonitor) · ';
-  if (attached.length > 0) md += '[Detach all](command:remoteUsb.detachAll) · ';
-  md += '[Add bench](command:remoteUsb.addBench) · [Logs](command:remoteUsb.showLogs)';
+  md += `\n[Attach](command:${Command.attachDevice}) · [Serial monitor](command:${Command.openSerialMonitor}) · `;
+  if (attached.length > 0) md += `[Detach all](command:${Command.detachAll}) · `;
+  md += `[Add bench](command:${Command.addBench}) · [Logs](command:${Command.showLogs})`;
   return md;
 }

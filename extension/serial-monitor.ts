@@ -8,7 +8,8 @@
 import { createWriteStream, WriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import * as vscode from 'vscode';
-import { Logger, printable } from '../server/log.js';
+import { Logger } from '../server/shared/log.js';
+import { printable } from '../server/shared/text.js';
 import { LineEnding, SerialRenderer, echoTyped, encodeTyped } from './serial-format.js';
 import { SerialDefaults, serialDefaults } from './settings.js';
 

@@ -4,10 +4,11 @@
  * here and `remoteUsb.serial.preferLocalTty` is on — this machine's tty.
  */
 import * as vscode from 'vscode';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../server/shared/log.js';
 import type { DeviceInfo } from '../server/protocol/messages.js';
 import { AttachManager } from './attachments.js';
 import { Bench } from './benches.js';
+import { Command, CommandHandler, ContextKey, SerialCommandId } from './contributions.js';
 import { MonitorPort, PortOpener, PortSettings, SerialMonitor } from './serial-monitor.js';
 import type { LineEnding } from './serial-format.js';
 import { serialDefaults } from './settings.js';
@@ -53,7 +54,7 @@ export class SerialMonitors implements vscode.Disposable {
     monitor.terminal = vscode.window.createTerminal({ name: `Serial: ${title}`, pty: monitor, iconPath: new vscode.ThemeIcon('plug') });
     monitor.terminal.show();
     this.open.add(monitor);
-    void vscode.commands.executeCommand('setContext', 'remoteUsb.serialMonitorOpen', true);
+    void vscode.commands.executeCommand('setContext', ContextKey.serialMonitorOpen, true);
     return monitor;
   }
 
@@ -63,10 +64,10 @@ export class SerialMonitors implements vscode.Disposable {
     return m;
   }
 
-  registerCommands(): vscode.Disposable[] {
-    const reg = (id: string, fn: (...args: never[]) => unknown): vscode.Disposable => vscode.commands.registerCommand(id, fn);
-    return [
-      reg('remoteUsb.serial.changeSettings', async (next?: Partial<PortSettings>) => {
+  /** The handlers of the serial monitor's commands (registered with the others in commands.ts). */
+  commandHandlers(): Record<SerialCommandId, CommandHandler> {
+    return {
+      [Command.serialChangeSettings]: async (next?: Partial<PortSettings>) => {
         const m = this.need();
         if (next) return m.applySettings({ ...m.settings, ...next });
         const baud = await vscode.window.showQuickPick(
@@ -84,33 +85,33 @@ export class SerialMonitors implements vscode.Disposable {
         if (!frame) return undefined;
         const parity = ({ N: 'none', E: 'even', O: 'odd' } as const)[frame.label[1] as 'N' | 'E' | 'O'];
         return m.applySettings({ baud: rate, dataBits: Number(frame.label[0]) as 7 | 8, parity, stopBits: Number(frame.label[2]) as 1 | 2 });
-      }),
-      reg('remoteUsb.serial.toggleDtr', () => { const m = this.need(); return m.setDtr(!m.view.dtr); }),
-      reg('remoteUsb.serial.toggleRts', () => { const m = this.need(); return m.setRts(!m.view.rts); }),
-      reg('remoteUsb.serial.toggleHex', () => this.need().toggleHex()),
-      reg('remoteUsb.serial.toggleTimestamps', () => this.need().toggleTimestamps()),
-      reg('remoteUsb.serial.toggleEcho', () => this.need().toggleEcho()),
-      reg('remoteUsb.serial.changeLineEnding', async (ending?: LineEnding) => {
+      },
+      [Command.serialToggleDtr]: () => { const m = this.need(); return m.setDtr(!m.view.dtr); },
+      [Command.serialToggleRts]: () => { const m = this.need(); return m.setRts(!m.view.rts); },
+      [Command.serialToggleHex]: () => this.need().toggleHex(),
+      [Command.serialToggleTimestamps]: () => this.need().toggleTimestamps(),
+      [Command.serialToggleEcho]: () => this.need().toggleEcho(),
+      [Command.serialChangeLineEnding]: async (ending?: LineEnding) => {
         const m = this.need();
         const pick = ending ?? (await vscode.window.showQuickPick(
           (['CRLF', 'LF', 'CR', 'none'] as const).map((e) => ({ label: e, description: e === m.view.lineEnding ? 'current' : undefined })),
           { placeHolder: 'What Enter sends' },
         ))?.label;
         if (pick) m.setLineEnding(pick);
-      }),
-      reg('remoteUsb.serial.logToFile', async (file?: string | null) => {
+      },
+      [Command.serialLogToFile]: async (file?: string | null) => {
         const m = this.need();
         if (file === null || (file === undefined && m.view.logging)) return m.logTo(undefined);
         const target = file ?? (await vscode.window.showSaveDialog({ title: 'Log received bytes to…', saveLabel: 'Log Here', filters: { Logs: ['log', 'txt', 'bin'] } }))?.fsPath;
         if (target) await m.logTo(target);
-      }),
-      reg('remoteUsb.serial.sendFile', async (file?: string) => {
+      },
+      [Command.serialSendFile]: async (file?: string) => {
         const m = this.need();
         const source = file ?? (await vscode.window.showOpenDialog({ title: 'Send a file to the serial port', canSelectMany: false, openLabel: 'Send' }))?.[0]?.fsPath;
         if (!source) return undefined;
         return vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Sending ${source.split('/').pop()}…`, cancellable: true }, (p, token) => m.sendFile(source, p, token));
-      }),
-    ];
+      },
+    };
   }
 
   dispose(): void {

@@ -5,11 +5,12 @@
  * the URL (with Copy / Stop buttons) and stops them on request or when VS Code closes.
  */
 import * as vscode from 'vscode';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../server/shared/log.js';
 import type { Rfc2217Share } from './core/rfc2217-server.js';
 import { DEFAULT_SERIAL_PARAMS } from './core/serial.js';
 import type { Bench } from './benches.js';
 import { serialDefaults } from './settings.js';
+import { ContextKey } from './contributions.js';
 
 export interface SharedPort {
   bench: Bench;
@@ -76,7 +77,7 @@ export class SerialShares implements vscode.Disposable {
   }
 
   private changed(): void {
-    void vscode.commands.executeCommand('setContext', 'remoteUsb.serialShared', this.open.size > 0);
+    void vscode.commands.executeCommand('setContext', ContextKey.serialShared, this.open.size > 0);
   }
 
   dispose(): Promise<void> {

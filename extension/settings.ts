@@ -1,6 +1,6 @@
 /** Typed access to the `remoteUsb.*` settings (package.json declares them with their defaults). */
 import * as vscode from 'vscode';
-import type { LogLevel } from '../server/log.js';
+import type { LogLevel } from '../server/shared/log.js';
 import type { RelayChoice } from '../server/net/iroh.js';
 import type { AutoAttachRule } from './core/auto-attach-rules.js';
 

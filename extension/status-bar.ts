@@ -6,15 +6,16 @@ import * as vscode from 'vscode';
 import { AttachManager } from './attachments.js';
 import { BenchManager } from './benches.js';
 import { statusTooltipMarkdown } from './format.js';
+import { Command, STATUS_BAR_ID } from './contributions.js';
 
 export class StatusBar implements vscode.Disposable {
-  readonly item = vscode.window.createStatusBarItem('remoteUsb.status', vscode.StatusBarAlignment.Left, 50);
+  readonly item = vscode.window.createStatusBarItem(STATUS_BAR_ID, vscode.StatusBarAlignment.Left, 50);
   private readonly disposables: vscode.Disposable[] = [this.item];
   private timer?: NodeJS.Timeout;
 
   constructor(private readonly benches: BenchManager, private readonly attachments: AttachManager) {
     this.item.name = 'Remote USB';
-    this.item.command = 'remoteUsb.showActions';
+    this.item.command = Command.showActions;
     // several events often arrive together (hot-plug, state): redraw once per tick
     const later = (): void => {
       if (this.timer) return;
@@ -39,7 +40,7 @@ export class StatusBar implements vscode.Disposable {
     this.item.color = trouble.length > 0 ? new vscode.ThemeColor('statusBarItem.errorForeground') : undefined;
 
     const tip = new vscode.MarkdownString(undefined, true);
-    tip.isTrusted = { enabledCommands: ['remoteUsb.addBench', 'remoteUsb.pairBench', 'remoteUsb.attachDevice', 'remoteUsb.detachAll', 'remoteUsb.openSerialMonitor', 'remoteUsb.showLogs', 'remoteUsb.refresh'] };
+    tip.isTrusted = { enabledCommands: [Command.addBench, Command.pairBench, Command.attachDevice, Command.detachAll, Command.openSerialMonitor, Command.showLogs, Command.refresh] };
     tip.appendMarkdown(statusTooltipMarkdown(
       all.map((b) => ({ name: b.name, state: b.state, rttMs: b.rttMs, deviceCount: b.devices.length, detail: b.detail })),
       attached.map((a) => ({ product: a.bench.device(a.deviceId)?.product ?? a.deviceId, localTty: a.localTty, rate: a.rate })),

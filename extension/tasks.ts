@@ -9,6 +9,7 @@ import { AttachedDevice, AttachManager } from './attachments.js';
 import { Bench, BenchManager } from './benches.js';
 import { checkSelector, selectorMatches } from './core/auto-attach-rules.js';
 import { describeError } from './errors.js';
+import { Command } from './contributions.js';
 
 export const TASK_TYPE = 'remote-usb';
 
@@ -79,7 +80,7 @@ export class TaskRunner {
         await new Promise((r) => setTimeout(r, 200));
       }
       this.lastAttached = a;
-      say(`ready: ${a.localTty ?? `bus id ${a.localBusid ?? '(not named yet)'}`} — \${command:remoteUsb.devicePath} gives it to the next task`);
+      say(`ready: ${a.localTty ?? `bus id ${a.localBusid ?? '(not named yet)'}`} — \${command:${Command.devicePath}} gives it to the next task`);
       return 0;
     } catch (e) {
       say(`error: ${describeError(e, 'attach failed').message}`);

@@ -9,6 +9,7 @@ import { AttachManager } from './attachments.js';
 import { escapeMarkdown, formatRate, formatRtt } from './format.js';
 import { Bench, BenchManager } from './benches.js';
 import { vidPidOf } from './core/auto-attach-rules.js';
+import { Command, contextValue, DeviceState } from './contributions.js';
 
 export type Node = BenchNode | DeviceNode | TtyNode;
 
@@ -25,7 +26,7 @@ export class TtyNode {
   constructor(readonly bench: Bench, readonly path: string) {}
 }
 
-export type DeviceState = 'available' | 'attaching' | 'attached' | 'mine' | 'in-use' | 'not-shared';
+export type { DeviceState } from './contributions.js';
 
 export function deviceState(d: DeviceInfo, attachments: AttachManager, benchId: string): DeviceState {
   if (attachments.get(benchId, d.id)) return 'attached';
@@ -129,17 +130,17 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
       : state === 'connecting'
         ? new vscode.ThemeIcon('loading~spin')
         : new vscode.ThemeIcon('vm-outline', new vscode.ThemeColor('list.errorForeground'));
-    item.contextValue = `bench.${state}`;
+    item.contextValue = contextValue({ kind: 'bench', state });
     const tip = new vscode.MarkdownString(undefined, true);
-    tip.isTrusted = { enabledCommands: ['remoteUsb.refresh', 'remoteUsb.pairBench', 'remoteUsb.showLogs'] };
+    tip.isTrusted = { enabledCommands: [Command.refresh, Command.pairBench, Command.showLogs] };
     tip.appendMarkdown(`**$(vm) ${escapeMarkdown(b.name)}** — ${state}${rtt ? `, round trip ${rtt}` : ''}\n\n`);
     if (b.detail && state !== 'online') tip.appendMarkdown(`${escapeMarkdown(b.detail)}\n\n`);
     tip.appendMarkdown(`Endpoint \`${b.id.slice(0, 16)}…\` · ${b.devices.length} device(s)\n\n`);
     // who holds what (the path, direct or relayed, is not known to the client core yet)
     const held = b.devices.filter((d) => d.claimedBy !== undefined);
     if (held.length > 0) tip.appendMarkdown(`Held: ${held.map((d) => `${escapeMarkdown(deviceLabel(d))} (${escapeMarkdown(d.id)}) by ${d.mine ? 'you' : escapeMarkdown(d.claimedBy!)}`).join(' · ')}\n\n`);
-    if (state === 'refused') tip.appendMarkdown(`[Pair with a code](command:remoteUsb.pairBench) · `);
-    tip.appendMarkdown(`[Reconnect](command:remoteUsb.refresh) · [Show logs](command:remoteUsb.showLogs)`);
+    if (state === 'refused') tip.appendMarkdown(`[Pair with a code](command:${Command.pairBench}) · `);
+    tip.appendMarkdown(`[Reconnect](command:${Command.refresh}) · [Show logs](command:${Command.showLogs})`);
     item.tooltip = tip;
     return item;
   }
@@ -156,8 +157,7 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     item.description = `${where}${local ? ` (${local})` : ''} · ${vidPidOf(d)} · ${d.serial ? `${d.serial} · ` : ''}${d.speed}${rate}`;
     item.iconPath = STATE_ICONS[state];
     // a board attached here has no tty on the bench any more, but its local one opens in the monitor
-    const serial = d.tty !== undefined || attached?.localTty !== undefined ? '.serial' : '';
-    item.contextValue = `device.${state === 'attached' ? 'attached' : state === 'available' ? 'available' : state}${serial}`;
+    item.contextValue = contextValue({ kind: 'device', state, serial: d.tty !== undefined || attached?.localTty !== undefined });
     const tip = new vscode.MarkdownString(undefined, true);
     tip.appendMarkdown(`**${escapeMarkdown(deviceLabel(d))}**${d.manufacturer ? ` — ${escapeMarkdown(d.manufacturer)}` : ''}\n\n`);
     const rows: [string, string][] = [
@@ -181,7 +181,7 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     item.id = `tty:${node.bench.id}/${node.path}`;
     item.description = 'serial port on the bench';
     item.iconPath = new vscode.ThemeIcon('terminal');
-    item.contextValue = 'tty';
+    item.contextValue = contextValue({ kind: 'tty' });
     item.tooltip = `${node.path} on ${node.bench.name}, shared by the bench's config: open a serial monitor on it.`;
     return item;
   }

@@ -1,5 +1,7 @@
 // The one atomic file writer of the project. The helper's install (as root), the bench install and the
 // daemon (allowlist, pairing codes, identity key) all write through it, so a fix here fixes all three.
+// Before writing it removes temp files next to the target whose writer was killed mid-write (their pid is
+// gone): harmless, but not left to pile up.
 // It lives in helper/ because helper/ may import nothing from the other folders (it is bundled standalone
 // and runs as root), while server/ may import helper/ (it already uses walkTrusted); a module under
 // server/ could not serve the helper.
@@ -35,8 +37,8 @@ export class AtomicWriteError extends Error {
   }
 }
 
-/** The temp file's name: hidden, next to the target, with the writer's pid (server/atomic-file.ts removes
- *  the ones whose writer died). */
+/** The temp file's name: hidden, next to the target, with the writer's pid (the ones whose writer died are
+ *  removed by the next write). */
 export function tempNameFor(file: string, pid = process.pid): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.${pid}.tmp`);
 }
@@ -44,6 +46,7 @@ export function tempNameFor(file: string, pid = process.pid): string {
 export function writeFileAtomic(file: string, data: string | Uint8Array, o: AtomicWriteOptions): void {
   const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
   const tmp = tempNameFor(file);
+  removeStaleTemps(file);
   try {
     fs.rmSync(tmp, { force: true }); // a leftover of an earlier writer with our pid; unlink never follows a link
     const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
@@ -71,5 +74,31 @@ export function writeFileAtomic(file: string, data: string | Uint8Array, o: Atom
     try { fs.fsyncSync(dfd); } finally { fs.closeSync(dfd); }
   } catch {
     // some file systems refuse fsync on a directory; the file itself is complete and renamed
+  }
+}
+
+/** Temp files of writers that were killed mid-write (their pid is gone): harmless, but not left to pile up. */
+function removeStaleTemps(file: string): void {
+  const prefix = `.${path.basename(file)}.`;
+  let names: string[];
+  try {
+    names = fs.readdirSync(path.dirname(file));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
+    const pid = Number(name.slice(prefix.length).split('.')[0]);
+    if (!Number.isInteger(pid) || pid === process.pid || alive(pid)) continue;
+    try { fs.unlinkSync(path.join(path.dirname(file), name)); } catch { /* another writer got it */ }
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -187,7 +187,7 @@ function failed(action: string, file: string, e: unknown): HelperError {
 }
 
 /** helper/atomic-write.ts with root as the owner (when we are root), as an install error (exit 7). */
-export function writeFileAtomic(file: string, data: string | Buffer, mode: number): void {
+export function installFile(file: string, data: string | Buffer, mode: number): void {
   try {
     writeAtomic(file, data, { mode, owner: isRoot() ? { uid: 0, gid: 0 } : undefined });
   } catch (e) {
@@ -262,17 +262,17 @@ export function install(o: InstallOptions): Report {
   }
 
   // 3. Files. The helper and launcher first, so the policy never names a launcher that is not there.
-  writeFileAtomic(helperJs, o.helperSource, 0o755);
+  installFile(helperJs, o.helperSource, 0o755);
   report.written.push(helperJs);
-  writeFileAtomic(launcher, launcherScript(o.node, helperJs), 0o755);
+  installFile(launcher, launcherScript(o.node, helperJs), 0o755);
   report.written.push(launcher);
   const manifest: Manifest = { writtenBy: 'remote-usb-helper install', createdDirs: [...created].sort() };
-  writeFileAtomic(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`, 0o644);
+  installFile(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`, 0o644);
   report.written.push(manifestFile);
-  writeFileAtomic(o.policyPath, policyXml(launcher), 0o644);
+  installFile(o.policyPath, policyXml(launcher), 0o644);
   report.written.push(o.policyPath);
   if (o.group) {
-    writeFileAtomic(o.rulesPath, rulesJs(o.group), 0o644);
+    installFile(o.rulesPath, rulesJs(o.group), 0o644);
     report.written.push(o.rulesPath);
   } else {
     // an earlier `install --group` wrote one; this install asked for no group rule

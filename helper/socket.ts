@@ -3,8 +3,8 @@
 //
 // vhci_hcd itself only checks SOCK_STREAM (a TCP socket would pass too). We insist on a *connected unix*
 // stream socket, the only thing the extension ever passes: it never opens a TCP port, so no other local
-// user can reach the device (PRODUCT.md). Refusing here also gives the caller a clear exit 3 instead of
-// the kernel's bare EINVAL for a pipe ("failed to lookup sock") or a datagram socket.
+// user can reach the device (README, "How it stays safe"). Refusing here also gives the caller a clear
+// exit 3 instead of the kernel's bare EINVAL for a pipe ("failed to lookup sock") or a datagram socket.
 //
 // /proc/net/unix lines: `Num RefCount Protocol Flags Type St Inode [Path]` (kernel: net/unix/af_unix.c
 // unix_seq_show). A bound path is printed raw and may itself contain a newline followed by a forged

@@ -1,4 +1,4 @@
-// The one module that touches vhci_hcd's sysfs files (STYLE.md: one owner per edge). Every function
+// The one module that touches vhci_hcd's sysfs files (one owner per edge of the system: README "Layout"). Every function
 // takes the sysfs directory as a parameter so tests can use a fake tree; the CLI always passes the
 // fixed SYSFS_VHCI from paths.ts.
 //

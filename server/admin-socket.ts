@@ -7,7 +7,7 @@
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, Server, Socket } from 'node:net';
 import { join } from 'node:path';
-import type { Logger } from './log.js';
+import type { Logger } from './shared/log.js';
 
 export const ADMIN_SOCKET = 'admin.sock';
 /** sun_path is 108 bytes on Linux, 104 on macOS. */

@@ -7,7 +7,7 @@ import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import type { RelayChoice } from './net/iroh.js';
-import { LOG_LEVELS, LogLevel } from './log.js';
+import { LOG_LEVELS, LogLevel } from './shared/log.js';
 
 export interface ServerConfig {
   /** Where the config came from (for messages), or undefined for built-in defaults. */

@@ -28,7 +28,7 @@ import { walkTrusted, FsProbe } from '../helper/install.js';
 import { HelperError } from '../helper/errors.js';
 import { writeFileAtomic } from '../helper/atomic-write.js';
 import { loadConfig, ServerConfig, SharingRules } from './config.js';
-import { loadOrCreateSecretKey } from './identity.js';
+import { loadOrCreateSecretKey } from './shared/identity.js';
 import { TrustStore } from './trust.js';
 
 export const MARKER = 'Written by remote-usb-server install';

@@ -6,7 +6,7 @@
  * cgroup: only us and our children).
  */
 import { spawn } from 'node:child_process';
-import type { Logger } from './log.js';
+import type { Logger } from './shared/log.js';
 
 /** Tells systemd we serve, when started by it with Type=notify (NOTIFY_SOCKET set); else does nothing. */
 export function notifyReady(status: string, log: Logger): Promise<void> {

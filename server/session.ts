@@ -16,11 +16,11 @@ import { parseSetup, ProtocolError } from './protocol/messages.js';
 import { MessageStream } from './protocol/stream.js';
 import { PayloadCompressor } from './protocol/compression.js';
 import { CloseCode, IrohConnection, peerCloseCode } from './net/iroh.js';
-import type { Logger } from './log.js';
+import type { Logger } from './shared/log.js';
 import type { OpenedDevice } from './usb/backend.js';
 import { ClaimSet } from './claim-set.js';
 import { executeUrb } from './usb/standard-requests.js';
-import type { SerialChannel } from './serial/channel.js';
+import type { SerialChannel } from './shared/serial/channel.js';
 import type { SerialOpenResult } from './serial/registry.js';
 
 /** What a session needs from the daemon. */

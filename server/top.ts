@@ -6,7 +6,7 @@
  */
 import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
-import { printable } from './log.js';
+import { printable } from './shared/text.js';
 import { AdminSocket, TopSnapshot } from './admin-socket.js';
 
 /** Reads snapshots from the daemon's socket; `onSnapshot` returns false to stop. */

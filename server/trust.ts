@@ -16,9 +16,9 @@ import { createHash, randomInt, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parse, stringify, TomlError } from 'smol-toml';
-import { writeFileAtomic } from './atomic-file.js';
-import { ensureStateDir } from './identity.js';
-import { isPrintable, printable } from './log.js';
+import { writeFileAtomic } from '../helper/atomic-write.js';
+import { ensureStateDir } from './shared/identity.js';
+import { isPrintable, printable } from './shared/text.js';
 
 export interface AllowedClient {
   id: string;
@@ -125,7 +125,7 @@ export class TrustStore {
   private writeClients(clients: AllowedClient[]): void {
     ensureStateDir(dirname(this.allowlistFile));
     const header = '# Clients allowed to use this bench (remote-usb-server). Delete an entry to revoke that client.\n';
-    writeFileAtomic(this.allowlistFile, header + stringify({ client: clients }) + '\n', 0o600);
+    writeFileAtomic(this.allowlistFile, header + stringify({ client: clients }) + '\n', { mode: 0o600 });
     this.cache = undefined;
   }
 
@@ -198,7 +198,7 @@ export class TrustStore {
   private writeCodes(codes: { hash: string; expires: number }[]): void {
     ensureStateDir(this.stateDir);
     const body = { code: codes.map((c) => ({ hash: c.hash, expires: new Date(c.expires).toISOString() })) };
-    writeFileAtomic(this.pairingFile, '# Pending one-time pairing codes (hashed). Managed by remote-usb-server.\n' + stringify(body) + '\n', 0o600);
+    writeFileAtomic(this.pairingFile, '# Pending one-time pairing codes (hashed). Managed by remote-usb-server.\n' + stringify(body) + '\n', { mode: 0o600 });
   }
 }
 

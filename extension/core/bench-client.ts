@@ -18,11 +18,12 @@ import { encodeSetup, isDataLane } from '../../server/protocol/messages.js';
 import { MessageStream } from '../../server/protocol/stream.js';
 import { PayloadCompressor } from '../../server/protocol/compression.js';
 import { BindingName, CloseCode, IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
-import { Logger, silentLogger } from '../../server/log.js';
+import { Logger, silentLogger } from '../../server/shared/log.js';
 import { Backoff } from './backoff.js';
 import { DEFAULT_SERIAL_PARAMS, SerialParams, SerialSession } from './serial.js';
 import { RemoteSerialSession, SerialLink } from './serial-session.js';
 import { Lane, UrbLanes } from './urb-lanes.js';
+import { assertNever } from './assert-never.js';
 
 export type BenchState = 'connecting' | 'online' | 'offline' | 'refused' | 'closed';
 
@@ -367,6 +368,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
       case 'serial-data': this.serialBySid.get(m.sid)?.onData(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength)); return;
       case 'serial-state': this.serialBySid.get(m.sid)?.onState(m.state, m.detail); return;
       case 'error': return this.onError(m, lane);
+      default: return assertNever(m);
     }
   }
 

@@ -6,9 +6,9 @@
  */
 import { EventEmitter } from 'node:events';
 import type { SerialState } from '../../server/protocol/messages.js';
-import { SerialChannel } from '../../server/serial/channel.js';
-import type { SerialBackend } from '../../server/serial/backend.js';
-import { RealSerialBackend } from '../../server/serial/serial-real.js';
+import { SerialChannel } from '../../server/shared/serial/channel.js';
+import type { SerialBackend } from '../../server/shared/serial/backend.js';
+import { RealSerialBackend } from '../../server/shared/serial/serial-real.js';
 import { DEFAULT_SERIAL_PARAMS, SerialParams, SerialSession, SerialSessionEvents, SerialSetOptions } from './serial.js';
 
 export interface LocalSerialOptions {

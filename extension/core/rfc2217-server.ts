@@ -19,13 +19,15 @@
 import { EventEmitter } from 'node:events';
 import { createServer, Server, Socket } from 'node:net';
 import { MAX_BAUD } from '../../server/protocol/constants.js';
-import { Logger, printable, silentLogger } from '../../server/log.js';
+import { Logger, silentLogger } from '../../server/shared/log.js';
+import { printable } from '../../server/shared/text.js';
 import {
   BRK, ComPort, ComPortRequest, comPort, Control, escapeIac, Line, Modem, negotiation, OPT_BINARY, OPT_COM_PORT, OPT_ECHO,
   OPT_SGA, parseComPortRequest, PARITY_CODES, Purge, SERVER_OFFSET, STOP_CODES, TelnetDecoder, TelnetEvent, u32, Verb,
 } from './rfc2217.js';
 import type { DataBits, Parity, SerialParams, SerialSession, SerialSetOptions, StopBits } from './serial.js';
 import { Endpoint, loopbackPeerUid } from './socket-owner.js';
+import { assertNever } from './assert-never.js';
 
 /** Bytes from the port held for a client that is slow or said FLOWCONTROL-SUSPEND; beyond this they are dropped (an overrun). */
 const MAX_HELD_BYTES = 1024 * 1024;
@@ -298,6 +300,7 @@ class Rfc2217Connection {
           }
           break;
         case 'bad-subnegotiation': this.share.log.debug(`RFC 2217 client: ${e.reason}; dropped`); break;
+        default: assertNever(e);
       }
     }
   }
@@ -398,6 +401,7 @@ class Rfc2217Connection {
         // client sent before this request has been handed to the bench already (the queue keeps order).
         if (r.value & Purge.RECEIVE) { this.held = []; this.heldBytes = 0; }
         return this.reply(ComPort.PURGE_DATA, [r.value]);
+      default: return assertNever(r);
     }
   }
 

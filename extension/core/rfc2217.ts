@@ -8,6 +8,7 @@
  * holds escaped IACs. A subnegotiation longer than MAX_SUBNEGOTIATION is dropped as it arrives (never
  * buffered), so hostile input costs at most that much memory per connection.
  */
+import { assertNever } from './assert-never.js';
 
 /** RFC 854 (Telnet), page 14. */
 export const SE = 240;
@@ -171,6 +172,7 @@ export class TelnetDecoder {
           }
           break;
         }
+        default: assertNever(this.state);
       }
     }
     if (parts.length > 0) out.push({ kind: 'data', data: parts.length === 1 ? parts[0] : Buffer.concat(parts) });

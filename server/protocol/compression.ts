@@ -1,6 +1,6 @@
 /**
  * Compression of URB payloads (capability 'brotli'). Every byte that crosses the Iroh binding costs
- * one N-API call on the JS thread (FACTS.md), so fewer bytes on the wire is the cheapest speed-up
+ * one N-API call on the JS thread with @number0/iroh (see server/net/bytes.ts), so fewer bytes on the wire is the cheapest speed-up
  * there is: Brotli at quality 1 packs a firmware image ≈3× at ≈300 MB/s either way, and recognises
  * random data at ≈1.6 GB/s (measured in `npm run bench`). Compression runs on libuv's thread pool,
  * off the JS thread that does the conversions; a payload is sent compressed only when that saves

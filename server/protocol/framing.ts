@@ -6,6 +6,7 @@
  * accept the message (MessageStream.readLoop, compression.ts).
  */
 import { Packr } from 'msgpackr';
+import { ByteQueue } from '../shared/byte-queue.js';
 import { FRAME_HEADER_BYTES, MAX_FRAME_BYTES } from './constants.js';
 import { Message, parseMessage, ProtocolError } from './messages.js';
 
@@ -25,35 +26,32 @@ export function encodeFrame(message: Message): Buffer {
 }
 
 export class FrameDecoder {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly queue = new ByteQueue();
 
   /** `maxFrameBytes` may be a function: the bench allows only small frames until a client said hello. */
   constructor(private readonly maxFrameBytes: number | (() => number) = MAX_FRAME_BYTES) {}
 
   /** Bytes received but not yet returned as messages (a clean end of stream has none). */
   get pendingBytes(): number {
-    return this.buffered;
+    return this.queue.length;
   }
 
   push(chunk: Buffer): void {
-    if (chunk.length === 0) return;
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
+    this.queue.push(chunk);
   }
 
   /** The next complete message, or undefined when more bytes are needed. Throws ProtocolError on bad input. */
   next(): Message | undefined {
-    if (this.buffered < FRAME_HEADER_BYTES) return undefined;
-    const length = this.peekLength();
+    if (this.queue.length < FRAME_HEADER_BYTES) return undefined;
+    const length = this.queue.peek(FRAME_HEADER_BYTES).readUInt32BE(0);
     const limit = typeof this.maxFrameBytes === 'number' ? this.maxFrameBytes : this.maxFrameBytes();
     if (length > limit) {
       throw new ProtocolError(`frame length ${length} exceeds the limit of ${limit} bytes`);
     }
     if (length === 0) throw new ProtocolError('empty frame (length 0)');
-    if (this.buffered < FRAME_HEADER_BYTES + length) return undefined;
-    this.take(FRAME_HEADER_BYTES);
-    const body = this.take(length);
+    if (this.queue.length < FRAME_HEADER_BYTES + length) return undefined;
+    this.queue.skip(FRAME_HEADER_BYTES);
+    const body = this.queue.take(length);
     let value: unknown;
     try {
       value = packr.unpack(body);
@@ -61,45 +59,5 @@ export class FrameDecoder {
       throw new ProtocolError(`frame body is not valid MessagePack: ${(e as Error).message}`);
     }
     return parseMessage(value);
-  }
-
-  private peekLength(): number {
-    const first = this.chunks[0];
-    if (first.length >= FRAME_HEADER_BYTES) return first.readUInt32BE(0);
-    const head = Buffer.alloc(FRAME_HEADER_BYTES);
-    let filled = 0;
-    for (const c of this.chunks) {
-      filled += c.copy(head, filled, 0, Math.min(c.length, FRAME_HEADER_BYTES - filled));
-      if (filled === FRAME_HEADER_BYTES) break;
-    }
-    return head.readUInt32BE(0);
-  }
-
-  /** Removes n buffered bytes; copies only when they span chunks. */
-  private take(n: number): Buffer {
-    const first = this.chunks[0];
-    this.buffered -= n;
-    if (first.length >= n) {
-      const out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      return out;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const c = this.chunks[0];
-      const want = n - filled;
-      if (c.length <= want) {
-        c.copy(out, filled);
-        filled += c.length;
-        this.chunks.shift();
-      } else {
-        c.copy(out, filled, 0, want);
-        this.chunks[0] = c.subarray(want);
-        filled += want;
-      }
-    }
-    return out;
   }
 }

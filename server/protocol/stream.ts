@@ -1,7 +1,7 @@
 /**
  * A message stream over one byte stream (a QUIC stream in production, an in-memory pipe in tests).
  * Writes are serialised — one write in flight per stream, because concurrent writes on one Iroh stream
- * can reorder bytes (FACTS.md) — and frames queued meanwhile are coalesced into one write, which
+ * can reorder bytes (seen with @number0/iroh: server/net/number0-binding.ts) — and frames queued meanwhile are coalesced into one write, which
  * matters because every write crosses the N-API binding. With a `compressor`, URB payloads are
  * compressed on the thread pool while earlier frames are written; frames still go out in send() order.
  */

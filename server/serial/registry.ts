@@ -14,8 +14,8 @@
 import { MAX_SERIAL_PER_CLIENT } from '../protocol/constants.js';
 import type { ErrorCode } from '../protocol/constants.js';
 import type { SerialOpen } from '../protocol/messages.js';
-import type { SerialBackend } from './backend.js';
-import { ChannelOptions, Resolution, SerialChannel } from './channel.js';
+import type { SerialBackend } from '../shared/serial/backend.js';
+import { ChannelOptions, Resolution, SerialChannel } from '../shared/serial/channel.js';
 
 /** Whoever opened a port (a Session). */
 export interface SerialOwner {

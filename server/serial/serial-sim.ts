@@ -10,7 +10,7 @@ import type { SerialLine } from '../protocol/messages.js';
 import type { SimulatedBackend } from '../usb/simulated.js';
 import { SERIAL_EP_IN, SERIAL_EP_OUT, SimSerialBoard } from '../usb/sim-serial-board.js';
 import type { TransferRequest } from '../usb/backend.js';
-import type { SerialBackend, SerialPortEvents, SerialPortHandle, SerialSignals } from './backend.js';
+import type { SerialBackend, SerialPortEvents, SerialPortHandle, SerialSignals } from '../shared/serial/backend.js';
 
 /** CDC PSTN 1.2, table 13 / table 17. */
 const SET_LINE_CODING = 0x20;

@@ -4,6 +4,7 @@
  * the way a real device NAKs, and end with -ECONNRESET when cancelled or -ENODEV when unplugged.
  */
 import { UrbStatus } from '../protocol/constants.js';
+import { ByteQueue } from '../shared/byte-queue.js';
 import type { SetupPacket } from '../protocol/messages.js';
 import type { BackendDevice, TransferRequest, TransferResult } from './backend.js';
 import { DescriptorType, deviceDescriptor, DeviceDescriptorFields, deviceQualifier, Request, stringDescriptor } from './descriptors.js';
@@ -189,44 +190,28 @@ export abstract class SimBoard {
 
 /** A byte FIFO with a capacity, for loopback and serial echo. */
 export class ByteFifo {
-  private chunks: Buffer[] = [];
-  size = 0;
+  private readonly queue = new ByteQueue();
 
   constructor(readonly capacity: number) {}
 
-  get free(): number {
-    return this.capacity - this.size;
+  get size(): number {
+    return this.queue.length;
   }
 
+  get free(): number {
+    return this.capacity - this.queue.length;
+  }
+
+  /** Keeps a copy of `data` (the caller's buffer may be reused). */
   push(data: Uint8Array): void {
-    if (data.length === 0) return;
-    this.chunks.push(Buffer.from(data));
-    this.size += data.length;
+    this.queue.push(Buffer.from(data));
   }
 
   take(max: number): Buffer {
-    const n = Math.min(max, this.size);
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const c = this.chunks[0];
-      const want = n - filled;
-      if (c.length <= want) {
-        c.copy(out, filled);
-        filled += c.length;
-        this.chunks.shift();
-      } else {
-        c.copy(out, filled, 0, want);
-        this.chunks[0] = c.subarray(want);
-        filled += want;
-      }
-    }
-    this.size -= n;
-    return out;
+    return this.queue.take(Math.min(max, this.queue.length));
   }
 
   clear(): void {
-    this.chunks = [];
-    this.size = 0;
+    this.queue.clear();
   }
 }

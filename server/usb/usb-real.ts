@@ -18,7 +18,7 @@ import type { Speed } from '../protocol/messages.js';
 import { encodeSetup } from '../protocol/messages.js';
 import type { BackendDevice, BackendEvents, OpenedDevice, TransferRequest, TransferResult, UsbBackend } from './backend.js';
 import { loadUsb } from './libusb.js';
-import { ttyOfUsbDevice } from '../serial/sysfs-tty.js';
+import { ttyOfUsbDevice } from '../shared/serial/sysfs-tty.js';
 
 const SYSFS_DEVICES = '/sys/bus/usb/devices';
 /** How long close() waits for cancelled transfers to come back before giving the device up anyway. */

@@ -14,7 +14,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { BenchClient, ClaimedDevice } from '../../extension/core/bench-client.js';
-import { loadOrCreateSecretKey } from '../../server/identity.js';
+import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { BindingName, defaultBindingName, endpointIdOf, generateSecretKey, PeerAddress } from '../../server/net/iroh.js';
 import { nativePath } from '../../server/net/native-binding.js';
 import { fromWireArray, toWireArray } from '../../server/net/bytes.js';

@@ -18,7 +18,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BenchClient, ClaimedDevice, UrbResult } from '../../extension/core/bench-client.js';
-import { loadOrCreateSecretKey } from '../../server/identity.js';
+import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { endpointIdOf, generateSecretKey, PeerAddress } from '../../server/net/iroh.js';
 import { UrbStatus } from '../../server/protocol/constants.js';
 import { TrustStore } from '../../server/trust.js';

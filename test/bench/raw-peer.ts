@@ -9,7 +9,8 @@
  *   node raw-peer.js both <targets> <secs>     → both ends stream at once; prints {"bytes","secs"} received
  *   node raw-peer.js ping <targets> <count>    → 64-byte ping-pong, prints {"rtts":[ms...]}
  * <targets> is `id@port[,id@port…]`; with several, one worker thread per target, each with its own
- * endpoint and connection (the way to use more than one core, FACTS.md).
+ * endpoint and connection (the way to use more than one core: one thread converts every byte for the
+ * @number0/iroh binding, and more streams or connections on that thread gain nothing).
  * The first byte on a stream says what it is: S(end), B(oth ways, then the seconds), P(ing).
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';

@@ -24,7 +24,7 @@ import { BenchClient, ClaimedDevice } from '../../extension/core/bench-client.js
 import { createSocketPair, devidOf } from '../../extension/core/usbip/attach.js';
 import { UsbipBridge } from '../../extension/core/usbip/bridge.js';
 import { readEndpointTable } from '../../extension/core/usbip/endpoints.js';
-import { loadOrCreateSecretKey } from '../../server/identity.js';
+import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { endpointIdOf, generateSecretKey, PeerAddress } from '../../server/net/iroh.js';
 import { TrustStore } from '../../server/trust.js';
 import { seededBytes } from '../../server/usb/patterns.js';

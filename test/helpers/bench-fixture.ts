@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, ServerConfig } from '../../server/config.js';
 import { Daemon } from '../../server/daemon.js';
-import { createLogger, Logger } from '../../server/log.js';
+import { createLogger, Logger } from '../../server/shared/log.js';
 import { BindingName, endpointIdOf, generateSecretKey } from '../../server/net/iroh.js';
 import { SimulatedBackend } from '../../server/usb/simulated.js';
 import { BenchClient, BenchClientOptions } from '../../extension/core/bench-client.js';

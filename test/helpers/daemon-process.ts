@@ -1,22 +1,14 @@
 /** Runs the real `remote-usb-server` (dist/server.js) as a child process, for restart and kill tests. */
 import { ChildProcess, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { endpointIdOf, generateSecretKey, PeerAddress } from '../../server/net/iroh.js';
 import { TrustStore } from '../../server/trust.js';
+import { repoRoot } from './repo-root.js';
 
-/** The repository root (tests run bundled from out/test/…, so walk up to package.json). */
-export function repoRoot(): string {
-  let dir = __dirname;
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find the repository root');
-    dir = up;
-  }
-  return dir;
-}
+export { repoRoot };
 
 export const SERVER_JS = join(repoRoot(), 'dist', 'server.js');
 

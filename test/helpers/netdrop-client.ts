@@ -19,7 +19,7 @@ import { BenchClient, ClaimedDevice, UrbResult } from '../../extension/core/benc
 import { createSocketPair, devidOf } from '../../extension/core/usbip/attach.js';
 import { UsbipBridge } from '../../extension/core/usbip/bridge.js';
 import { readEndpointTable } from '../../extension/core/usbip/endpoints.js';
-import { createLogger } from '../../server/log.js';
+import { createLogger } from '../../server/shared/log.js';
 import { parsePeerAddress } from '../../server/net/iroh.js';
 import { seededBytes } from '../../server/usb/patterns.js';
 import { VENDOR_GET_FIFO_LEVEL } from '../../server/usb/sim-loopback-board.js';

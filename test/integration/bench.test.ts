@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BenchClient, BenchClientOptions, BenchError } from '../../extension/core/bench-client.js';
-import { loadOrCreateSecretKey } from '../../server/identity.js';
+import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { TrustStore } from '../../server/trust.js';
 import { endpointIdOf } from '../../server/net/iroh.js';
 import { DaemonProcess, freeUdpPort } from '../helpers/daemon-process.js';

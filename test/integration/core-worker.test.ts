@@ -13,7 +13,7 @@ import { SOURCE_EP_IN } from '../../server/usb/sim-loopback-board.js';
 import { FakeVhci } from '../helpers/fake-vhci.js';
 import { RelayVhci } from '../helpers/relay-vhci.js';
 import { cpuSeconds } from '../bench/measure.js';
-import { silentLogger } from '../../server/log.js';
+import { silentLogger } from '../../server/shared/log.js';
 import { CoreHost, RemoteBench } from '../../extension/core/worker/core-host.js';
 import type { AttachSettings } from '../../extension/core/worker/messages.js';
 import { until } from '../helpers/bench-fixture.js';

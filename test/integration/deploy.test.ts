@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { deployBench, DeployError, DeployOptions, DeployStep } from '../../extension/core/deploy.js';
-import { loadOrCreateSecretKey } from '../../server/identity.js';
+import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { endpointIdOf, parsePeerAddress } from '../../server/net/iroh.js';
 import { TrustStore } from '../../server/trust.js';
 import { freshRoot as makeRoot } from '../helpers/install-root.js';

@@ -20,7 +20,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { loadOrCreateSecretKey } from '../../server/identity.js';
+import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { endpointIdOf, generateSecretKey, ticketFor } from '../../server/net/iroh.js';
 import { TrustStore } from '../../server/trust.js';
 import { SERVER_JS } from '../helpers/daemon-process.js';

@@ -19,7 +19,7 @@ import { openLocalSerial } from '../../extension/core/local-serial.js';
 import { Rfc2217Share } from '../../extension/core/rfc2217-server.js';
 import type { SerialParams, SerialSession, SerialSetOptions } from '../../extension/core/serial.js';
 import type { SimSerialBoard } from '../../server/usb/sim-serial-board.js';
-import { loadOrCreateSecretKey } from '../../server/identity.js';
+import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { endpointIdOf } from '../../server/net/iroh.js';
 import { BenchFixture, until } from '../helpers/bench-fixture.js';
 import { repoRoot } from '../helpers/daemon-process.js';

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BenchClient, BenchError } from '../../extension/core/bench-client.js';
-import { loadOrCreateSecretKey } from '../../server/identity.js';
+import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { TrustStore } from '../../server/trust.js';
 import { endpointIdOf, generateSecretKey, IrohEndpoint } from '../../server/net/iroh.js';
 import type { Message } from '../../server/protocol/messages.js';

@@ -16,7 +16,7 @@ import { UsbipBridge } from '../../extension/core/usbip/bridge.js';
 import { UsbipRetSubmit } from '../../extension/core/usbip/codec.js';
 import { UsbipStatus } from '../../extension/core/usbip/constants.js';
 import { readEndpointTable } from '../../extension/core/usbip/endpoints.js';
-import { loadOrCreateSecretKey } from '../../server/identity.js';
+import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { endpointIdOf, generateSecretKey } from '../../server/net/iroh.js';
 import { TrustStore } from '../../server/trust.js';
 import { seededBytes } from '../../server/usb/patterns.js';

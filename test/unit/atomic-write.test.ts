@@ -11,8 +11,7 @@ import { join } from 'node:path';
 import { afterEach, mock, test } from 'node:test';
 import { AtomicWriteError, writeFileAtomic } from '../../helper/atomic-write.js';
 import { HelperError } from '../../helper/errors.js';
-import { writeFileAtomic as helperInstallWrite } from '../../helper/install.js';
-import { writeFileAtomic as daemonWrite } from '../../server/atomic-file.js';
+import { installFile as helperInstallWrite } from '../../helper/install.js';
 import { TrustStore } from '../../server/trust.js';
 
 const dirs: string[] = [];
@@ -50,7 +49,7 @@ test('a short write then ENOSPC: the old file stays whole, no temp file is left,
   const f = join(d, 'clients.toml');
   fs.writeFileSync(f, 'old contents, complete\n');
   const disk = diskFullAfter(10);
-  assert.throws(() => daemonWrite(f, 'x'.repeat(4096)), (e: unknown) => {
+  assert.throws(() => writeFileAtomic(f, 'x'.repeat(4096), { mode: 0o600 }), (e: unknown) => {
     assert.ok(e instanceof AtomicWriteError);
     assert.equal(e.code, 'ENOSPC');
     assert.match(e.message, new RegExp(`^writing ${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} failed: ENOSPC: .*; the previous clients.toml is unchanged$`));
@@ -81,7 +80,7 @@ test('a short write that the next write(2) completes gives the whole new file', 
   mock.method(fs, 'writeSync', (fd: number, buf: Uint8Array, off = 0, len = buf.length - off) =>
     (real as (fd: number, b: Uint8Array, o: number, l: number) => number)(fd, buf, off, Math.min(len, 7)));
   const text = 'new contents that take several short writes\n';
-  daemonWrite(f, text, 0o600);
+  writeFileAtomic(f, text, { mode: 0o600 });
   mock.restoreAll();
   assert.equal(fs.readFileSync(f, 'utf8'), text);
   assert.equal(fs.statSync(f).mode & 0o777, 0o600);

@@ -7,8 +7,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { escapeMarkdown, statusTooltipMarkdown } from '../../extension/format.js';
-import { deviceTable } from '../../server/device-table.js';
-import { createLogger, printable } from '../../server/log.js';
+import { deviceTable } from '../../server/shared/device-table.js';
+import { createLogger } from '../../server/shared/log.js';
+import { printable } from '../../server/shared/text.js';
 
 const OSC52 = '\x1b]52;c;cm0gLXJmIH4K\x07'; // sets the reader's clipboard to "rm -rf ~"
 

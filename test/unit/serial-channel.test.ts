@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { EventEmitter } from 'node:events';
 import type { SerialLine } from '../../server/protocol/messages.js';
-import type { SerialBackend, SerialPortEvents, SerialPortHandle, SerialSignals } from '../../server/serial/backend.js';
-import { SerialChannel, SerialSettings } from '../../server/serial/channel.js';
+import type { SerialBackend, SerialPortEvents, SerialPortHandle, SerialSignals } from '../../server/shared/serial/backend.js';
+import { SerialChannel, SerialSettings } from '../../server/shared/serial/channel.js';
 import { until } from '../helpers/bench-fixture.js';
 
 class FakeTty extends EventEmitter<SerialPortEvents> implements SerialPortHandle {

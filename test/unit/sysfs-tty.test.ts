@@ -4,7 +4,7 @@ import { after, test } from 'node:test';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ttyOfUsbDevice } from '../../server/serial/sysfs-tty.js';
+import { ttyOfUsbDevice } from '../../server/shared/serial/sysfs-tty.js';
 
 const root = mkdtempSync(join(tmpdir(), 'remote-usb-sysfs-'));
 after(() => rmSync(root, { recursive: true, force: true }));

@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, s
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
-import { loadOrCreateSecretKey } from '../../server/identity.js';
+import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { MAX_WRONG_CODES_PER_CLIENT, normalizeCode, TrustStore, WRONG_CODE_WINDOW_MS } from '../../server/trust.js';
 
 const dirs: string[] = [];

@@ -19,7 +19,7 @@ import { USBIP_DIR_IN, USBIP_URB_DIR_IN, USBIP_URB_SHORT_NOT_OK, USBIP_URB_ZERO_
 import { DescriptorError, EndpointTable, parseConfigurationDescriptor, readEndpointTable } from '../../extension/core/usbip/endpoints.js';
 import type { DeviceInfo } from '../../server/protocol/messages.js';
 import { configurationDescriptor, deviceDescriptor, DeviceDescriptorFields } from '../../server/usb/descriptors.js';
-import { Logger } from '../../server/log.js';
+import { Logger } from '../../server/shared/log.js';
 import { FakeVhci, GET_DESCRIPTOR, memoryDuplexPair } from '../helpers/fake-vhci.js';
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 /**
- * vhci_hcd status parsing and port choice. The samples are built from the kernel's format strings
+ * vhci_hcd status parsing (the helper's parser, which the client core uses too) and the client's port choice. The samples are built from the kernel's format strings
  * (drivers/usb/usbip/vhci_sysfs.c: status_show, port_show_vhci) for the kernels we meet.
  */
 import { describe, test } from 'node:test';
@@ -9,23 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   isPortFree,
-  parseVhciStatus,
   pickFreePort,
   readVhciStatus,
   vhciHubFor,
   vhciSpeedFor,
   VhciPort,
 } from '../../extension/core/usbip/vhci-status.js';
-import {
-  USB_SPEED_FULL,
-  USB_SPEED_HIGH,
-  USB_SPEED_LOW,
-  USB_SPEED_SUPER,
-  USB_SPEED_SUPER_PLUS,
-  VDEV_ST_NOTASSIGNED,
-  VDEV_ST_NULL,
-  VDEV_ST_USED,
-} from '../../extension/core/usbip/constants.js';
+import { Exit, HelperError } from '../../helper/errors.js';
+import { USB_SPEED_FULL, USB_SPEED_HIGH, USB_SPEED_LOW, USB_SPEED_SUPER, USB_SPEED_SUPER_PLUS } from '../../helper/validate.js';
+import { parseStatus, VDEV_ST_NOTASSIGNED, VDEV_ST_NULL, VDEV_ST_USED } from '../../helper/vhci.js';
 
 /**
  * Linux 6.1, VHCI_HC_PORTS 8, one controller: a high-speed device on hs port 0 (sockfd 3), a device
@@ -64,49 +56,48 @@ const STATUS_OLD = [
 
 /** All ports busy. */
 function allBusy(ports: VhciPort[]): VhciPort[] {
-  return ports.map((p) => ({ ...p, status: VDEV_ST_USED }));
+  return ports.map((p) => ({ ...p, sta: VDEV_ST_USED }));
 }
 
-describe('parseVhciStatus', () => {
+describe('parseStatus (helper/vhci.ts) on the formats the client meets', () => {
   test('Linux 6.1 format: every field of every port', () => {
-    const ports = parseVhciStatus(STATUS_6_1);
+    const ports = parseStatus(STATUS_6_1);
     assert.equal(ports.length, 16);
-    assert.deepEqual(ports[0], { hub: 'hs', port: 0, status: VDEV_ST_USED, speed: USB_SPEED_HIGH, devid: 0x00010002, sockfd: 3, busid: '3-1' });
-    assert.deepEqual(ports[1], { hub: 'hs', port: 1, status: VDEV_ST_NULL, speed: 0, devid: 0, sockfd: 0, busid: '0-0' });
-    assert.equal(ports[2].status, VDEV_ST_NOTASSIGNED);
-    assert.deepEqual(ports[8], { hub: 'ss', port: 8, status: VDEV_ST_USED, speed: USB_SPEED_SUPER, devid: 0x0002000a, sockfd: 4, busid: '4-1' });
+    assert.deepEqual(ports[0], { hub: 'hs', port: 0, sta: VDEV_ST_USED, spd: USB_SPEED_HIGH, devid: 0x00010002, localBusid: '3-1' });
+    assert.deepEqual(ports[1], { hub: 'hs', port: 1, sta: VDEV_ST_NULL, spd: 0, devid: 0, localBusid: '0-0' });
+    assert.equal(ports[2].sta, VDEV_ST_NOTASSIGNED);
+    assert.deepEqual(ports[8], { hub: 'ss', port: 8, sta: VDEV_ST_USED, spd: USB_SPEED_SUPER, devid: 0x0002000a, localBusid: '4-1' });
     assert.deepEqual(ports.map((p) => p.hub).join(''), 'hs'.repeat(8) + 'ss'.repeat(8));
     assert.deepEqual(ports.map((p) => p.port), [...Array(16).keys()]);
   });
 
   test('the not-ready filler (16-digit sockfd) and unpadded sockfd of some kernels', () => {
-    const ports = parseVhciStatus(
+    const ports = parseStatus(
       'hub port sta spd dev      sockfd local_busid\n' +
         'hs  0000 005 000 00000000 0000000000000000 0-0\n' +
         'hs  0001 006 002 00010004 7 3-2\n',
     );
-    assert.deepEqual(ports.map((p) => [p.port, p.status, p.sockfd, p.busid]), [[0, 5, 0, '0-0'], [1, 6, 7, '3-2']]);
+    assert.deepEqual(ports.map((p) => [p.port, p.sta, p.localBusid]), [[0, 5, '0-0'], [1, 6, '3-2']]);
   });
 
   test('pre-4.13 format: no hub column, socket pointer instead of sockfd', () => {
-    assert.deepEqual(parseVhciStatus(STATUS_OLD), [
-      { hub: 'hs', port: 0, status: VDEV_ST_USED, speed: USB_SPEED_FULL, devid: 0x00010003, sockfd: undefined, busid: '3-1' },
-      { hub: 'hs', port: 1, status: VDEV_ST_NULL, speed: 0, devid: 0, sockfd: undefined, busid: '0-0' },
+    assert.deepEqual(parseStatus(STATUS_OLD), [
+      { hub: undefined, port: 0, sta: VDEV_ST_USED, spd: USB_SPEED_FULL, devid: 0x00010003, localBusid: '3-1' },
+      { hub: undefined, port: 1, sta: VDEV_ST_NULL, spd: 0, devid: 0, localBusid: '0-0' },
     ]);
   });
 
-  test('an empty file has no ports; a line it does not understand is an error naming it', () => {
-    assert.deepEqual(parseVhciStatus(''), []);
-    assert.deepEqual(parseVhciStatus('hub port sta spd dev      sockfd local_busid\n'), []);
-    assert.throws(() => parseVhciStatus('hub port sta spd dev      sockfd local_busid\nhs  00x0 004 000 00000000 000000 0-0\n'), {
-      message: 'unrecognised line in vhci_hcd status: "hs  00x0 004 000 00000000 000000 0-0"',
+  test('a header alone has no ports; a line it does not understand is an error naming it', () => {
+    assert.deepEqual(parseStatus('hub port sta spd dev      sockfd local_busid\n'), []);
+    assert.throws(() => parseStatus('hub port sta spd dev      sockfd local_busid\nhs  00x0 004 000 00000000 000000 0-0\n'), {
+      message: 'cannot parse vhci status: line 2: bad port (unknown kernel status format; please report it)',
     });
-    assert.throws(() => parseVhciStatus('hs  0000 004 000 00000000\n'), /unrecognised line/);
+    assert.throws(() => parseStatus('hs  0000 004 000 00000000\n'), /no port column in header/);
   });
 });
 
 describe('choosing a port', () => {
-  const ports = parseVhciStatus(STATUS_6_1);
+  const ports = parseStatus(STATUS_6_1);
 
   test('speeds map to enum usb_device_speed', () => {
     assert.deepEqual(
@@ -131,9 +122,9 @@ describe('choosing a port', () => {
   test('all busy, or no ss hub (old kernels): undefined', () => {
     assert.equal(pickFreePort(allBusy(ports), 'high'), undefined);
     assert.equal(pickFreePort(allBusy(ports), 'super'), undefined);
-    assert.equal(pickFreePort(ports.filter((p) => p.hub === 'ss' || p.status !== VDEV_ST_NULL), 'full'), undefined);
-    assert.equal(pickFreePort(parseVhciStatus(STATUS_OLD), 'super'), undefined);
-    assert.equal(pickFreePort(parseVhciStatus(STATUS_OLD), 'high')?.port, 1);
+    assert.equal(pickFreePort(ports.filter((p) => p.hub === 'ss' || p.sta !== VDEV_ST_NULL), 'full'), undefined);
+    assert.equal(pickFreePort(parseStatus(STATUS_OLD), 'super'), undefined);
+    assert.equal(pickFreePort(parseStatus(STATUS_OLD), 'high')?.port, 1);
     assert.equal(pickFreePort([], 'low'), undefined);
   });
 });
@@ -149,10 +140,10 @@ describe('readVhciStatus', () => {
       await writeFile(join(dir, 'status.1'), second);
       await writeFile(join(dir, 'status'), STATUS_6_1);
       for (const other of ['attach', 'detach', 'nports', 'usbip_debug']) await writeFile(join(dir, other), '');
-      const ports = await readVhciStatus(root);
+      const ports = readVhciStatus(root);
       assert.deepEqual(ports.map((p) => p.port), [...Array(32).keys()]);
       assert.equal(pickFreePort(allBusy(ports.slice(0, 16)).concat(ports.slice(16)), 'high')?.port, 17);
-      await assert.rejects(readVhciStatus(join(root, 'missing')), { code: 'ENOENT' });
+      assert.throws(() => readVhciStatus(join(root, 'missing')), (e: unknown) => e instanceof HelperError && e.exitCode === Exit.NO_VHCI);
     } finally {
       await rm(root, { recursive: true, force: true });
     }

@@ -28,15 +28,14 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { UrbRequest, UrbResult } from '../bench-client.js';
-import { Logger, silentLogger } from '../../../server/log.js';
+import { Logger, silentLogger } from '../../../server/shared/log.js';
 import type { DeviceInfo } from '../../../server/protocol/messages.js';
-import { Exit } from '../../../helper/errors.js';
+import { Exit, HelperError } from '../../../helper/errors.js';
 import { DEFAULT_INSTALL_DIR, PKEXEC } from '../../../helper/paths.js';
 import { LAUNCHER_NAME } from '../../../helper/templates.js';
 import { BridgeClosed, BridgeDevice, UsbipBridge } from './bridge.js';
-import { VDEV_ST_NULL } from './constants.js';
 import { endpointName, EndpointTable, readEndpointTable } from './endpoints.js';
-import { pickFreePort, readVhciStatus, UsbSpeedName, vhciSpeedFor, VhciPort } from './vhci-status.js';
+import { isPortFree, pickFreePort, readVhciStatus, vhciSpeedFor, VhciPort } from './vhci-status.js';
 
 /** The installed launcher (`remote-usb-helper install` writes it; the polkit action names it). */
 export const DEFAULT_HELPER_PATH = join(DEFAULT_INSTALL_DIR, LAUNCHER_NAME);
@@ -131,7 +130,7 @@ function speedOf(info: DeviceInfo): number {
   if (info.speed === 'unknown') {
     throw new AttachError('unsupported-speed', `The bench does not know the speed of ${info.product ?? info.id}, so it cannot be attached.`, 'Replug the device on the bench and try again.');
   }
-  return vhciSpeedFor(info.speed as UsbSpeedName);
+  return vhciSpeedFor(info.speed);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -389,11 +388,11 @@ export async function detachPort(port: number, options: HelperOptions = {}): Pro
 // vhci ports
 // ---------------------------------------------------------------------------------------------------
 
-async function readPorts(sysfsRoot: string): Promise<VhciPort[]> {
+function readPorts(sysfsRoot: string): VhciPort[] {
   try {
-    return await readVhciStatus(sysfsRoot);
+    return readVhciStatus(sysfsRoot);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+    if (e instanceof HelperError && e.exitCode === Exit.NO_VHCI) {
       throw new AttachError('vhci-not-loaded', 'The kernel module for USB/IP devices (vhci-hcd) is not loaded.', 'Load it now (runs `remote-usb-helper load` as root), or run `sudo modprobe vhci-hcd`.', 'load-vhci', (e as Error).message);
     }
     throw new AttachError('helper-failed', `Cannot read vhci_hcd's port table: ${(e as Error).message}`, 'See the log for details.', 'show-logs', (e as Error).message);
@@ -404,12 +403,12 @@ async function readPorts(sysfsRoot: string): Promise<VhciPort[]> {
 async function portFreed(sysfsRoot: string, port: number, devid: number): Promise<boolean> {
   let ports: VhciPort[];
   try {
-    ports = await readVhciStatus(sysfsRoot);
+    ports = readVhciStatus(sysfsRoot);
   } catch {
     return true;
   }
   const p = ports.find((x) => x.port === port);
-  return !p || p.status === VDEV_ST_NULL || p.devid !== devid;
+  return !p || isPortFree(p) || p.devid !== devid;
 }
 
 async function waitPortFreed(sysfsRoot: string, port: number, devid: number, timeoutMs: number): Promise<boolean> {
@@ -517,7 +516,7 @@ export async function attachDevice(dev: AttachableDevice, options: AttachOptions
   await checkHelper(ctx);
   const tried = new Set<number>();
   for (let attempt = 0; ; attempt++) {
-    const ports = await readPorts(ctx.sysfsRoot);
+    const ports = readPorts(ctx.sysfsRoot);
     const port = pickFreePort(ports.filter((p) => !tried.has(p.port)), speed);
     if (!port) {
       const hub = speed >= 5 ? 'super-speed' : 'high-speed';

@@ -26,7 +26,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { PendingUrb as BenchUrb, UrbRequest, UrbResult } from '../bench-client.js';
 import type { DeviceInfo } from '../../../server/protocol/messages.js';
-import { Logger, silentLogger } from '../../../server/log.js';
+import { Logger, silentLogger } from '../../../server/shared/log.js';
 import { MAX_URBS_IN_FLIGHT } from '../../../server/protocol/constants.js';
 import {
   encodeRetSubmit,

@@ -46,6 +46,7 @@ import {
   USBIP_RET_UNLINK,
   usbipCommandName,
 } from './constants.js';
+import { ByteQueue } from '../../../server/shared/byte-queue.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Types
@@ -422,68 +423,9 @@ interface Frame<T> {
   build(data: Buffer, iso: UsbipIsoPacketDescriptor[]): T;
 }
 
-/**
- * Buffered bytes as a list of chunks (no concatenation as they arrive); a message's bytes are copied
- * at most once, and not at all when they lie inside one chunk.
- */
-class ChunkQueue {
-  private chunks: Buffer[] = [];
-  private head = 0; // index of the first live chunk
-  private offset = 0; // bytes of chunks[head] already consumed
-  length = 0;
-
-  push(chunk: Buffer): void {
-    if (chunk.length === 0) return;
-    this.chunks.push(chunk);
-    this.length += chunk.length;
-  }
-
-  /** The first n buffered bytes (n ≤ length) without removing them: a view if they lie in one chunk. */
-  peek(n: number): Buffer {
-    const first = this.chunks[this.head];
-    if (first.length - this.offset >= n) return first.subarray(this.offset, this.offset + n);
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    let offset = this.offset;
-    for (let i = this.head; filled < n; i++, offset = 0) {
-      const c = this.chunks[i];
-      filled += c.copy(out, filled, offset, Math.min(c.length, offset + n - filled));
-    }
-    return out;
-  }
-
-  skip(n: number): void {
-    this.length -= n;
-    while (n > 0) {
-      const left = this.chunks[this.head].length - this.offset;
-      if (n < left) {
-        this.offset += n;
-        return;
-      }
-      n -= left;
-      this.head++;
-      this.offset = 0;
-    }
-    // Drop consumed chunks now and then, so the array neither grows forever nor shifts on every read.
-    if (this.head === this.chunks.length) {
-      this.chunks = [];
-      this.head = 0;
-    } else if (this.head >= 64 && this.head * 2 >= this.chunks.length) {
-      this.chunks = this.chunks.slice(this.head);
-      this.head = 0;
-    }
-  }
-
-  take(n: number): Buffer {
-    const out = this.peek(n);
-    this.skip(n);
-    return out;
-  }
-}
-
 /** Common framing of both decoders: header first, checks, then wait for the whole message. */
 abstract class UsbipFramer<T> {
-  private readonly queue = new ChunkQueue();
+  private readonly queue = new ByteQueue();
   private pending: Frame<T> | undefined;
   private failure: UsbipProtocolError | undefined;
 

@@ -90,30 +90,15 @@ export const USBIP_URB_DIR_OUT = 0;
 export const USBIP_URB_DIR_MASK = USBIP_URB_DIR_IN;
 
 // ---------------------------------------------------------------------------------------------------
-// vhci port state and device speed (printed by /sys/devices/platform/vhci_hcd.0/status)
+// device state on the exporting side
 // ---------------------------------------------------------------------------------------------------
 
 /** kernel: include/uapi/linux/usbip.h — enum usbip_device_status (stub side). */
 export const SDEV_ST_AVAILABLE = 0x01;
 export const SDEV_ST_USED = 0x02;
 export const SDEV_ST_ERROR = 0x03;
-/** kernel: include/uapi/linux/usbip.h — vhci port: free (nothing attached). The only state `attach` accepts. */
-export const VDEV_ST_NULL = 0x04;
-/** kernel: include/uapi/linux/usbip.h — vhci port: attached, USB address not assigned yet. */
-export const VDEV_ST_NOTASSIGNED = 0x05;
-/** kernel: include/uapi/linux/usbip.h — vhci port: attached and enumerated. */
-export const VDEV_ST_USED = 0x06;
-/** kernel: include/uapi/linux/usbip.h — vhci port: unusable after a fatal error. */
-export const VDEV_ST_ERROR = 0x07;
-
-/** kernel: include/uapi/linux/usb/ch9.h — enum usb_device_speed (the `speed` vhci's attach takes). */
-export const USB_SPEED_UNKNOWN = 0;
-export const USB_SPEED_LOW = 1;
-export const USB_SPEED_FULL = 2;
-export const USB_SPEED_HIGH = 3;
-export const USB_SPEED_WIRELESS = 4;
-export const USB_SPEED_SUPER = 5;
-export const USB_SPEED_SUPER_PLUS = 6;
+// vhci's port states (VDEV_ST_*) and the device speeds its attach takes (USB_SPEED_*) are the helper's,
+// which owns vhci's sysfs files: helper/vhci.ts and helper/validate.ts.
 
 // ---------------------------------------------------------------------------------------------------
 // errno values carried in `status`

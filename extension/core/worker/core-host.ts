@@ -10,7 +10,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { ChildProcess, fork } from 'node:child_process';
-import type { Logger } from '../../../server/log.js';
+import type { Logger } from '../../../server/shared/log.js';
 import type { PeerAddress } from '../../../server/net/iroh.js';
 import type { DeviceInfo } from '../../../server/protocol/messages.js';
 import { Backoff } from '../backoff.js';
@@ -18,6 +18,7 @@ import type { BenchState } from '../bench-client.js';
 import type { SerialParams, SerialSession, SerialSessionEvents, SerialSetOptions, SerialState } from '../serial.js';
 import type { BridgeCloseReason } from '../usbip/bridge.js';
 import { AttachSettings, BenchSnapshot, Command, FromWorker, fromWireError, Identity, Results, Traffic } from './messages.js';
+import { assertNever } from '../assert-never.js';
 
 /** A worker that lived this long before dying starts the backoff from the beginning again. */
 const STABLE_MS = 60_000;
@@ -161,6 +162,7 @@ export class CoreHost extends EventEmitter<CoreHostEvents> {
         this.attachments.delete(key);
         return a?.end(m.reason, m.message);
       }
+      default: return assertNever(m);
     }
   }
 

@@ -6,12 +6,13 @@
  * A process rather than a worker thread: a native binding that panics or is torn down mid-call takes
  * only this process with it (seen with @number0/iroh when a worker thread was terminated).
  */
-import type { Logger } from '../../../server/log.js';
+import type { Logger } from '../../../server/shared/log.js';
 import { endpointIdOf, IrohEndpoint, parsePeerAddress } from '../../../server/net/iroh.js';
 import { BenchClient, ClaimedDevice } from '../bench-client.js';
 import type { SerialSession } from '../serial.js';
 import type { Attachment } from '../usbip/attach.js';
 import { BenchSnapshot, Command, FromWorker, Identity, Request, Results, toWireError, Traffic } from './messages.js';
+import { assertNever } from '../assert-never.js';
 
 /** How often attached devices' byte counts go to the main thread (the UI shows rates from them). */
 const TRAFFIC_MS = 2000;
@@ -65,6 +66,7 @@ export class CoreWorker {
       }
       case 'serial-write': this.serials.get(c.sid)?.write(c.data); return;
       case 'shutdown': return this.shutdown();
+      default: return assertNever(c);
     }
   }
 

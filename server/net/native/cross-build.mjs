@@ -1,6 +1,7 @@
 // Cross-builds our Iroh binding for the bench's ARM boards and checks each build under emulation:
 //   node server/net/native/cross-build.mjs [--target linux-arm64,linux-armv7]
-// Needs (Debian bookworm, see shared FACTS.md "Building and running for ARM here"):
+// Needs (Debian bookworm; its rustc-web / cargo-web 1.96 from bookworm-security, whose std for other targets is
+// the Multi-Arch libstd-rust-web-dev):
 //   dpkg --add-architecture arm64 && dpkg --add-architecture armhf && apt-get update
 //   apt-get install rustc-web cargo-web libstd-rust-web-dev:arm64 libstd-rust-web-dev:armhf \
 //     gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user-static
@@ -14,7 +15,7 @@ import { copyFileSync, existsSync, readFileSync, renameSync, writeFileSync } fro
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { binaryKind, kindMatches, NATIVE_TARGETS, npmPackage } from '../../packaging/natives.mjs';
+import { binaryKind, kindMatches, NATIVE_TARGETS, npmPackage } from '../../shared/natives.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const TARGETS = {
@@ -79,7 +80,8 @@ for (const target of targetArg.split(',')) {
   if (node.missing) { console.error(`  ✗ no Node for ${target}: ${node.missing}`); failed = true; continue; }
   const script = join(tmpdir(), 'remote-usb-cross-check.js');
   writeFileSync(script, CHECK);
-  // -E LD_LIBRARY_PATH: without it the target's ld.so reads the host's ld.so.cache and the first thread hangs (FACTS.md)
+  // -E LD_LIBRARY_PATH: without it the target's ld.so reads the host's ld.so.cache and the first thread hangs
+  // (qemu-user-static 7.2 on Debian bookworm)
   const q = spawnSync(t.qemu, ['-L', t.sysroot, '-E', `LD_LIBRARY_PATH=${t.sysroot}/lib`, join(node.dir, 'bin', 'node'), script, out],
     { encoding: 'utf8', timeout: 300_000 });
   if (q.status !== 0) { console.error(`  ✗ under ${t.qemu}: exit ${q.status ?? q.signal}: ${(q.stderr || q.stdout).trim()}`); failed = true; continue; }

@@ -11,7 +11,7 @@ import { basename } from 'node:path';
 import { BenchClient, ClaimedDevice, UrbResult } from '../../../extension/core/bench-client.js';
 import { UrbFlag } from '../../../server/protocol/constants.js';
 import { spawn } from 'node:child_process';
-import { loadOrCreateSecretKey } from '../../../server/identity.js';
+import { loadOrCreateSecretKey } from '../../../server/shared/identity.js';
 import { parsePeerAddress } from '../../../server/net/iroh.js';
 import { seededBytes } from '../../../server/usb/patterns.js';
 

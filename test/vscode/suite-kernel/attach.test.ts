@@ -16,7 +16,8 @@ import * as vscode from 'vscode';
 import type { RemoteUsbApi } from '../../../extension/extension.js';
 import type { SerialMonitor } from '../../../extension/serial-monitor.js';
 import { BenchNode, DeviceNode, Node } from '../../../extension/tree.js';
-import { isPortFree, parseVhciStatus, VhciPort } from '../../../extension/core/usbip/vhci-status.js';
+import { isPortFree, VhciPort } from '../../../extension/core/usbip/vhci-status.js';
+import { parseStatus } from '../../../helper/vhci.js';
 import { activateClean } from '../suite/activate.js';
 import { fromPalette, screenshot, ui } from '../suite/screenshot.js';
 
@@ -56,9 +57,9 @@ async function until(cond: () => boolean, timeoutMs: number, what: string, detai
   }
 }
 
-/** vhci_hcd's ports in use, read with the extension's own status parser. */
+/** vhci_hcd's ports in use, read with the status parser the extension uses (the helper's). */
 function vhciPortsInUse(): VhciPort[] {
-  return parseVhciStatus(readFileSync(VHCI_STATUS, 'utf8')).filter((p) => !isPortFree(p));
+  return parseStatus(readFileSync(VHCI_STATUS, 'utf8')).filter((p) => !isPortFree(p));
 }
 
 suite('Attach with one click: real VS Code, real kernel (qemu guest)', function () {
@@ -134,7 +135,7 @@ suite('Attach with one click: real VS Code, real kernel (qemu guest)', function 
     const ports = vhciPortsInUse();
     assert.equal(ports.length, 1, `one vhci port in use: ${JSON.stringify(ports)}`);
     assert.equal(ports[0].port, a.port);
-    assert.equal(ports[0].busid, a.localBusid);
+    assert.equal(ports[0].localBusid, a.localBusid);
     const dev = realpathSync(`/sys/class/tty/${tty.slice(5)}/device`);
     assert.match(dev, /vhci_hcd/, `${tty} hangs off vhci_hcd (${dev})`);
     assert.equal(realpathSync(`${dev}/driver`).split('/').pop(), 'cdc_acm');

@@ -5,8 +5,8 @@
  */
 import { chmodSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from './atomic-file.js';
-import { generateSecretKey } from './net/iroh.js';
+import { writeFileAtomic } from '../../helper/atomic-write.js';
+import { generateSecretKey } from '../net/iroh.js';
 
 export class IdentityError extends Error {
   override name = 'IdentityError';
@@ -35,7 +35,7 @@ export function loadOrCreateSecretKey(stateDir: string, create = true): { key: U
     if (code === 'ENOENT' && create) {
       ensureStateDir(stateDir);
       const key = generateSecretKey();
-      writeFileAtomic(file, Buffer.from(key).toString('hex') + '\n', 0o600);
+      writeFileAtomic(file, Buffer.from(key).toString('hex') + '\n', { mode: 0o600 });
       return { key, created: true };
     }
     if (code === 'ENOENT') throw new IdentityError(`${file}: no identity yet (start the daemon once to create it)`);

@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import type { SerialPort } from 'serialport';
-import type { SerialLine } from '../protocol/messages.js';
+import type { SerialLine } from '../../protocol/messages.js';
 import type { SerialBackend, SerialPortEvents, SerialPortHandle, SerialSignals } from './backend.js';
 
 /** ioctl errors of a tty without modem control lines (ptys, some adapters): not worth failing over. */

@@ -1,10 +1,17 @@
 /** Plain-text table of devices for `remote-usb-server list`, `remote-usb list` and the demo. */
-import { printable } from './log.js';
-import type { BackendDevice } from './usb/backend.js';
+import { printable } from './text.js';
+import type { DeviceInfo } from '../protocol/messages.js';
+
+/** What the table shows of a device: the bench's own listing and a client's (`DeviceInfo`) both fit. */
+export type TableDevice = Pick<DeviceInfo, 'id' | 'vendorId' | 'productId' | 'product' | 'serial' | 'speed'> & {
+  interfaces: readonly { driver?: string }[];
+  shared?: string | boolean;
+  claimedBy?: string;
+};
 
 const hex4 = (n: number): string => n.toString(16).padStart(4, '0');
 
-export function deviceTable(devices: (BackendDevice & { shared?: string | boolean; claimedBy?: string })[]): string {
+export function deviceTable(devices: readonly TableDevice[]): string {
   if (devices.length === 0) return '(no USB devices)';
   const rows = devices.map((d) => [
     d.id,

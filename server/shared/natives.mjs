@@ -1,4 +1,4 @@
-// Which files of node_modules a bundle needs at run time, and the per-platform natives, shared by
+// Build-time: which files of node_modules a bundle needs at run time, and the per-platform natives, shared by
 // `npm run package` (extension/packaging/package-vsix.mjs, one .vsix per platform) and
 // `npm run package:server` (server/packaging/package-server.mjs, one daemon bundle per architecture).
 //

@@ -4,7 +4,7 @@
  * simulated serial board (serial-sim.ts). The client core's local serial monitor uses the real one too.
  */
 import { EventEmitter } from 'node:events';
-import type { SerialLine } from '../protocol/messages.js';
+import type { SerialLine } from '../../protocol/messages.js';
 
 /** Modem control lines and break; undefined = leave as is. */
 export interface SerialSignals {

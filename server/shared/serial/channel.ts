@@ -11,8 +11,8 @@
  * are dropped: a board that just reset should not receive keystrokes typed at the one before.
  */
 import { EventEmitter } from 'node:events';
-import type { SerialLine, SerialState } from '../protocol/messages.js';
-import { MAX_SERIAL_DATA } from '../protocol/constants.js';
+import type { SerialLine, SerialState } from '../../protocol/messages.js';
+import { MAX_SERIAL_DATA } from '../../protocol/constants.js';
 import type { SerialBackend, SerialPortHandle, SerialSignals } from './backend.js';
 
 /** Where the tty is now; `final` ends the channel (e.g. the device is no longer shared). */
