@@ -6,6 +6,7 @@ import * as vscode from 'vscode';
 import { AttachManager } from './attachments.js';
 import { BenchManager } from './benches.js';
 import { statusTooltipMarkdown } from './format.js';
+import { heldOn } from './tree.js';
 
 export class StatusBar implements vscode.Disposable {
   readonly item = vscode.window.createStatusBarItem('remoteUsb.status', vscode.StatusBarAlignment.Left, 50);
@@ -41,7 +42,7 @@ export class StatusBar implements vscode.Disposable {
     const tip = new vscode.MarkdownString(undefined, true);
     tip.isTrusted = { enabledCommands: ['remoteUsb.addBench', 'remoteUsb.pairBench', 'remoteUsb.attachDevice', 'remoteUsb.detachAll', 'remoteUsb.openSerialMonitor', 'remoteUsb.showLogs', 'remoteUsb.refresh'] };
     tip.appendMarkdown(statusTooltipMarkdown(
-      all.map((b) => ({ name: b.name, state: b.state, rttMs: b.rttMs, deviceCount: b.devices.length, detail: b.detail })),
+      all.map((b) => ({ name: b.name, state: b.state, rttMs: b.rttMs, path: b.path, deviceCount: b.devices.length, detail: b.detail, held: heldOn(b) })),
       attached.map((a) => ({ product: a.bench.device(a.deviceId)?.product ?? a.deviceId, localTty: a.localTty, rate: a.rate })),
     ));
     this.item.tooltip = tip;

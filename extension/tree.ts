@@ -6,7 +6,7 @@
 import * as vscode from 'vscode';
 import type { DeviceInfo } from '../server/protocol/messages.js';
 import { AttachManager } from './attachments.js';
-import { escapeMarkdown, formatRate, formatRtt } from './format.js';
+import { benchTooltipMarkdown, escapeMarkdown, formatRate, formatRtt, HeldDevice } from './format.js';
 import { Bench, BenchManager } from './benches.js';
 import { vidPidOf } from './core/auto-attach-rules.js';
 
@@ -52,6 +52,11 @@ const STATE_ICONS: Record<DeviceState, vscode.ThemeIcon> = {
   'in-use': new vscode.ThemeIcon('lock', new vscode.ThemeColor('list.warningForeground')),
   'not-shared': new vscode.ThemeIcon('circle-slash', new vscode.ThemeColor('disabledForeground')),
 };
+
+/** Who holds which of the bench's devices (the tooltips show it). */
+export function heldOn(b: Bench): HeldDevice[] {
+  return b.devices.filter((d) => d.claimedBy !== undefined).map((d) => ({ label: deviceLabel(d), id: d.id, claimedBy: d.claimedBy!, mine: d.mine }));
+}
 
 export function deviceLabel(d: DeviceInfo): string {
   return d.product || d.manufacturer || `USB device ${vidPidOf(d)}`;
@@ -132,14 +137,10 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     item.contextValue = `bench.${state}`;
     const tip = new vscode.MarkdownString(undefined, true);
     tip.isTrusted = { enabledCommands: ['remoteUsb.refresh', 'remoteUsb.pairBench', 'remoteUsb.showLogs'] };
-    tip.appendMarkdown(`**$(vm) ${escapeMarkdown(b.name)}** — ${state}${rtt ? `, round trip ${rtt}` : ''}\n\n`);
-    if (b.detail && state !== 'online') tip.appendMarkdown(`${escapeMarkdown(b.detail)}\n\n`);
-    tip.appendMarkdown(`Endpoint \`${b.id.slice(0, 16)}…\` · ${b.devices.length} device(s)\n\n`);
-    // who holds what (the path, direct or relayed, is not known to the client core yet)
-    const held = b.devices.filter((d) => d.claimedBy !== undefined);
-    if (held.length > 0) tip.appendMarkdown(`Held: ${held.map((d) => `${escapeMarkdown(deviceLabel(d))} (${escapeMarkdown(d.id)}) by ${d.mine ? 'you' : escapeMarkdown(d.claimedBy!)}`).join(' · ')}\n\n`);
-    if (state === 'refused') tip.appendMarkdown(`[Pair with a code](command:remoteUsb.pairBench) · `);
-    tip.appendMarkdown(`[Reconnect](command:remoteUsb.refresh) · [Show logs](command:remoteUsb.showLogs)`);
+    tip.appendMarkdown(benchTooltipMarkdown({
+      name: b.name, id: b.id, state, rttMs: b.rttMs, path: b.path, detail: b.detail, deviceCount: b.devices.length,
+      held: heldOn(b),
+    }));
     item.tooltip = tip;
     return item;
   }
