@@ -6,7 +6,7 @@
 import * as vscode from 'vscode';
 import type { DeviceInfo } from '../server/protocol/messages.js';
 import { AttachManager } from './attachments.js';
-import { benchTooltipMarkdown, escapeMarkdown, formatRate, formatRtt, HeldDevice } from './format.js';
+import { benchTooltipMarkdown, escapeMarkdown, formatLink, formatRate, formatRtt, HeldDevice } from './format.js';
 import { Bench, BenchManager } from './benches.js';
 import { vidPidOf } from './core/auto-attach-rules.js';
 
@@ -127,7 +127,8 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     const item = new vscode.TreeItem(b.name, vscode.TreeItemCollapsibleState.Expanded);
     item.id = `bench:${b.id}`;
     const state = b.state;
-    const rtt = formatRtt(b.rttMs);
+    // a relayed connection is worth seeing at a glance (slower; often a firewall); direct is the normal case
+    const rtt = b.path === 'relay' ? formatLink('relay', b.rttMs) : formatRtt(b.rttMs);
     item.description = state === 'online' ? `online${rtt ? ` · ${rtt}` : ''}` : state === 'refused' ? 'refused' : state === 'invalid' ? 'bad address' : state === 'connecting' ? 'connecting…' : 'offline';
     item.iconPath = state === 'online'
       ? new vscode.ThemeIcon('vm-active', new vscode.ThemeColor('testing.iconPassed'))
