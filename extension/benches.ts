@@ -58,6 +58,11 @@ export class Bench {
   get rttMs(): number | undefined {
     return this.client?.state === 'online' ? this.client.rttMs : undefined;
   }
+
+  /** 'direct' or 'relay' while online, when Iroh has chosen a path. */
+  get path(): 'direct' | 'relay' | undefined {
+    return this.client?.state === 'online' ? this.client.path : undefined;
+  }
 }
 
 export interface DeviceChange {

@@ -19,6 +19,7 @@ import { TASK_TYPE, TaskRunner } from './tasks.js';
 import { BenchTreeProvider } from './tree.js';
 import { Command, ContextKey, VIEW_ID } from './contributions.js';
 import { assertNever } from './core/assert-never.js';
+import { WalkthroughProgress } from './walkthrough.js';
 
 /** What activate() returns: the parts, for the extension's own tests in VS Code. */
 export interface RemoteUsbApi {
@@ -32,6 +33,8 @@ export interface RemoteUsbApi {
   tree: BenchTreeProvider;
   treeView: vscode.TreeView<unknown>;
   statusBar: StatusBar;
+  /** The Getting Started walkthrough's events reached so far. */
+  walkthrough: WalkthroughProgress;
   /** ms from activate() being called until it returned. */
   activationMs: number;
   /** Resolves once the benches in the settings have clients (and the core is loaded if there are any). */
@@ -49,7 +52,8 @@ export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
   const benches = new BenchManager(context.secrets, log, context.extensionPath);
   const attachments = new AttachManager(log);
   const monitors = new SerialMonitors(attachments, log);
-  const shares = new SerialShares(log);
+  const walkthrough = new WalkthroughProgress();
+  const shares = new SerialShares(log, () => walkthrough.reached('shared'));
   const tasks = new TaskRunner(benches, attachments);
   const errors = new ErrorReporter(log, (action) => runErrorAction(action, benches));
   const autoAttach = new AutoAttach(benches, attachments, errors, log);
@@ -61,8 +65,14 @@ export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
     channel, benches, attachments, monitors, shares, autoAttach, tree, treeView, statusBar,
     vscode.tasks.registerTaskProvider(TASK_TYPE, tasks.provider()),
     vscode.window.onDidCloseTerminal((t) => { for (const m of monitors.open) if (m.terminal === t) m.close(); }),
-    // the walkthrough's "attach" step completes on the first board attached here
-    attachments.onDidChange(() => { if (attachments.list().length > 0) void vscode.commands.executeCommand('setContext', ContextKey.attachedHere, true); }),
+    // the Getting Started walkthrough's steps complete on these events (walkthrough.ts)
+    benches.onDidChange(() => {
+      if (benches.list().length > 0) walkthrough.reached('benchAdded');
+      if (benches.list().some((b) => b.state === 'online')) walkthrough.reached('benchOnline');
+    }),
+    attachments.onDidChange(() => { if (attachments.list().length > 0) walkthrough.reached('attached'); }),
+    vscode.window.onDidOpenTerminal((t) => { if ([...monitors.open].some((m) => m.terminal === t)) walkthrough.reached('monitorOpened'); }),
+    vscode.tasks.onDidStartTask((e) => { if (e.execution.task.definition.type === TASK_TYPE) walkthrough.reached('flashTask'); }),
     ...registerCommands({ extensionPath: context.extensionPath, benches, attachments, monitors, shares, tasks, errors, log: channel }),
   );
   void vscode.commands.executeCommand('setContext', ContextKey.hasBenches, false);
@@ -77,7 +87,7 @@ export function activate(context: vscode.ExtensionContext): RemoteUsbApi {
   };
   const activationMs = performance.now() - t0;
   log.info(`Remote USB ${context.extension.packageJSON.version} activated in ${activationMs.toFixed(1)} ms`);
-  return { benches, attachments, monitors, shares, autoAttach, errors, tasks, tree, treeView: treeView as vscode.TreeView<unknown>, statusBar, activationMs, ready };
+  return { benches, attachments, monitors, shares, autoAttach, errors, tasks, tree, treeView: treeView as vscode.TreeView<unknown>, statusBar, walkthrough, activationMs, ready };
 }
 
 export function deactivate(): Promise<void> | undefined {

@@ -22,7 +22,8 @@ export interface SharedPort {
 export class SerialShares implements vscode.Disposable {
   readonly open = new Map<string, SharedPort>();
 
-  constructor(private readonly log: Logger) {}
+  /** `onShared`: a port was shared (the walkthrough's step). */
+  constructor(private readonly log: Logger, private readonly onShared: () => void = () => {}) {}
 
   private key(bench: Bench, port: string): string {
     return `${bench.id}/${port}`;
@@ -78,6 +79,7 @@ export class SerialShares implements vscode.Disposable {
 
   private changed(): void {
     void vscode.commands.executeCommand('setContext', ContextKey.serialShared, this.open.size > 0);
+    if (this.open.size > 0) this.onShared();
   }
 
   dispose(): Promise<void> {

@@ -7,6 +7,7 @@ import { AttachManager } from './attachments.js';
 import { BenchManager } from './benches.js';
 import { statusTooltipMarkdown } from './format.js';
 import { Command, STATUS_BAR_ID } from './contributions.js';
+import { heldOn } from './tree.js';
 
 export class StatusBar implements vscode.Disposable {
   readonly item = vscode.window.createStatusBarItem(STATUS_BAR_ID, vscode.StatusBarAlignment.Left, 50);
@@ -42,7 +43,7 @@ export class StatusBar implements vscode.Disposable {
     const tip = new vscode.MarkdownString(undefined, true);
     tip.isTrusted = { enabledCommands: [Command.addBench, Command.pairBench, Command.attachDevice, Command.detachAll, Command.openSerialMonitor, Command.showLogs, Command.refresh] };
     tip.appendMarkdown(statusTooltipMarkdown(
-      all.map((b) => ({ name: b.name, state: b.state, rttMs: b.rttMs, deviceCount: b.devices.length, detail: b.detail })),
+      all.map((b) => ({ name: b.name, state: b.state, rttMs: b.rttMs, path: b.path, deviceCount: b.devices.length, detail: b.detail, held: heldOn(b) })),
       attached.map((a) => ({ product: a.bench.device(a.deviceId)?.product ?? a.deviceId, localTty: a.localTty, rate: a.rate })),
     ));
     this.item.tooltip = tip;

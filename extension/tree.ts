@@ -6,7 +6,7 @@
 import * as vscode from 'vscode';
 import type { DeviceInfo } from '../server/protocol/messages.js';
 import { AttachManager } from './attachments.js';
-import { escapeMarkdown, formatRate, formatRtt } from './format.js';
+import { benchTooltipMarkdown, escapeMarkdown, formatLink, formatRate, formatRtt, HeldDevice } from './format.js';
 import { Bench, BenchManager } from './benches.js';
 import { vidPidOf } from './core/auto-attach-rules.js';
 import { Command, contextValue, DeviceState } from './contributions.js';
@@ -53,6 +53,11 @@ const STATE_ICONS: Record<DeviceState, vscode.ThemeIcon> = {
   'in-use': new vscode.ThemeIcon('lock', new vscode.ThemeColor('list.warningForeground')),
   'not-shared': new vscode.ThemeIcon('circle-slash', new vscode.ThemeColor('disabledForeground')),
 };
+
+/** Who holds which of the bench's devices (the tooltips show it). */
+export function heldOn(b: Bench): HeldDevice[] {
+  return b.devices.filter((d) => d.claimedBy !== undefined).map((d) => ({ label: deviceLabel(d), id: d.id, claimedBy: d.claimedBy!, mine: d.mine }));
+}
 
 export function deviceLabel(d: DeviceInfo): string {
   return d.product || d.manufacturer || `USB device ${vidPidOf(d)}`;
@@ -123,7 +128,8 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     const item = new vscode.TreeItem(b.name, vscode.TreeItemCollapsibleState.Expanded);
     item.id = `bench:${b.id}`;
     const state = b.state;
-    const rtt = formatRtt(b.rttMs);
+    // a relayed connection is worth seeing at a glance (slower; often a firewall); direct is the normal case
+    const rtt = b.path === 'relay' ? formatLink('relay', b.rttMs) : formatRtt(b.rttMs);
     item.description = state === 'online' ? `online${rtt ? ` · ${rtt}` : ''}` : state === 'refused' ? 'refused' : state === 'invalid' ? 'bad address' : state === 'connecting' ? 'connecting…' : 'offline';
     item.iconPath = state === 'online'
       ? new vscode.ThemeIcon('vm-active', new vscode.ThemeColor('testing.iconPassed'))
@@ -133,14 +139,10 @@ export class BenchTreeProvider implements vscode.TreeDataProvider<Node>, vscode.
     item.contextValue = contextValue({ kind: 'bench', state });
     const tip = new vscode.MarkdownString(undefined, true);
     tip.isTrusted = { enabledCommands: [Command.refresh, Command.pairBench, Command.showLogs] };
-    tip.appendMarkdown(`**$(vm) ${escapeMarkdown(b.name)}** — ${state}${rtt ? `, round trip ${rtt}` : ''}\n\n`);
-    if (b.detail && state !== 'online') tip.appendMarkdown(`${escapeMarkdown(b.detail)}\n\n`);
-    tip.appendMarkdown(`Endpoint \`${b.id.slice(0, 16)}…\` · ${b.devices.length} device(s)\n\n`);
-    // who holds what (the path, direct or relayed, is not known to the client core yet)
-    const held = b.devices.filter((d) => d.claimedBy !== undefined);
-    if (held.length > 0) tip.appendMarkdown(`Held: ${held.map((d) => `${escapeMarkdown(deviceLabel(d))} (${escapeMarkdown(d.id)}) by ${d.mine ? 'you' : escapeMarkdown(d.claimedBy!)}`).join(' · ')}\n\n`);
-    if (state === 'refused') tip.appendMarkdown(`[Pair with a code](command:${Command.pairBench}) · `);
-    tip.appendMarkdown(`[Reconnect](command:${Command.refresh}) · [Show logs](command:${Command.showLogs})`);
+    tip.appendMarkdown(benchTooltipMarkdown({
+      name: b.name, id: b.id, state, rttMs: b.rttMs, path: b.path, detail: b.detail, deviceCount: b.devices.length,
+      held: heldOn(b),
+    }));
     item.tooltip = tip;
     return item;
   }

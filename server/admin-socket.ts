@@ -18,7 +18,7 @@ const INTERVAL_MS = 1000;
 export interface TopClient {
   name: string;
   id: string;
-  /** 'direct' / 'relay' when the Iroh layer tells; it does not yet. */
+  /** The connection's selected path: UDP straight to the client ('direct') or through a relay; 'unknown' before one is chosen. */
   path: 'direct' | 'relay' | 'unknown';
   rttMs: number | null;
   claims: string[];

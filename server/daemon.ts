@@ -180,7 +180,7 @@ export class Daemon implements SessionHost {
       time: new Date().toISOString(),
       uptimeS: Math.round((performance.now() - this.startedAt) / 1000),
       clients: views.map((v) => ({
-        name: v.name, id: v.id, path: 'unknown', rttMs: v.rttMs === undefined ? null : Math.round(v.rttMs * 10) / 10,
+        name: v.name, id: v.id, path: v.path ?? 'unknown', rttMs: v.rttMs === undefined ? null : Math.round(v.rttMs * 100) / 100,
         claims: v.claims.map((c) => c.dev), serial: v.serial, backlogBytes: v.backlog,
       })),
       devices: [...this.devices.values()].map((d) => {

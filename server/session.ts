@@ -68,6 +68,8 @@ export interface SessionView {
   name: string;
   id: string;
   rttMs?: number;
+  /** 'direct' (UDP to the client) or 'relay', as Iroh's selected path says; undefined before one is chosen. */
+  path?: 'direct' | 'relay';
   claims: { dev: string; urbs: number; bytes: number; inFlight: number }[];
   serial: { sid: number; path: string; state: string }[];
   backlog: number;
@@ -155,6 +157,7 @@ export class Session {
       name: this.detached ? `${this.clientName} (reconnecting)` : this.clientName,
       id: this.clientId,
       rttMs: this.detached ? undefined : this.conn.rttMs(),
+      path: this.detached ? undefined : this.conn.pathKind(),
       claims: [...this.claims].map(([dev, c]) => ({ dev, urbs: c.urbs, bytes: c.bytes, inFlight: c.inflight.size })),
       serial: [...this.serials].map(([sid, u]) => ({ sid, path: u.channel.path, state: u.channel.state })),
       backlog: this.pendingState().backlog,

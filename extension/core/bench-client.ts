@@ -141,6 +141,10 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
   clientId = '';
   /** Last measured application-level round trip, ms. */
   rttMs?: number;
+  /** How the connection reaches the bench now: 'direct' (UDP) or 'relay'; undefined while offline or before Iroh chose a path. */
+  get path(): 'direct' | 'relay' | undefined {
+    return this.state === 'online' ? this.conn?.pathKind() : undefined;
+  }
   /** Compresses the URB payloads we send (when the bench speaks 'brotli'); its stats show what it saved. */
   readonly compressor = new PayloadCompressor();
 

@@ -77,10 +77,11 @@ after(async () => {
 /** CPU time of this process's main thread, in ms. */
 const mainThreadCpuMs = (): number => 1000 * cpuSeconds(process.pid, process.pid);
 
-test('the worker connects the bench and the main thread sees its snapshot: name, devices, round trip', async () => {
+test('the worker connects the bench and the main thread sees its snapshot: name, devices, round trip, path', async () => {
   assert.equal(remote.benchName, 'proc-bench');
   assert.deepEqual(remote.devices.map((d) => d.id).sort(), ['sim-1', 'sim-2']);
   await until(() => remote.rttMs !== undefined, 10_000);
+  assert.equal(remote.path, 'direct', 'the path comes across with the round trip (loopback: direct)');
   assert.ok(host.pid !== undefined);
   await assert.rejects(host.parseAddress('not a ticket'), /neither a bench ticket nor an endpoint id/);
 });

@@ -66,8 +66,12 @@ describe('remote-usb-server top', () => {
     assert.ok(alice, `alice among ${JSON.stringify(snap.clients)}`);
     assert.deepEqual(alice.claims, ['sim-2']);
     assert.deepEqual(alice.serial.map((x) => [x.path, x.state]), [['sim:sim-1', 'open']]);
-    assert.equal(alice.path, 'unknown');
-    assert.ok(alice.rttMs === null || alice.rttMs >= 0);
+    // the connection as the bench's Iroh sees it: loopback, so UDP straight to the client, and QUIC's round trip
+    assert.equal(alice.path, 'direct');
+    assert.ok(typeof alice.rttMs === 'number' && alice.rttMs >= 0 && alice.rttMs < 1000, `a round trip (${alice.rttMs})`);
+    // and as the client sees it
+    await c.ping();
+    assert.equal(c.path, 'direct');
     const d = snap.devices.find((x) => x.id === 'sim-2')!;
     assert.equal(d.claimedBy, 'alice');
     assert.ok(d.urbs >= 20, `URBs counted (${d.urbs})`);
@@ -75,9 +79,9 @@ describe('remote-usb-server top', () => {
     assert.ok(d.urbsPerS !== null && d.urbsPerS > 0, `a rate over the last second (${d.urbsPerS})`);
     assert.equal(snap.devices.find((x) => x.id === 'sim-1')!.claimedBy, null);
     assert.equal(snap.pairing.pending, 1);
-    console.log(`top --json: sim-2 at ${d.urbsPerS} URB/s, ${d.mbPerS} MB/s (control GET_DESCRIPTOR one at a time)`);
+    console.log(`top --json: alice ${alice.path}, rtt ${alice.rttMs} ms; sim-2 at ${d.urbsPerS} URB/s, ${d.mbPerS} MB/s (control GET_DESCRIPTOR one at a time)`);
     const text = renderTop(snap);
-    assert.match(text, /alice .* sim-2, serial sim:sim-1 \(open\)/);
+    assert.match(text, /alice .* direct +[\d.]+ ms +sim-2, serial sim:sim-1 \(open\)/);
     assert.match(text, /PAIRING CODES PENDING: 1/);
     await s.close();
     await dev.release();

@@ -180,7 +180,7 @@ export class CoreHost extends EventEmitter<CoreHostEvents> {
     if (this.stopped) return;
     if (performance.now() - this.startedAt > STABLE_MS) this.backoff.reset();
     const delay = this.backoff.next();
-    for (const b of this.benches.values()) b.apply({ ...b.snapshot, state: 'connecting', detail: `${reason}; restarting it`, rttMs: undefined });
+    for (const b of this.benches.values()) b.apply({ ...b.snapshot, state: 'connecting', detail: `${reason}; restarting it`, rttMs: undefined, path: undefined });
     this.log.error(`${reason}; restarting it in ${(delay / 1000).toFixed(1)} s`);
     this.emit('crashed', reason, delay);
     this.restartTimer = setTimeout(() => {
@@ -233,6 +233,7 @@ export class RemoteBench extends EventEmitter<RemoteBenchEvents> {
   get devices(): DeviceInfo[] { return this.snapshot.devices; }
   get ttys(): string[] { return this.snapshot.ttys; }
   get rttMs(): number | undefined { return this.snapshot.rttMs; }
+  get path(): 'direct' | 'relay' | undefined { return this.snapshot.path; }
 
   device(id: string): DeviceInfo | undefined {
     return this.snapshot.devices.find((d) => d.id === id);
@@ -249,7 +250,7 @@ export class RemoteBench extends EventEmitter<RemoteBenchEvents> {
     } else if (old.devices !== s.devices) {
       this.emit('devices', s.devices);
     }
-    if (s.rttMs !== undefined && s.rttMs !== old.rttMs) this.emit('rtt', s.rttMs);
+    if (s.rttMs !== undefined && (s.rttMs !== old.rttMs || s.path !== old.path)) this.emit('rtt', s.rttMs);
   }
 
   /** Connects and resolves once the bench let us in (pairing with the code, if one was given). */

@@ -187,7 +187,7 @@ export class CoreWorker {
 }
 
 function snapshotOf(c: BenchClient): BenchSnapshot {
-  return { state: c.state, detail: c.detail, benchName: c.benchName, devices: c.devices, ttys: c.ttys, rttMs: c.rttMs };
+  return { state: c.state, detail: c.detail, benchName: c.benchName, devices: c.devices, ttys: c.ttys, rttMs: c.rttMs, path: c.path };
 }
 
 if (process.send && process.env.REMOTE_USB_CORE_WORKER === '1') {

@@ -26,6 +26,8 @@ export interface BenchSnapshot {
   devices: DeviceInfo[];
   ttys: string[];
   rttMs?: number;
+  /** 'direct' or 'relay' (Iroh's selected path), refreshed with every round-trip measurement. */
+  path?: 'direct' | 'relay';
 }
 
 export interface Traffic {

@@ -54,7 +54,8 @@ firmware_echo & FW=$!
 PORT=47320
 bench_config "$W/server.toml" "$PORT" "$W/state"
 start_bench vscode "$W/server.toml" "$W/daemon.log" 30
-PAIR=$("$NODE" "$KTEST_REPO/dist/server.js" pair -c "$W/server.toml") || { ktest_fail vscode.pair "remote-usb-server pair failed: $PAIR"; exit 1; }
+# 30 min: the host may take long to get its browser and the workbench up on a busy machine (a 10-minute code expired once)
+PAIR=$("$NODE" "$KTEST_REPO/dist/server.js" pair --minutes 30 -c "$W/server.toml") || { ktest_fail vscode.pair "remote-usb-server pair failed: $PAIR"; exit 1; }
 CODE=$(sed -n 's/^Pairing code: \([A-Z0-9-]*\).*/\1/p' <<< "$PAIR")
 TICKET=$(sed -n 's/^Bench ticket: \(.*\)$/\1/p' <<< "$PAIR")
 [ -n "$CODE" ] && [ -n "$TICKET" ] || { ktest_fail vscode.pair "cannot read the code and ticket from: $PAIR"; exit 1; }

@@ -11,14 +11,14 @@
  */
 import * as assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, realpathSync } from 'node:fs';
 import * as vscode from 'vscode';
 import type { RemoteUsbApi } from '../../../extension/extension.js';
 import type { SerialMonitor } from '../../../extension/serial-monitor.js';
 import { BenchNode, DeviceNode, Node } from '../../../extension/tree.js';
 import { isPortFree, VhciPort } from '../../../extension/core/usbip/vhci-status.js';
 import { parseStatus } from '../../../helper/vhci.js';
-import { activateClean } from '../suite/activate.js';
+import { activateClean, config, G } from '../suite/activate.js';
 import { fromPalette, screenshot, ui } from '../suite/screenshot.js';
 
 interface KernelBench { ticket: string; code: string; vidPid: string; busid: string; benchTty: string; firmwareLog: string }
@@ -91,6 +91,7 @@ suite('Attach with one click: real VS Code, real kernel (qemu guest)', function 
   suiteTeardown(async () => {
     monitor?.terminal?.dispose();
     if (api) {
+      await config().update('autoAttach', [], G);
       await api.attachments.detachAll().catch(() => {});
       await vscode.commands.executeCommand('remoteUsb.removeBench', { bench: BENCH }, { confirm: false }).then(undefined, () => {});
     }
@@ -230,5 +231,69 @@ suite('Attach with one click: real VS Code, real kernel (qemu guest)', function 
     assert.equal(api.attachments.isAttaching(b.id, bench!.busid), false, 'attaching again after the user detached it');
     assert.deepEqual(api.autoAttach.history, []);
     await screenshot('detached-kernel');
+  });
+
+  test('the byte-path worker killed while an auto-attach rule\'s board is attached: the extension says so, restarts the worker, the board is attached again', async function () {
+    this.timeout(240_000);
+    // a rule that covers the gadget: it is attached at once (the bench shows it available)
+    await config().update('autoAttach', [{ vidPid: bench!.vidPid, bench: BENCH }], G);
+    await until(() => attachment()?.localTty !== undefined, 90_000, 'the rule to attach the gadget', () => `${describe()}; ${lastError()}`);
+    const first = attachment()!;
+    assert.equal(first.reason, 'rule');
+    assert.equal(vhciPortsInUse().length, 1);
+    const core = api.benches.core;
+    const pid = core.pid!;
+    assert.ok(pid !== undefined && pid !== process.pid, 'the worker runs in a process of its own');
+    const b = benchNode()!.bench;
+    const restarted = new Promise<void>((r) => core.once('restarted', () => r()));
+    const t = Date.now();
+    process.kill(pid, 'SIGKILL');
+    // it says so: the bench row, the log, and a notification in the workbench
+    await until(() => b.state !== 'online', 10_000, 'the bench to show the worker is gone');
+    assert.match(b.detail ?? '', /the byte-path worker stopped \(killed by SIGKILL\); restarting it/);
+    // (with the smoke-test driver on, VS Code shows no toasts: the notification goes to the notification centre)
+    await vscode.commands.executeCommand('notifications.showList');
+    await ui([{ waitFor: '.notifications-center .notification-list-item-message', text: 'byte-path worker stopped (killed by SIGKILL); restarting it' }]);
+    await screenshot('worker-killed-kernel');
+    await vscode.commands.executeCommand('notifications.hideList');
+    // the kernel let go of the dead worker's socket: the port is freed, the attachment ended
+    await until(() => attachment() !== first, 10_000, 'the old attachment to end');
+    await restarted;
+    assert.notEqual(core.pid, pid, 'a new worker');
+    assert.ok(core.pid !== undefined && existsSync(`/proc/${core.pid}`), 'the new worker runs');
+    await until(() => benchNode()?.bench.state === 'online', 60_000, 'the bench online again', () => `${benchNode()?.bench.state} ${benchNode()?.bench.detail}`);
+    const tOnline = Date.now();
+    // the bench drops the dead connection's claim (≤20 s), then the rule attaches the board again
+    await until(() => attachment() !== undefined && attachment() !== first && attachment()!.localTty !== undefined, 120_000,
+      'the board attached again with a local tty', () => `${describe()}; ${lastError()}; ${JSON.stringify(api.autoAttach.history)}`);
+    const again = attachment()!;
+    console.log(`      worker killed: new worker online in ${((tOnline - t) / 1000).toFixed(1)} s, board attached again in ${((Date.now() - t) / 1000).toFixed(1)} s (vhci port ${again.port}, ${again.localTty})`);
+    assert.ok(api.autoAttach.history.some((h) => h.device === bench!.busid && h.outcome === 'attached'), JSON.stringify(api.autoAttach.history));
+    assert.ok(!api.autoAttach.history.some((h) => h.outcome === 'failed'), `no failed auto-attach: ${JSON.stringify(api.autoAttach.history)}`);
+    const ports = vhciPortsInUse();
+    assert.equal(ports.length, 1, `one vhci port in use: ${JSON.stringify(ports)}`);
+    assert.equal(ports[0].port, again.port);
+    const tty = again.localTty!.startsWith('/dev/') ? again.localTty! : `/dev/${again.localTty}`;
+    const dev = realpathSync(`/sys/class/tty/${tty.slice(5)}/device`);
+    assert.match(dev, /vhci_hcd/, `${tty} hangs off vhci_hcd (${dev})`);
+    assert.equal(realpathSync(`${dev}/driver`).split('/').pop(), 'cdc_acm');
+    await until(() => /^attached here /.test(describe()), 10_000, 'the tree to say attached here', describe);
+    // and it carries data: a line through the new worker comes back from the firmware. (The guest's stand-in
+    // for udev gives a new tty to dialout a moment after the kernel makes it.)
+    await until(() => { try { accessSync(tty, constants.R_OK | constants.W_OK); return true; } catch { return false; } }, 10_000, `${tty} readable and writable by this user`);
+    execFileSync('stty', ['-F', tty, 'raw', '-echo', 'clocal', '115200']);
+    const child = spawn(process.execPath, ['-e', PINGER, tty, '1000'], { env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    const guard = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    clearTimeout(guard);
+    assert.equal(code, 0);
+    const { sent, echoed } = JSON.parse(out) as { sent: number; echoed: number[] };
+    assert.ok(sent > 0 && echoed.length === sent, `every line came back through the new worker: ${echoed.length}/${sent}`);
+    await config().update('autoAttach', [], G);
+    await vscode.commands.executeCommand('remoteUsb.detachDevice', { bench: BENCH, device: bench!.busid });
+    await until(() => attachment() === undefined, 30_000, 'the attachment to go');
+    await until(() => vhciPortsInUse().length === 0, 30_000, 'every vhci port free', () => JSON.stringify(vhciPortsInUse()));
   });
 });
