@@ -103,8 +103,8 @@ export class Session {
   /** Lane-1 answers of a resumed session waiting for the client to open its new data stream. */
   private dataQueue: BenchMessage[] = [];
   private urbs = new ClaimSet();
-  /** Set while the connection is gone and the session waits for a resume. */
-  detachedAt?: number;
+  /** True while the connection is gone and the session waits for a resume. */
+  detached = false;
   /** Claims still opening their device, by device. */
   private readonly claiming = new Map<string, Promise<{ ok: true } | { ok: false; code: ErrorCode; message: string }>>();
   private readonly serials = new Map<number, SerialUse>();
@@ -134,10 +134,6 @@ export class Session {
 
   claimedDevices(): string[] {
     return [...this.claims.keys()];
-  }
-
-  get detached(): boolean {
-    return this.detachedAt !== undefined;
   }
 
   /** The token a new connection uses to resume this session. */
@@ -361,7 +357,7 @@ export class Session {
       void this.end(why);
       return;
     }
-    this.detachedAt = performance.now();
+    this.detached = true;
     clearInterval(this.silenceTimer);
     this.urbs.detach();
     this.host.log.info(`client ${this.label} dropped (${why}): keeping ${[...this.claims.keys()].join(', ')} and ${this.urbs.urbsInFlight} URB(s) for ${Math.round(this.resumeGraceMs / 1000)} s for it to resume`);

@@ -282,7 +282,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     if (resumed) {
       // what the bench never got goes again, in order; the ack opens the new data stream on the bench,
       // which sends the answers we missed there
-      for (const { lane, m } of this.lanes.resend(w.resumed!.received, (dev, id) => this.claimed.get(dev)?.isPending(id) ?? false)) {
+      for (const { lane, m } of this.lanes.resend(w.resumed!.received, this.urbPending)) {
         (lane === 1 ? data : control).send(m);
       }
       this.lanes.token = w.resume;
@@ -376,6 +376,9 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     }
   }
 
+  /** Whether URB `id` on `dev` still waits for its answer (what UrbLanes keeps and sends again). */
+  private readonly urbPending = (dev: string, id: number): boolean => this.claimed.get(dev)?.isPending(id) ?? false;
+
   /** One more URB answer on `lane`; the bench hears of it shortly (one ack covers many). */
   private answered(lane: Lane): void {
     this.lanes.received[lane]++;
@@ -383,7 +386,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     this.ackTimer = setTimeout(() => {
       this.ackTimer = undefined;
       if (this._state === 'online') this.control?.send({ t: 'ack', lanes: [...this.lanes.received] });
-      this.lanes.prune((dev, id) => this.claimed.get(dev)?.isPending(id) ?? false);
+      this.lanes.prune(this.urbPending);
     }, ACK_DELAY_MS);
     this.ackTimer.unref();
   }

@@ -31,8 +31,3 @@ export function loadUsb(): typeof UsbPackage {
   loaded = require('usb') as typeof UsbPackage;
   return loaded;
 }
-
-/** True when libusb hears hot-plug from the kernel itself (our build), false with the prebuilt (udevd). */
-export function usesNetlinkHotplug(): boolean {
-  return process.env.NODE_USB_PATH !== undefined && process.env.NODE_USB_PATH === ourUsbBuildDir();
-}

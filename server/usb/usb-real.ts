@@ -131,7 +131,7 @@ function isImported(busId: string): boolean {
   }
 }
 
-/** libusb's message ("LIBUSB_ERROR_ACCESS") and the errno of a thrown LibUSBException. */
+/** The libusb error code (LIBUSB_ERROR_*) or transfer status a LibUSBException carries. */
 function errnoOf(e: unknown): number | undefined {
   const n = (e as LibUSBException | undefined)?.errno;
   return typeof n === 'number' ? n : undefined;
@@ -242,7 +242,6 @@ type UsbModule = ReturnType<typeof loadUsb>['usb'];
 
 /** One URB on its way through libusb. */
 interface Running {
-  transfers: Transfer[];
   done: Promise<TransferResult>;
   cancel(): void;
 }
@@ -322,26 +321,32 @@ class RealOpenedDevice implements OpenedDevice {
     const ep = r.type === 'control' ? 0 : r.ep;
     const cancel = (): void => { for (const t of transfers) { try { t.cancel(); } catch { /* completed meanwhile */ } } };
     const onAbort = (): void => cancel();
-    const parts = zlp ? [buffer, Buffer.alloc(0)] : [buffer];
-    try {
-      for (const part of parts) {
-        results.push(new Promise((resolve) => {
-          // timeout 0: the bundled libusb of the prebuilt checks timeouts only once a minute, so our own
-          // timer cancels instead (see below) — the same on every build
-          const t = new this.usb.Transfer(this.d, ep, type, 0, (error, buf, actual) => resolve({ error: error ?? undefined, actual, buf }));
-          transfers.push(t);
-          t.submit(part);
-        }));
+    // A failed submit throws here (not inside a promise), so it is answered with its status below.
+    let submitError: unknown;
+    for (const part of zlp ? [buffer, Buffer.alloc(0)] : [buffer]) {
+      let settle!: (v: { error?: LibUSBException; actual: number; buf: Buffer }) => void;
+      const result = new Promise<{ error?: LibUSBException; actual: number; buf: Buffer }>((resolve) => { settle = resolve; });
+      // timeout 0: the bundled libusb of the prebuilt checks timeouts only once a minute, so our own
+      // timer cancels instead (see below) — the same on every build
+      const t = new this.usb.Transfer(this.d, ep, type, 0, (error, buf, actual) => settle({ error: error ?? undefined, actual, buf }));
+      try {
+        t.submit(part);
+      } catch (e) {
+        submitError = e;
+        break;
       }
-    } catch (e) {
-      // nothing of this URB ran if the first submit failed; a failed ZLP submit cancels the data part
+      transfers.push(t);
+      results.push(result);
+    }
+    const submitStatus = submitError === undefined ? undefined : statusOfLibusbError(errnoOf(submitError));
+    if (submitError !== undefined) {
+      // nothing of this URB ran; or its data did but the zero-length packet could not follow: end the data
+      if (transfers.length === 0) return Promise.resolve({ status: submitStatus!, actual: 0, error: (submitError as Error).message });
       cancel();
-      if (transfers.length <= 1) return Promise.resolve({ status: statusOfLibusbError(errnoOf(e)), actual: 0, error: (e as Error).message });
     }
     if (r.timeout > 0) timer = setTimeout(() => { timedOut = true; cancel(); }, r.timeout);
     r.signal.addEventListener('abort', onAbort, { once: true });
     const running: Running = {
-      transfers,
       cancel,
       done: Promise.all(results).then(([first, second]) => {
         clearTimeout(timer);
@@ -350,9 +355,10 @@ class RealOpenedDevice implements OpenedDevice {
         let status = statusOfTransfer(first.error?.errno);
         if (status === UrbStatus.cancelled && timedOut) status = UrbStatus.timedOut;
         if (status === UrbStatus.ok && second?.error) status = statusOfTransfer(second.error.errno);
+        if (submitStatus !== undefined && (status === UrbStatus.ok || status === UrbStatus.cancelled)) status = submitStatus;
         const actual = first.actual;
         const data = isIn ? (r.type === 'control' ? first.buf.subarray(8, 8 + actual) : first.buf.subarray(0, actual)) : undefined;
-        const error = first.error?.message ?? second?.error?.message;
+        const error = first.error?.message ?? second?.error?.message ?? (submitError as Error | undefined)?.message;
         return { status, actual, data, error: status === UrbStatus.ok ? undefined : error };
       }),
     };

@@ -7,10 +7,10 @@
 // timerfd (the prebuilt checks timeouts only once a minute).
 // Run by esbuild.mjs; quick when nothing changed. Plain cc/c++, no node-gyp (whose headers come from
 // nodejs.org): N-API's headers come from the node-api-headers package.
-//   CC / CXX                   compilers (default cc / c++); CROSS=<triplet>- prefixes both (cross-builds)
+//   CC / CXX                   compilers (default gcc / g++); CROSS=<triplet>- prefixes both (cross-builds)
 //   REMOTE_USB_USB_BUILD=0     skip: the package's prebuilt binary is used (udev hot-plug)
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,9 +33,8 @@ function run(cmd, args) {
   if (r.status !== 0) throw new Error(`${cmd} ${args.at(-1)} failed (exit ${r.status ?? r.signal})`);
 }
 
-/** Compiles the jobs two at a time per core: libusb's files are small, the C++ ones take a few seconds. */
+/** Compiles the jobs one per core (at most 4): libusb's files are small, the C++ ones take a few seconds. */
 async function compileAll(jobs) {
-  const { spawn } = await import('node:child_process');
   const queue = [...jobs];
   const worker = async () => {
     for (let job; (job = queue.shift());) {
@@ -96,7 +95,6 @@ export async function buildUsb({ dir = here, cross = process.env.CROSS ?? '', lo
   }
   renameSync(`${out}.tmp`, out);
   rmSync(obj, { recursive: true, force: true });
-  const { writeFileSync } = await import('node:fs');
   writeFileSync(stamp, `${version} ${cross}`);
   return out;
 }
