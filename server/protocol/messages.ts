@@ -269,7 +269,8 @@ export function parseMessage(value: unknown): Message {
       for (const c of list(o, 'caps', 64)) if (typeof c !== 'string') fail(`capabilities must be strings`);
       if (o.resume !== undefined) {
         if (typeof o.resume !== 'object' || o.resume === null) fail(`field 'resume' of 'hello' must be a map`);
-        str(o.resume as Obj, 'token', 64); lanes(o.resume as Obj, 'acked');
+        const r = { ...(o.resume as Obj), t: 'hello.resume' }; // errors then name where the field is
+        str(r, 'token', 64); lanes(r, 'acked');
       }
       break;
     case 'ack': lanes(o, 'lanes'); break;

@@ -11,6 +11,7 @@ import { ClaimSet, MAX_UNACKED_BYTES } from '../../server/claim-set.js';
 import { UrbLanes } from '../../extension/core/urb-lanes.js';
 import { CloseCode, peerCloseCode } from '../../server/net/iroh.js';
 import type { BenchMessage, LaneCounts, Message } from '../../server/protocol/messages.js';
+import { parseMessage } from '../../server/protocol/messages.js';
 
 type Answer = Extract<BenchMessage, { t: 'complete' | 'error' }>;
 type Urb = Extract<Message, { t: 'submit' | 'cancel' }>;
@@ -157,5 +158,16 @@ describe('close reasons', () => {
     assert.equal(peerCloseCode('timed out'), undefined);
     assert.equal(peerCloseCode('closed'), undefined);
     assert.equal(peerCloseCode('reset by peer'), undefined);
+  });
+});
+
+describe('resume messages from a hostile peer', () => {
+  test('ack and a hello resume are checked field by field', () => {
+    assert.throws(() => parseMessage({ t: 'ack', lanes: [-1, 0] }), /field 'lanes' of 'ack' must be two counts/);
+    assert.throws(() => parseMessage({ t: 'ack', lanes: [1, 2, 3] }), /field 'lanes' of 'ack' must be two counts/);
+    assert.throws(() => parseMessage({ t: 'hello', v: 2, caps: [], name: 'x', resume: { token: 'a'.repeat(65), acked: [0, 0] } }), /field 'token' of 'hello.resume' must be a string of at most 64/);
+    assert.throws(() => parseMessage({ t: 'hello', v: 2, caps: [], name: 'x', resume: { token: 't', acked: [0] } }), /field 'acked' of 'hello.resume' must be two counts/);
+    assert.throws(() => parseMessage({ t: 'submit', dev: 'd', id: 1, ep: 1, type: 'bulk', len: 0, flags: -1 }), /field 'flags' of 'submit'/);
+    assert.doesNotThrow(() => parseMessage({ t: 'ack', lanes: [0, 7] }));
   });
 });
