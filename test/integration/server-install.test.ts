@@ -282,3 +282,27 @@ test('install --json: one JSON object on stdout (for deploy over ssh); --json is
   assert.equal(bad.code, 2);
   assert.match(bad.out, /--json is not an option of 'uninstall'/);
 });
+
+test('the launcher refuses a system older than the glibc its binaries need, and says which it needs', { skip }, () => {
+  const need = (JSON.parse(fs.readFileSync(join(bin, '..', '..', 'bundle.json'), 'utf8')) as { glibc: string }).glibc;
+  assert.match(need, /^2\.\d+$/, 'bundle.json names the newest glibc its binaries ask for');
+  // a stand-in getconf on PATH plays the system's glibc
+  const fake = fs.mkdtempSync(join(work, 'getconf-'));
+  const withGlibc = (answer: string | null): { code: number | null; out: string } => {
+    fs.writeFileSync(join(fake, 'getconf'), answer === null ? '#!/bin/sh\nexit 1\n' : `#!/bin/sh\necho '${answer}'\n`, { mode: 0o755 });
+    const p = spawnSync(bin, ['--version'], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, PATH: `${fake}:/usr/bin:/bin` } });
+    return { code: p.status, out: p.stdout + p.stderr };
+  };
+  const [major, minor] = need.split('.').map(Number);
+  const old = withGlibc(`glibc ${major}.${minor - 1}`);
+  assert.equal(old.code, 1);
+  assert.match(old.out, new RegExp(`this linux-x64 bundle needs glibc ${need} or newer; this system has ${major}\\.${minor - 1}\\.`));
+  const none = withGlibc(null); // musl, or no getconf
+  assert.equal(none.code, 1);
+  assert.match(none.out, /needs glibc .* this system has no glibc\./);
+  for (const ok of [`glibc ${need}`, `glibc ${major}.${minor + 10}`, `glibc ${major + 1}.0`]) {
+    const r = withGlibc(ok);
+    assert.equal(r.code, 0, `${ok}: ${r.out}`);
+    assert.match(r.out, /^\d+\.\d+\.\d+/);
+  }
+});

@@ -91,8 +91,8 @@ test('bundles: the newest complete one for the arch; -incomplete refused; the me
     assert.equal(findLocalBundle(d, 'x64', '0.1.0').version, '0.1.0');
     assert.throws(() => findLocalBundle(d, 'x64', '0.3.0'), /no server bundle for this bench \(linux-x64\) .*need remote-usb-server-0\.3\.0-linux-x64\.tar\.gz; build it with: npm run package:server -- --target linux-x64$/);
     assert.throws(() => findLocalBundle(d, 'arm64'), (e: DeployError) => e.code === 'no-bundle' && e.step === 'bundle' &&
-      /no complete server bundle .*only an …-incomplete one.*cannot be built yet: @number0\/iroh publishes no Linux ARM binary yet/.test(e.message));
-    assert.throws(() => findLocalBundle(d, 'armv7'), /no server bundle for this bench \(linux-armv7\).*Linux ARM binary/);
+      /no complete server bundle .*only an …-incomplete one.*build it with: npm run cross-build -- --target linux-arm64 && npm run package:server -- --target linux-arm64$/.test(e.message));
+    assert.throws(() => findLocalBundle(d, 'armv7'), /no server bundle for this bench \(linux-armv7\).*npm run cross-build -- --target linux-armv7 && npm run package:server -- --target linux-armv7$/);
     assert.throws(() => findLocalBundle(join(d, 'missing'), 'x64'), /no server bundle/);
   } finally {
     fs.rmSync(d, { recursive: true, force: true });
@@ -118,8 +118,8 @@ test('a bench whose sudo wants a password: refused before the upload, with the c
     });
     assert.deepEqual(steps, ['connect: pi@bench.local', 'connect: pi@bench.local: Linux aarch64 (arm64), uid 1000', 'bundle: linux-arm64',
       'bundle: remote-usb-server-0.1.0-linux-arm64.tar.gz (0.0 MB)']);
-    // the same Pi without an arm64 bundle: the blocker is named
-    await assert.rejects(deployBench('pi@bench.local', { sshPath: fake, bundlesDir: d }), /linux-arm64.*cannot be built yet: @number0\/iroh publishes no Linux ARM binary/);
+    // the same Pi without an arm64 bundle: the way to build one is named
+    await assert.rejects(deployBench('pi@bench.local', { sshPath: fake, bundlesDir: d }), /linux-arm64.*npm run cross-build -- --target linux-arm64 && npm run package:server/);
   } finally {
     fs.rmSync(d, { recursive: true, force: true });
   }
