@@ -18,7 +18,7 @@ test('golden bytes: ping', () => {
 
 test('golden bytes: control submit carries the setup packet as msgpack bin', () => {
   const setup = Buffer.from([0x80, 0x06, 0x00, 0x01, 0x00, 0x00, 0x12, 0x00]);
-  const frame = encodeFrame({ t: 'submit', dev: 'a', id: 7, ep: 0x80, type: 'control', setup, len: 18 });
+  const frame = encodeFrame({ t: 'submit', dev: 'a', id: 7, ep: 0x80, type: 'control', setup, length: 18 });
   const body = frame.subarray(4);
   assert.equal(frame.readUInt32BE(0), body.length);
   assert.equal(body[0], 0x87); // fixmap, 7 entries
@@ -29,9 +29,9 @@ test('golden bytes: control submit carries the setup packet as msgpack bin', () 
 
 const sample: Message[] = [
   { t: 'hello', v: PROTOCOL_VERSION, caps: ['urb'], name: 'n' },
-  { t: 'submit', dev: 'sim-1', id: 1, ep: 0x02, type: 'bulk', data: seededBytes(3000), len: 3000 },
-  { t: 'complete', dev: 'sim-1', id: 1, status: 0, len: 5, data: Buffer.from('hello') },
-  { t: 'complete', dev: 'sim-1', id: 2, status: -32, len: 0 },
+  { t: 'submit', dev: 'sim-1', id: 1, ep: 0x02, type: 'bulk', data: seededBytes(3000), length: 3000 },
+  { t: 'complete', dev: 'sim-1', id: 1, status: 0, actual: 5, data: Buffer.from('hello') },
+  { t: 'complete', dev: 'sim-1', id: 2, status: -32, actual: 0 },
   { t: 'error', req: 3, code: 'in-use', message: 'in use by alice' },
   { t: 'cancel', dev: 'x', id: 9 },
 ];
@@ -107,10 +107,10 @@ test('empty frame, junk body and non-messages are rejected with a reason', () =>
 
 test('message validation names the bad field', () => {
   assert.throws(() => parseMessage({ t: 'nope' }), { message: `unknown message type "nope"` });
-  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: -1, ep: 1, type: 'bulk', len: 0 }), /field 'id' of 'submit' must be an integer 0\.\.4294967295, got -1/);
-  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 1, type: 'iso', len: 0 }), /unknown transfer type "iso"/);
-  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 0, type: 'control', setup: Buffer.alloc(4), len: 0 }), /setup packet must be 8 bytes/);
-  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 1, type: 'bulk', len: 5e7 }), /field 'len'/);
+  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: -1, ep: 1, type: 'bulk', length: 0 }), /field 'id' of 'submit' must be an integer 0\.\.4294967295, got -1/);
+  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 1, type: 'iso', length: 0 }), /unknown transfer type "iso"/);
+  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 0, type: 'control', setup: Buffer.alloc(4), length: 0 }), /setup packet must be 8 bytes/);
+  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 1, type: 'bulk', length: 5e7 }), /field 'length'/);
   assert.throws(() => parseMessage({ t: 'hello', v: PROTOCOL_VERSION, caps: 'x', name: 'n' }), /field 'caps' of 'hello' must be a list/);
   assert.throws(() => parseMessage({ t: 'claim', req: 1, dev: 'x'.repeat(65) }), /field 'dev' of 'claim' must be a string of at most 64/);
   assert.throws(() => parseMessage(null), ProtocolError);
