@@ -5,6 +5,7 @@ import { Message, parseMessage, ProtocolError } from '../../server/protocol/mess
 import { MAX_FRAME_BYTES } from '../../server/protocol/constants.js';
 import { seededBytes } from '../../server/usb/patterns.js';
 import { PROTOCOL_VERSION } from '../../server/protocol/constants.js';
+import { encodeSetup, isIn, parseSetup } from '../../server/protocol/urb.js';
 
 test('golden bytes: ping', () => {
   const frame = encodeFrame({ t: 'ping', n: 1 });
@@ -25,6 +26,17 @@ test('golden bytes: control submit carries the setup packet as msgpack bin', () 
   const binAt = body.indexOf(Buffer.from([0xc4, 0x08])); // bin8, 8 bytes
   assert.ok(binAt > 0);
   assert.deepEqual(body.subarray(binAt + 2, binAt + 10), setup);
+});
+
+test('a URB\'s direction: the setup packet for control, the endpoint address otherwise', () => {
+  const getStatus = encodeSetup({ bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 });
+  const setLine = encodeSetup({ bmRequestType: 0x21, bRequest: 0x22, wValue: 3, wIndex: 0, wLength: 0 });
+  assert.equal(isIn({ type: 'control', ep: 0, setup: getStatus }), true);
+  assert.equal(isIn({ type: 'control', ep: 0x80, setup: setLine }), false);
+  assert.equal(isIn({ type: 'bulk', ep: 0x81 }), true);
+  assert.equal(isIn({ type: 'interrupt', ep: 0x02 }), false);
+  assert.deepEqual(parseSetup(setLine), { bmRequestType: 0x21, bRequest: 0x22, wValue: 3, wIndex: 0, wLength: 0 });
+  assert.deepEqual([...getStatus], [0x80, 0, 0, 0, 0, 0, 2, 0]);
 });
 
 const sample: Message[] = [
