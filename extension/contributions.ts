@@ -5,7 +5,7 @@
  * without a handler, a handler without a command, or a `when` regex no tree item can satisfy fails a
  * test instead of a click. Use these constants, never the string literals.
  */
-import { assertNever } from './core/assert-never.js';
+import { assertNever } from '../server/shared/assert-never.js';
 import type { BenchState } from './core/bench-client.js';
 
 /** Every contributed command (package.json `contributes.commands`); commands.ts has a handler for each. */

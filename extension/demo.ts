@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { deviceTable } from '../server/shared/device-table.js';
 import { generateSecretKey, parsePeerAddress } from '../server/net/iroh.js';
 import { BenchClient, ClaimedDevice } from './core/bench-client.js';
+import { encodeSetup } from '../server/protocol/urb.js';
 
 /** The daemon, bundled beside this file (dist/server.js). */
 const SERVER_JS = join(__dirname, 'server.js');
@@ -124,11 +125,11 @@ async function demo(bench: BenchProcess, configFile: string, port: number): Prom
   say(deviceTable(client.devices) + '\n');
 
   const serial = await client.claim('sim-1');
-  const first = await serial.submit({ type: 'control', ep: 0x80, setup: { bmRequestType: 0x80, bRequest: 6, wValue: 0x0100, wIndex: 0, wLength: 18 }, length: 18 });
+  const first = await serial.submit({ type: 'control', ep: 0x80, setup: encodeSetup({ bmRequestType: 0x80, bRequest: 6, wValue: 0x0100, wIndex: 0, wLength: 18 }), length: 18 });
   const tFirst = performance.now();
   say(`▶ claimed sim-1; first URB (GET_DESCRIPTOR device) → ${first.actual} bytes, VID:PID ${first.data.readUInt16LE(8).toString(16).padStart(4, '0')}:${first.data.readUInt16LE(10).toString(16).padStart(4, '0')}; connect → first completion ${(tFirst - t0).toFixed(1)} ms`);
   // Open the "port" like a terminal does: SET_CONTROL_LINE_STATE with DTR, and the board greets us.
-  await serial.submit({ type: 'control', ep: 0, setup: { bmRequestType: 0x21, bRequest: 0x22, wValue: 1, wIndex: 0, wLength: 0 } });
+  await serial.submit({ type: 'control', ep: 0, setup: encodeSetup({ bmRequestType: 0x21, bRequest: 0x22, wValue: 1, wIndex: 0, wLength: 0 }) });
   const banner = await readUntil(serial, 'echoed');
   say(`▶ serial board says: ${JSON.stringify(banner)}`);
   const message = 'hello from the demo\r\n';
@@ -142,7 +143,7 @@ async function demo(bench: BenchProcess, configFile: string, port: number): Prom
   const ctl: number[] = [];
   for (let i = 0; i < 200; i++) {
     const s = performance.now();
-    await serial.submit({ type: 'control', ep: 0x80, setup: { bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 }, length: 2 });
+    await serial.submit({ type: 'control', ep: 0x80, setup: encodeSetup({ bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 }), length: 2 });
     ctl.push(performance.now() - s);
   }
   say(`▶ round trips (200 each): ping p50 ${median(pings).toFixed(3)} ms p99 ${p99(pings).toFixed(3)} ms; control URB p50 ${median(ctl).toFixed(3)} ms p99 ${p99(ctl).toFixed(3)} ms`);

@@ -18,7 +18,7 @@ import { StatusBar } from './status-bar.js';
 import { TASK_TYPE, TaskRunner } from './tasks.js';
 import { BenchTreeProvider } from './tree.js';
 import { Command, ContextKey, VIEW_ID } from './contributions.js';
-import { assertNever } from './core/assert-never.js';
+import { assertNever } from '../server/shared/assert-never.js';
 import { WalkthroughProgress } from './walkthrough.js';
 
 /** What activate() returns: the parts, for the extension's own tests in VS Code. */

@@ -10,9 +10,11 @@
  * cancel won the race) or an `error` naming that URB. A cancel for a URB that already completed is
  * ignored, because its completion is already on the way; the client must not expect a second reply.
  */
-import { CAPABILITIES, COMPRESSION_CAPABILITY, ErrorCode, MAX_FRAME_BYTES, MAX_URB_BYTES_IN_FLIGHT, MAX_URBS_IN_FLIGHT, PROTOCOL_VERSION, UrbStatus } from './protocol/constants.js';
-import type { BenchMessage, ClientMessage, DeviceInfo, Hello, Message, SerialClose, SerialOpen, SerialSet, SerialWrite, Submit } from './protocol/messages.js';
-import { parseSetup, ProtocolError } from './protocol/messages.js';
+import { CAPABILITIES, COMPRESSION_CAPABILITY, ErrorCode, MAX_FRAME_BYTES, MAX_URB_BYTES_IN_FLIGHT, MAX_URBS_IN_FLIGHT, PROTOCOL_VERSION } from './protocol/constants.js';
+import type { BenchMessage, DeviceInfo, Hello, Message, SerialClose, SerialOpen, SerialSet, SerialWrite, Submit } from './protocol/messages.js';
+import { ProtocolError } from './protocol/messages.js';
+import { isIn, UrbStatus } from './protocol/urb.js';
+import { assertNever } from './shared/assert-never.js';
 import { MessageStream } from './protocol/stream.js';
 import { PayloadCompressor } from './protocol/compression.js';
 import { CloseCode, IrohConnection, peerCloseCode } from './net/iroh.js';
@@ -271,13 +273,16 @@ export class Session {
     return false;
   }
 
-  private onMessage(raw: Message, stream: MessageStream): void {
+  private onMessage(m: Message, stream: MessageStream): void {
     if (this.ended) return;
     this.lastHeard = performance.now();
-    const m = raw as ClientMessage;
-    if (!this.authenticated) return this.onHello(m as Hello);
+    // The handshake: admit() lets nothing but a hello through before it succeeds.
+    if (m.t === 'hello') {
+      if (this.authenticated) return this.trySend(stream, { t: 'error', code: 'bad-message', message: 'already said hello' });
+      return this.onHello(m);
+    }
+    if (!this.authenticated) return;
     switch (m.t) {
-      case 'hello': return this.trySend(stream, { t: 'error', code: 'bad-message', message: 'already said hello' });
       case 'list': return this.trySend(stream, { t: 'devices', req: m.req, devices: this.host.devicesFor(this) });
       case 'claim': void this.onClaim(m.req, m.dev, stream); return;
       case 'release': void this.onRelease(m.req, m.dev, stream); return;
@@ -292,8 +297,10 @@ export class Session {
       case 'serial-write': return this.onSerialWrite(m, stream);
       case 'serial-set': void this.onSerialSet(m, stream); return;
       case 'serial-close': void this.onSerialClose(m, stream); return;
-      default:
-        return this.trySend(stream, { t: 'error', code: 'bad-message', message: `'${raw.t}' is not a request a client can send` });
+      case 'welcome': case 'devices': case 'added': case 'removed': case 'changed': case 'claimed': case 'released':
+      case 'complete': case 'pong': case 'serial-opened': case 'serial-ok': case 'serial-data': case 'serial-state': case 'error':
+        return this.trySend(stream, { t: 'error', code: 'bad-message', message: `'${m.t}' is not a request a client can send` });
+      default: return assertNever(m);
     }
   }
 
@@ -437,9 +444,9 @@ export class Session {
     if (!claim) return refuseUrb('not-claimed', `URB ${m.id} for device ${m.dev}, which this client has not claimed`);
     if (claim.inflight.has(m.id)) return refuseUrb('bad-message', `URB id ${m.id} is already in flight on ${m.dev}`);
     if (claim.inflight.size >= MAX_URBS_IN_FLIGHT) return refuseUrb('busy', `more than ${MAX_URBS_IN_FLIGHT} URBs in flight on ${m.dev}`);
-    const isIn = (m.ep & 0x80) !== 0 || (m.type === 'control' && (m.setup![0] & 0x80) !== 0);
-    if (!isIn && m.data === undefined && m.len > 0) return refuseUrb('bad-message', `OUT URB ${m.id} has no data`);
-    const bytes = isIn ? m.len : (m.data?.length ?? 0);
+    const urbIn = isIn(m);
+    if (!urbIn && m.data === undefined && m.length > 0) return refuseUrb('bad-message', `OUT URB ${m.id} has no data`);
+    const bytes = urbIn ? m.length : (m.data?.length ?? 0);
     if (urbs.bytesInFlight + bytes > MAX_URB_BYTES_IN_FLIGHT) {
       const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
       return refuseUrb('busy', `URB ${m.id} on ${m.dev} (${bytes} bytes) would put ${mib(urbs.bytesInFlight + bytes)} in flight for this client, over the ${mib(MAX_URB_BYTES_IN_FLIGHT)} limit`);
@@ -448,10 +455,8 @@ export class Session {
     const abort = new AbortController();
     claim.inflight.set(m.id, abort);
     const log = this.host.log;
-    void executeUrb(claim.device, {
-      type: m.type, ep: m.ep, setup: m.setup ? parseSetup(m.setup) : undefined, data: m.data,
-      length: isIn ? m.len : 0, timeout: m.timeout ?? 0, flags: m.flags, signal: abort.signal,
-    }).then(
+    const { type, ep, setup, data, length, timeout, flags } = m;
+    void executeUrb(claim.device, { type, ep, setup, data, length, timeout, flags }, abort.signal).then(
       (r) => {
         claim.inflight.delete(m.id);
         urbs.bytesInFlight -= bytes;
@@ -459,8 +464,8 @@ export class Session {
         claim.bytes += r.actual;
         if (r.error) log.debug(`URB ${m.id} on ${m.dev} ep 0x${m.ep.toString(16)}: ${r.error} (status ${r.status})`);
         // URBs cut short because the session is ending fail as "shut down", not as "cancelled by you".
-        const status = r.status === UrbStatus.cancelled && abort.signal.reason === 'shutdown' ? UrbStatus.shutdown : r.status;
-        urbs.answer(lane, { t: 'complete', dev: m.dev, id: m.id, status, len: r.actual, data: r.data && r.data.length > 0 ? r.data : undefined });
+        const status = r.status === UrbStatus.ECONNRESET && abort.signal.reason === 'shutdown' ? UrbStatus.ESHUTDOWN : r.status;
+        urbs.answer(lane, { t: 'complete', dev: m.dev, id: m.id, status, actual: r.actual, data: r.data.length > 0 ? r.data : undefined });
       },
       (e: Error) => {
         claim.inflight.delete(m.id);

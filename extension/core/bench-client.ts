@@ -12,9 +12,10 @@
  * the client stops and reports it instead of hammering the bench.
  */
 import { EventEmitter } from 'node:events';
-import { CAPABILITIES, COMPRESSION_CAPABILITY, ErrorCode, PROTOCOL_VERSION, UrbStatus } from '../../server/protocol/constants.js';
-import type { BenchMessage, DeviceInfo, Message, SetupPacket, TransferType } from '../../server/protocol/messages.js';
-import { encodeSetup, isDataLane } from '../../server/protocol/messages.js';
+import { CAPABILITIES, COMPRESSION_CAPABILITY, ErrorCode, PROTOCOL_VERSION } from '../../server/protocol/constants.js';
+import type { BenchMessage, DeviceInfo, Message, Welcome } from '../../server/protocol/messages.js';
+import { isDataLane } from '../../server/protocol/messages.js';
+import { isIn, NO_DATA, UrbRequest, UrbResult, UrbStatus } from '../../server/protocol/urb.js';
 import { MessageStream } from '../../server/protocol/stream.js';
 import { PayloadCompressor } from '../../server/protocol/compression.js';
 import { BindingName, CloseCode, IrohConnection, IrohEndpoint, PeerAddress, RelayChoice } from '../../server/net/iroh.js';
@@ -23,7 +24,7 @@ import { Backoff } from './backoff.js';
 import { DEFAULT_SERIAL_PARAMS, SerialParams, SerialSession } from './serial.js';
 import { RemoteSerialSession, SerialLink } from './serial-session.js';
 import { Lane, UrbLanes } from './urb-lanes.js';
-import { assertNever } from './assert-never.js';
+import { assertNever } from '../../server/shared/assert-never.js';
 
 export type BenchState = 'connecting' | 'online' | 'offline' | 'refused' | 'closed';
 
@@ -60,35 +61,14 @@ export class BenchError extends Error {
   }
 }
 
-export interface UrbRequest {
-  type: TransferType;
-  /** Endpoint address with direction bit (0x80 = IN); 0 / 0x80 for control. */
-  ep: number;
-  setup?: SetupPacket;
-  data?: Uint8Array;
-  /** IN: bytes wanted. OUT: ignored (data.length). */
-  length?: number;
-  /** ms, 0 = none */
-  timeout?: number;
-  /** Transfer flags the bench honours (UrbFlag.zeroPacket). */
-  flags?: number;
-}
-
-export interface UrbResult {
-  status: number;
-  data: Buffer;
-  actual: number;
-  /** Set when the bench refused the URB rather than running it. */
-  error?: string;
-}
-
+/** A URB started on a claimed device (urb.ts has its request and result). */
 export interface PendingUrb {
   id: number;
   done: Promise<UrbResult>;
 }
 
-interface PendingRequest {
-  resolve: (m: BenchMessage) => void;
+interface PendingRequest<T = BenchMessage> {
+  resolve: (m: T) => void;
   reject: (e: Error) => void;
 }
 
@@ -101,7 +81,6 @@ export interface BenchClientEvents {
   rtt: [number];
 }
 
-const EMPTY = Buffer.alloc(0);
 /** How long a re-claim waits for the bench to drop our own previous connection (its 20 s silence limit, checked every 5 s). */
 const RECLAIM_OWN_STALE_MS = 27_000;
 /** How soon after an answer arrives the bench hears that we have it (it keeps answers until then). */
@@ -114,6 +93,8 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
   private control?: MessageStream;
   private data?: MessageStream;
   private readonly requests = new Map<number, PendingRequest>();
+  /** The handshake in progress: our hello waits for the bench's welcome (or its refusal). */
+  private handshake?: PendingRequest<Welcome>;
   private nextReq = 1;
   private readonly deviceTable = new Map<string, DeviceInfo>();
   private readonly claimed = new Map<string, ClaimedDevice>();
@@ -242,9 +223,9 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     const control = new MessageStream(await conn.openStream(), (e) => this.connectionLost(generation, `write failed: ${e.message}`));
     this.control = control;
     this.data = undefined;
-    const welcome = new Promise<BenchMessage>((resolve, reject) => this.requests.set(0, { resolve, reject }));
+    const welcome = new Promise<Welcome>((resolve, reject) => { this.handshake = { resolve, reject }; });
     const timeoutMs = this.options.handshakeTimeoutMs ?? 10_000;
-    const timer = setTimeout(() => this.requests.get(0)?.reject(new BenchError('timeout', `bench did not answer within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => this.handshake?.reject(new BenchError('timeout', `bench did not answer within ${timeoutMs} ms`)), timeoutMs);
     this.readFrom(control, generation);
     void conn.closed().then((why) => this.connectionLost(generation, why));
     // Without 'brotli' in our hello the bench sends its payloads plain too.
@@ -252,7 +233,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     // Resume the session we left on the bench when we hold devices there (their URBs may still run).
     const resume = this.lanes.token && this.claimed.size > 0 ? { token: this.lanes.token, acked: [...this.lanes.received] as [number, number] } : undefined;
     control.send({ t: 'hello', v: PROTOCOL_VERSION, caps, name: this.options.clientName, pair: this.pairingCode, resume });
-    let w: BenchMessage;
+    let w: Welcome;
     try {
       w = await welcome;
     } catch (e) {
@@ -260,9 +241,8 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
       throw e;
     } finally {
       clearTimeout(timer);
-      this.requests.delete(0);
+      this.handshake = undefined;
     }
-    if (w.t !== 'welcome') throw new BenchError('bad-message', `expected welcome, got '${w.t}'`);
     if (w.v !== PROTOCOL_VERSION) {
       conn.close();
       this.closed = true;
@@ -340,10 +320,10 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
   private onMessage(m: BenchMessage, lane: Lane): void {
     this.lastHeard = performance.now();
     switch (m.t) {
-      case 'welcome': this.requests.get(0)?.resolve(m); return;
+      case 'welcome': this.handshake?.resolve(m); return;
       case 'complete':
         this.answered(lane);
-        this.claimed.get(m.dev)?.completed(m.id, { status: m.status, actual: m.len, data: m.data ? Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength) : EMPTY });
+        this.claimed.get(m.dev)?.completed(m.id, { status: m.status, actual: m.actual, data: m.data ? Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength) : NO_DATA });
         return;
       case 'pong': {
         const p = this.pings.get(m.n);
@@ -394,8 +374,8 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
   private onError(m: Extract<BenchMessage, { t: 'error' }>, lane: Lane): void {
     if (m.dev !== undefined && m.id !== undefined) {
       this.answered(lane);
-      const status = m.code === 'not-claimed' ? UrbStatus.noDevice : UrbStatus.invalid;
-      this.claimed.get(m.dev)?.completed(m.id, { status, actual: 0, data: EMPTY, error: m.message });
+      const status = m.code === 'not-claimed' ? UrbStatus.ENODEV : UrbStatus.EINVAL;
+      this.claimed.get(m.dev)?.completed(m.id, { status, actual: 0, data: NO_DATA, error: m.message });
       return;
     }
     if (m.req !== undefined && this.requests.has(m.req)) {
@@ -404,7 +384,7 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
       r.reject(new BenchError(m.code, m.message));
       return;
     }
-    const handshake = this.requests.get(0);
+    const handshake = this.handshake;
     if (handshake) {
       // refused before welcome: final, never retried automatically
       this.closed = m.code === 'unauthorized' || m.code === 'version' || m.code === 'pairing-failed' ? true : this.closed;
@@ -574,11 +554,11 @@ export class BenchClient extends EventEmitter<BenchClientEvents> implements Seri
     this.conn = undefined;
     this.control = undefined;
     this.data = undefined;
-    // Every pending request fails; the handshake's entry (0) is removed by connectOnce itself.
-    for (const [req, r] of this.requests) {
-      r.reject(new BenchError('offline', `connection to the bench lost: ${why}`));
-      if (req !== 0) this.requests.delete(req);
-    }
+    // Every pending request fails, and a handshake in progress (connectOnce then forgets it).
+    const lost = new BenchError('offline', `connection to the bench lost: ${why}`);
+    this.handshake?.reject(lost);
+    for (const r of this.requests.values()) r.reject(lost);
+    this.requests.clear();
     for (const p of this.pings.values()) p.resolve(NaN);
     this.pings.clear();
     for (const d of this.claimed.values()) d.suspend(this.lanes.token !== undefined);
@@ -656,24 +636,23 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
   start(urb: UrbRequest): PendingUrb {
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
-    if (this.lost) return { id, done: Promise.resolve({ status: UrbStatus.noDevice, actual: 0, data: EMPTY, error: this.lostReason }) };
-    const isIn = urb.type === 'control' ? (urb.setup!.bmRequestType & 0x80) !== 0 : (urb.ep & 0x80) !== 0;
+    if (this.lost) return { id, done: Promise.resolve({ status: UrbStatus.ENODEV, actual: 0, data: NO_DATA, error: this.lostReason }) };
+    const urbIn = isIn(urb);
     const done = new Promise<UrbResult>((resolve) => this.pending.set(id, (r) => {
-      if (isIn) this.traffic.bytesIn += r.actual;
+      if (urbIn) this.traffic.bytesIn += r.actual;
       else this.traffic.bytesOut += r.actual;
       this.traffic.urbs++;
       resolve(r);
     }));
     if (urb.type !== 'control') this.onDataLane.add(id);
     const sent = this.client.sendUrb({
-      t: 'submit', dev: this.id, id, ep: urb.ep, type: urb.type,
-      setup: urb.setup ? encodeSetup(urb.setup) : undefined,
-      data: isIn ? undefined : urb.data ?? EMPTY,
-      len: isIn ? urb.length ?? 0 : urb.data?.length ?? 0,
+      t: 'submit', dev: this.id, id, ep: urb.ep, type: urb.type, setup: urb.setup,
+      data: urbIn ? undefined : urb.data ?? NO_DATA,
+      length: urbIn ? urb.length ?? 0 : urb.data?.length ?? 0,
       timeout: urb.timeout || undefined,
       flags: urb.flags || undefined,
     });
-    if (!sent) this.completed(id, { status: UrbStatus.shutdown, actual: 0, data: EMPTY, error: 'bench offline' });
+    if (!sent) this.completed(id, { status: UrbStatus.ESHUTDOWN, actual: 0, data: NO_DATA, error: 'bench offline' });
     return { id, done };
   }
 
@@ -711,7 +690,7 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
 
   /** @internal the URBs in flight are over (the bench's session is gone): they end with -ESHUTDOWN. */
   failInFlight(): void {
-    for (const [id] of this.pending) this.completed(id, { status: UrbStatus.shutdown, actual: 0, data: EMPTY, error: 'connection to the bench lost' });
+    for (const [id] of this.pending) this.completed(id, { status: UrbStatus.ESHUTDOWN, actual: 0, data: NO_DATA, error: 'connection to the bench lost' });
   }
 
   /** @internal the bench resumed our session: nothing was lost, the device is ours as before. */
@@ -753,7 +732,7 @@ export class ClaimedDevice extends EventEmitter<{ lost: [string]; suspended: [];
     if (this.lost) return;
     this.lost = true;
     this.lostReason = reason;
-    for (const [id] of this.pending) this.completed(id, { status: UrbStatus.noDevice, actual: 0, data: EMPTY, error: reason });
+    for (const [id] of this.pending) this.completed(id, { status: UrbStatus.ENODEV, actual: 0, data: NO_DATA, error: reason });
     this.emit('lost', reason);
   }
 

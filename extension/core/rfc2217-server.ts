@@ -27,7 +27,7 @@ import {
 } from './rfc2217.js';
 import type { DataBits, Parity, SerialParams, SerialSession, SerialSetOptions, StopBits } from './serial.js';
 import { Endpoint, loopbackPeerUid } from './socket-owner.js';
-import { assertNever } from './assert-never.js';
+import { assertNever } from '../../server/shared/assert-never.js';
 
 /** Bytes from the port held for a client that is slow or said FLOWCONTROL-SUSPEND; beyond this they are dropped (an overrun). */
 const MAX_HELD_BYTES = 1024 * 1024;

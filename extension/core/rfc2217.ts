@@ -8,7 +8,7 @@
  * holds escaped IACs. A subnegotiation longer than MAX_SUBNEGOTIATION is dropped as it arrives (never
  * buffered), so hostile input costs at most that much memory per connection.
  */
-import { assertNever } from './assert-never.js';
+import { assertNever } from '../../server/shared/assert-never.js';
 
 /** RFC 854 (Telnet), page 14. */
 export const SE = 240;

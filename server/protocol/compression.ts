@@ -6,9 +6,9 @@
  * off the JS thread that does the conversions; a payload is sent compressed only when that saves
  * at least an eighth, and after a payload that did not, its endpoint skips the next few tries.
  *
- * On the wire: a `submit` or `complete` with `z: 1` carries Brotli bytes in `data`; `len` is the
- * uncompressed length. The receiver inflates with `len` as a hard output limit, so a hostile peer
- * cannot make it allocate more than a plain message of that size would.
+ * On the wire: a `submit` or `complete` with `z: 1` carries Brotli bytes in `data`; its `length` (submit)
+ * or `actual` (complete) is the uncompressed length. The receiver inflates with that as a hard output
+ * limit, so a hostile peer cannot make it allocate more than a plain message of that size would.
  */
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
@@ -84,17 +84,18 @@ export class PayloadCompressor {
 
 /**
  * Replaces a compressed payload (checked by parseMessage) by its original bytes, in place. Throws
- * ProtocolError when the bytes are not Brotli or do not inflate to exactly `len` bytes.
+ * ProtocolError when the bytes are not Brotli or do not inflate to exactly `length` / `actual` bytes.
  */
 export function inflatePayload(m: Message): void {
   if ((m.t !== 'submit' && m.t !== 'complete') || m.z === undefined || m.data === undefined) return; // parseMessage checked z
+  const [field, size] = m.t === 'submit' ? ['length', m.length] : ['actual', m.actual];
   let plain: Buffer;
   try {
-    plain = zlib.brotliDecompressSync(m.data, { maxOutputLength: Math.max(1, m.len) });
+    plain = zlib.brotliDecompressSync(m.data, { maxOutputLength: Math.max(1, size) });
   } catch (e) {
-    throw new ProtocolError(`compressed data of '${m.t}' ${m.id} does not inflate to ${m.len} bytes: ${(e as Error).message}`);
+    throw new ProtocolError(`compressed data of '${m.t}' ${m.id} does not inflate to ${size} bytes: ${(e as Error).message}`);
   }
-  if (plain.length !== m.len) throw new ProtocolError(`compressed data of '${m.t}' ${m.id} inflates to ${plain.length} bytes, 'len' says ${m.len}`);
+  if (plain.length !== size) throw new ProtocolError(`compressed data of '${m.t}' ${m.id} inflates to ${plain.length} bytes, '${field}' says ${size}`);
   m.data = plain;
   delete m.z;
 }

@@ -7,8 +7,9 @@ export const ALPN = 'remote-usb/1';
  * Bumped on any incompatible message change; both sides refuse a different version with a clear error.
  * 2: submits carry the URB's transfer flags (`flags`: zero packet), the bench cancels for real, and a
  *    session survives a dropped connection (hello `resume`, welcome `resume`/`resumed`, `ack`).
+ * 3: a submit's `len` is `length` (requested) and a complete's is `actual` (moved), as in urb.ts.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** The capability of peers that speak compressed URB payloads (compression.ts). */
 export const COMPRESSION_CAPABILITY = 'brotli';
@@ -46,34 +47,6 @@ export const MAX_URBS_IN_FLIGHT = 1024;
  * 16 MiB for all its users by default; a busy bulk stream needs about 2 MiB: 32 URBs of 64 KiB).
  */
 export const MAX_URB_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
-
-/**
- * URB completion status values: negative Linux errno, exactly as USB/IP's RET_SUBMIT carries them.
- * kernel: include/uapi/asm-generic/errno-base.h, errno.h
- */
-export const UrbStatus = {
-  ok: 0,
-  noEntry: -2, // -ENOENT: URB was cancelled before it started
-  noDevice: -19, // -ENODEV: device gone
-  invalid: -22, // -EINVAL: bad request
-  stall: -32, // -EPIPE: endpoint stalled
-  protocol: -71, // -EPROTO: bitstuff / CRC / unknown transfer error
-  overflow: -75, // -EOVERFLOW: device sent more than asked
-  cancelled: -104, // -ECONNRESET: unlinked by the submitter
-  shutdown: -108, // -ESHUTDOWN: connection to the bench lost
-  timedOut: -110, // -ETIMEDOUT
-} as const;
-
-/**
- * The URB transfer flags the bench honours, with the kernel's values (USB/IP carries the kernel's
- * transfer_flags as they are). kernel: include/linux/usb.h
- */
-export const UrbFlag = {
-  /** Treat a short IN transfer as an error (-EREMOTEIO). */
-  shortNotOk: 0x0001,
-  /** After OUT data that ends on a packet boundary, send a zero-length packet (usbnet, usb_wwan, cdc-acm quirks). */
-  zeroPacket: 0x0040,
-} as const;
 
 /** Error codes in `error` messages; stable strings a client can switch on. */
 export type ErrorCode =

@@ -4,9 +4,9 @@
  * A peer never trusts the other side's shapes: `parseMessage` checks every field it relies on.
  */
 import { ErrorCode, MAX_BAUD, MAX_SERIAL_DATA, MAX_URB_DATA, Z_BROTLI } from './constants.js';
+import type { UrbRequest, UrbResult } from './urb.js';
 
 export type Speed = 'low' | 'full' | 'high' | 'super' | 'superPlus' | 'unknown';
-export type TransferType = 'control' | 'bulk' | 'interrupt';
 
 export interface InterfaceInfo {
   number: number;
@@ -47,14 +47,6 @@ export interface DeviceInfo {
   tty?: string;
 }
 
-export interface SetupPacket {
-  bmRequestType: number;
-  bRequest: number;
-  wValue: number;
-  wIndex: number;
-  wLength: number;
-}
-
 /**
  * URB traffic travels on two lanes: 0, the control stream (control URBs and everything else) and 1, the
  * data stream (bulk/interrupt). Each side counts, per lane, the URB messages it sent (client: submit and
@@ -71,20 +63,13 @@ export interface Hello { t: 'hello'; v: number; caps: string[]; name: string; pa
 export interface ListRequest { t: 'list'; req: number }
 export interface ClaimRequest { t: 'claim'; req: number; dev: string }
 export interface ReleaseRequest { t: 'release'; req: number; dev: string }
-/** One URB. `ep` carries the direction bit (0x80 = IN); `len` is the IN buffer size; `data` the OUT bytes. */
-export interface Submit {
+/** One URB (urb.ts), `length` always given (for OUT, the length of `data`). */
+export interface Submit extends UrbRequest {
   t: 'submit';
   dev: string;
   id: number;
-  ep: number;
-  type: TransferType;
-  setup?: Uint8Array;
-  data?: Uint8Array;
-  len: number;
-  timeout?: number;
-  /** The kernel's URB transfer flags the bench honours (UrbFlag); others are dropped by the client. */
-  flags?: number;
-  /** 1: `data` is Brotli-compressed and inflates to `len` bytes (capability 'brotli', compression.ts). */
+  length: number;
+  /** 1: `data` is Brotli-compressed and inflates to `length` bytes (capability 'brotli', compression.ts). */
   z?: number;
 }
 export interface Cancel { t: 'cancel'; dev: string; id: number }
@@ -126,8 +111,8 @@ export interface DeviceRemoved { t: 'removed'; dev: string }
 export interface DeviceChanged { t: 'changed'; device: DeviceInfo }
 export interface Claimed { t: 'claimed'; req: number; device: DeviceInfo }
 export interface Released { t: 'released'; req: number; dev: string }
-/** `z` as in Submit: compressed `data`, `len` bytes once inflated. */
-export interface Complete { t: 'complete'; dev: string; id: number; status: number; len: number; data?: Uint8Array; z?: number }
+/** A URB's result (urb.ts); `data` only when there are bytes. `z` as in Submit: compressed `data`, `actual` bytes once inflated. */
+export interface Complete extends Pick<UrbResult, 'status' | 'actual'> { t: 'complete'; dev: string; id: number; data?: Uint8Array; z?: number }
 export interface Pong { t: 'pong'; n: number }
 /** `path`: the tty the bench opened (`/dev/ttyACM0`, `sim:sim-1`). */
 export interface SerialOpened { t: 'serial-opened'; req: number; sid: number; port: string; path: string }
@@ -259,84 +244,81 @@ function serialLine(o: Obj, required: boolean): void {
   optBool(o, 'dtr'); optBool(o, 'rts');
 }
 
+/**
+ * The check of each message type, by its `t`: every field its handlers rely on. A message type without
+ * an entry here does not compile (the table is typed by Message['t']).
+ */
+const CHECKS: { [T in Message['t']]: (o: Obj) => void } = {
+  // ---- client -> bench ----
+  hello: (o) => {
+    uint(o, 'v'); str(o, 'name', 128); optStr(o, 'pair', 64);
+    for (const c of list(o, 'caps', 64)) if (typeof c !== 'string') fail(`capabilities must be strings`);
+    if (o.resume !== undefined) {
+      if (typeof o.resume !== 'object' || o.resume === null) fail(`field 'resume' of 'hello' must be a map`);
+      const r = { ...(o.resume as Obj), t: 'hello.resume' }; // errors then name where the field is
+      str(r, 'token', 64); lanes(r, 'acked');
+    }
+  },
+  ack: (o) => lanes(o, 'lanes'),
+  list: (o) => { uint(o, 'req'); },
+  claim: (o) => { uint(o, 'req'); str(o, 'dev', 64); },
+  release: (o) => { uint(o, 'req'); str(o, 'dev', 64); },
+  submit: (o) => {
+    str(o, 'dev', 64); uint(o, 'id'); uint(o, 'ep', 0xff); uint(o, 'length', MAX_URB_DATA);
+    if (!TRANSFER_TYPES.includes(o.type as string)) fail(`unknown transfer type ${describe(o.type)}`);
+    if (o.type === 'control') {
+      if (bytes(o, 'setup', 8).length !== 8) fail(`control setup packet must be 8 bytes`);
+    }
+    optBytes(o, 'data', MAX_URB_DATA);
+    if (o.timeout !== undefined) uint(o, 'timeout', 3_600_000);
+    if (o.flags !== undefined) uint(o, 'flags');
+    compressed(o);
+  },
+  cancel: (o) => { str(o, 'dev', 64); uint(o, 'id'); },
+  ping: (o) => { uint(o, 'n'); },
+  'serial-open': (o) => { uint(o, 'req'); str(o, 'port', 256); serialLine(o, true); },
+  'serial-write': (o) => { uint(o, 'sid'); bytes(o, 'data', MAX_SERIAL_DATA); },
+  'serial-set': (o) => { uint(o, 'req'); uint(o, 'sid'); serialLine(o, false); optBool(o, 'brk'); },
+  'serial-close': (o) => { uint(o, 'req'); uint(o, 'sid'); },
+  // ---- bench -> client ----
+  welcome: (o) => {
+    uint(o, 'v'); str(o, 'bench', 128); str(o, 'you', 128);
+    list(o, 'caps', 64); list(o, 'devices', 1024).forEach(device);
+    if (o.ttys !== undefined) for (const p of list(o, 'ttys', 64)) if (typeof p !== 'string' || p.length > 256) fail(`tty paths must be strings of at most 256 characters`);
+    optStr(o, 'resume', 64);
+    if (o.resumed !== undefined) {
+      if (typeof o.resumed !== 'object' || o.resumed === null) fail(`field 'resumed' of 'welcome' must be a map`);
+      lanes(o.resumed as Obj, 'received');
+    }
+  },
+  devices: (o) => { uint(o, 'req'); list(o, 'devices', 1024).forEach(device); },
+  added: (o) => { device(o.device); },
+  changed: (o) => { device(o.device); },
+  removed: (o) => { str(o, 'dev', 64); },
+  claimed: (o) => { uint(o, 'req'); device(o.device); },
+  released: (o) => { uint(o, 'req'); str(o, 'dev', 64); },
+  complete: (o) => { str(o, 'dev', 64); uint(o, 'id'); int(o, 'status'); uint(o, 'actual', MAX_URB_DATA); optBytes(o, 'data', MAX_URB_DATA); compressed(o); },
+  pong: (o) => { uint(o, 'n'); },
+  'serial-opened': (o) => { uint(o, 'req'); uint(o, 'sid'); str(o, 'port', 256); str(o, 'path', 256); },
+  'serial-ok': (o) => { uint(o, 'req'); },
+  'serial-data': (o) => { uint(o, 'sid'); bytes(o, 'data', MAX_SERIAL_DATA); },
+  'serial-state': (o) => { uint(o, 'sid'); oneOf(o, 'state', SERIAL_STATES); optStr(o, 'detail', 4096); },
+  error: (o) => {
+    if (o.req !== undefined) uint(o, 'req');
+    if (o.id !== undefined) uint(o, 'id');
+    if (o.sid !== undefined) uint(o, 'sid');
+    optStr(o, 'dev', 64);
+    str(o, 'code', 64); str(o, 'message', 4096);
+  },
+};
+
 /** Checks a decoded value is a well-formed message; throws ProtocolError naming the first problem. */
 export function parseMessage(value: unknown): Message {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(`message must be a map, got ${describe(value)}`);
   const o = value as Obj;
-  switch (o.t) {
-    case 'hello':
-      uint(o, 'v'); str(o, 'name', 128); optStr(o, 'pair', 64);
-      for (const c of list(o, 'caps', 64)) if (typeof c !== 'string') fail(`capabilities must be strings`);
-      if (o.resume !== undefined) {
-        if (typeof o.resume !== 'object' || o.resume === null) fail(`field 'resume' of 'hello' must be a map`);
-        const r = { ...(o.resume as Obj), t: 'hello.resume' }; // errors then name where the field is
-        str(r, 'token', 64); lanes(r, 'acked');
-      }
-      break;
-    case 'ack': lanes(o, 'lanes'); break;
-    case 'list': uint(o, 'req'); break;
-    case 'claim': case 'release': uint(o, 'req'); str(o, 'dev', 64); break;
-    case 'submit': {
-      str(o, 'dev', 64); uint(o, 'id'); uint(o, 'ep', 0xff); uint(o, 'len', MAX_URB_DATA);
-      if (!TRANSFER_TYPES.includes(o.type as string)) fail(`unknown transfer type ${describe(o.type)}`);
-      if (o.type === 'control') {
-        if (bytes(o, 'setup', 8).length !== 8) fail(`control setup packet must be 8 bytes`);
-      }
-      optBytes(o, 'data', MAX_URB_DATA);
-      if (o.timeout !== undefined) uint(o, 'timeout', 3_600_000);
-      if (o.flags !== undefined) uint(o, 'flags');
-      compressed(o);
-      break;
-    }
-    case 'cancel': str(o, 'dev', 64); uint(o, 'id'); break;
-    case 'ping': case 'pong': uint(o, 'n'); break;
-    case 'serial-open': uint(o, 'req'); str(o, 'port', 256); serialLine(o, true); break;
-    case 'serial-write': case 'serial-data': uint(o, 'sid'); bytes(o, 'data', MAX_SERIAL_DATA); break;
-    case 'serial-set': uint(o, 'req'); uint(o, 'sid'); serialLine(o, false); optBool(o, 'brk'); break;
-    case 'serial-close': uint(o, 'req'); uint(o, 'sid'); break;
-    case 'serial-opened': uint(o, 'req'); uint(o, 'sid'); str(o, 'port', 256); str(o, 'path', 256); break;
-    case 'serial-ok': uint(o, 'req'); break;
-    case 'serial-state': uint(o, 'sid'); oneOf(o, 'state', SERIAL_STATES); optStr(o, 'detail', 4096); break;
-    case 'welcome':
-      uint(o, 'v'); str(o, 'bench', 128); str(o, 'you', 128);
-      list(o, 'caps', 64); list(o, 'devices', 1024).forEach(device);
-      if (o.ttys !== undefined) for (const p of list(o, 'ttys', 64)) if (typeof p !== 'string' || p.length > 256) fail(`tty paths must be strings of at most 256 characters`);
-      optStr(o, 'resume', 64);
-      if (o.resumed !== undefined) {
-        if (typeof o.resumed !== 'object' || o.resumed === null) fail(`field 'resumed' of 'welcome' must be a map`);
-        lanes(o.resumed as Obj, 'received');
-      }
-      break;
-    case 'devices': uint(o, 'req'); list(o, 'devices', 1024).forEach(device); break;
-    case 'added': case 'changed': device(o.device); break;
-    case 'removed': str(o, 'dev', 64); break;
-    case 'claimed': uint(o, 'req'); device(o.device); break;
-    case 'released': uint(o, 'req'); str(o, 'dev', 64); break;
-    case 'complete': str(o, 'dev', 64); uint(o, 'id'); int(o, 'status'); uint(o, 'len', MAX_URB_DATA); optBytes(o, 'data', MAX_URB_DATA); compressed(o); break;
-    case 'error':
-      if (o.req !== undefined) uint(o, 'req');
-      if (o.id !== undefined) uint(o, 'id');
-      if (o.sid !== undefined) uint(o, 'sid');
-      optStr(o, 'dev', 64);
-      str(o, 'code', 64); str(o, 'message', 4096);
-      break;
-    default:
-      fail(`unknown message type ${describe(o.t)}`);
-  }
+  if (typeof o.t !== 'string' || !Object.hasOwn(CHECKS, o.t)) fail(`unknown message type ${describe(o.t)}`);
+  CHECKS[o.t as Message['t']](o);
   return o as unknown as Message;
-}
-
-/** Parses the 8-byte USB setup packet (little-endian, as on the USB wire). */
-export function parseSetup(setup: Uint8Array): SetupPacket {
-  const b = Buffer.from(setup.buffer, setup.byteOffset, setup.byteLength);
-  return { bmRequestType: b[0], bRequest: b[1], wValue: b.readUInt16LE(2), wIndex: b.readUInt16LE(4), wLength: b.readUInt16LE(6) };
-}
-
-export function encodeSetup(s: SetupPacket): Buffer {
-  const b = Buffer.alloc(8);
-  b[0] = s.bmRequestType; b[1] = s.bRequest;
-  b.writeUInt16LE(s.wValue, 2); b.writeUInt16LE(s.wIndex, 4); b.writeUInt16LE(s.wLength, 6);
-  return b;
 }
 
 /**

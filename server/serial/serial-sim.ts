@@ -5,11 +5,10 @@
  * board behaves the same whether a client claims it over USB or streams its serial port.
  */
 import { EventEmitter } from 'node:events';
-import { UrbStatus } from '../protocol/constants.js';
+import { encodeSetup, UrbRequest, UrbStatus } from '../protocol/urb.js';
 import type { SerialLine } from '../protocol/messages.js';
 import type { SimulatedBackend } from '../usb/simulated.js';
 import { SERIAL_EP_IN, SERIAL_EP_OUT, SimSerialBoard } from '../usb/sim-serial-board.js';
-import type { TransferRequest } from '../usb/backend.js';
 import type { SerialBackend, SerialPortEvents, SerialPortHandle, SerialSignals } from '../shared/serial/backend.js';
 
 /** CDC PSTN 1.2, table 13 / table 17. */
@@ -40,31 +39,31 @@ class SimSerialPort extends EventEmitter<SerialPortEvents> implements SerialPort
 
   private async control(request: number, value: number, data?: Uint8Array): Promise<void> {
     const r = await this.board.transfer({
-      type: 'control', ep: 0, setup: { bmRequestType: 0x21, bRequest: request, wValue: value, wIndex: 0, wLength: data?.length ?? 0 },
-      data, length: 0, timeout: 1000, signal: this.stop.signal,
-    });
-    if (r.status === UrbStatus.noDevice) throw new Error('board unplugged');
-    if (r.status !== UrbStatus.ok) throw new Error(`board refused CDC request 0x${request.toString(16)} (status ${r.status})`);
+      type: 'control', ep: 0, setup: encodeSetup({ bmRequestType: 0x21, bRequest: request, wValue: value, wIndex: 0, wLength: data?.length ?? 0 }),
+      data, timeout: 1000,
+    }, this.stop.signal);
+    if (r.status === UrbStatus.ENODEV) throw new Error('board unplugged');
+    if (r.status !== UrbStatus.OK) throw new Error(`board refused CDC request 0x${request.toString(16)} (status ${r.status})`);
   }
 
   private async readLoop(): Promise<void> {
     while (!this.closed) {
       if (this.paused) await this.paused.promise;
-      const req: TransferRequest = { type: 'bulk', ep: SERIAL_EP_IN, length: READ_SIZE, timeout: 0, signal: this.stop.signal };
-      const r = await this.board.transfer(req);
+      const req: UrbRequest = { type: 'bulk', ep: SERIAL_EP_IN, length: READ_SIZE };
+      const r = await this.board.transfer(req, this.stop.signal);
       if (this.closed) return;
-      if (r.status === UrbStatus.ok) {
-        if (r.data && r.data.length > 0) this.emit('data', Buffer.from(r.data));
+      if (r.status === UrbStatus.OK) {
+        if (r.data.length > 0) this.emit('data', Buffer.from(r.data));
         continue;
       }
-      this.emit('vanished', r.status === UrbStatus.noDevice ? 'board unplugged' : `read failed (status ${r.status})`);
+      this.emit('vanished', r.status === UrbStatus.ENODEV ? 'board unplugged' : `read failed (status ${r.status})`);
       return;
     }
   }
 
   async write(data: Uint8Array): Promise<void> {
-    const r = await this.board.transfer({ type: 'bulk', ep: SERIAL_EP_OUT, data, length: 0, timeout: 0, signal: this.stop.signal });
-    if (r.status !== UrbStatus.ok) throw new Error(r.status === UrbStatus.noDevice ? 'board unplugged' : `write failed (status ${r.status})`);
+    const r = await this.board.transfer({ type: 'bulk', ep: SERIAL_EP_OUT, data }, this.stop.signal);
+    if (r.status !== UrbStatus.OK) throw new Error(r.status === UrbStatus.ENODEV ? 'board unplugged' : `write failed (status ${r.status})`);
   }
 
   async setBaud(baud: number): Promise<void> {
@@ -98,9 +97,9 @@ class SimSerialPort extends EventEmitter<SerialPortEvents> implements SerialPort
     // Like cdc_acm on close: drop DTR/RTS, so the next open's rising DTR greets the new host again.
     if (!this.board.unplugged) {
       await this.board.transfer({
-        type: 'control', ep: 0, setup: { bmRequestType: 0x21, bRequest: SET_CONTROL_LINE_STATE, wValue: 0, wIndex: 0, wLength: 0 },
-        length: 0, timeout: 1000, signal: new AbortController().signal,
-      });
+        type: 'control', ep: 0, setup: encodeSetup({ bmRequestType: 0x21, bRequest: SET_CONTROL_LINE_STATE, wValue: 0, wIndex: 0, wLength: 0 }),
+        timeout: 1000,
+      }, new AbortController().signal);
     }
   }
 }

@@ -3,42 +3,20 @@
  * the `usb` package (usb-real.ts) and simulated boards (simulated.ts) for tests and the demo.
  */
 import { EventEmitter } from 'node:events';
-import type { DeviceInfo, SetupPacket, TransferType } from '../protocol/messages.js';
+import type { DeviceInfo } from '../protocol/messages.js';
+import type { UrbRequest, UrbResult } from '../protocol/urb.js';
 
 /** A device as the backend sees it, before the daemon adds sharing and claim state. */
 export type BackendDevice = Omit<DeviceInfo, 'shared' | 'claimedBy' | 'mine'>;
 
-export interface TransferResult {
-  /** 0 or a negative errno (UrbStatus). */
-  status: number;
-  /** IN data (may be shorter than asked; also on a timeout or cancel: the bytes that did arrive). */
-  data?: Uint8Array;
-  /** Bytes transferred (OUT: bytes written, also when timed out or cancelled part way). */
-  actual: number;
-  /** The USB stack's own words for a failure, for the bench's debug log. */
-  error?: string;
-}
-
-export interface TransferRequest {
-  type: TransferType;
-  /** Endpoint address including the direction bit (0x80 = IN). */
-  ep: number;
-  setup?: SetupPacket;
-  data?: Uint8Array;
-  /** IN: buffer size. */
-  length: number;
-  /** ms; 0 = none: an IN transfer then waits for as long as the device takes, like the kernel's URB. */
-  timeout: number;
-  /** The URB's transfer flags that matter on the bench (UrbFlag: zero packet, short-not-ok). */
-  flags?: number;
-  /** Cancels the transfer for real; it then completes with -ECONNRESET and the bytes it did move. */
-  signal: AbortSignal;
-}
-
 /** A device claimed for exclusive use: its kernel drivers are detached until close(). */
 export interface OpenedDevice {
-  /** Control/bulk/interrupt transfer. Resolves with a status, never rejects. */
-  transfer(request: TransferRequest): Promise<TransferResult>;
+  /**
+   * Runs one URB (control, bulk or interrupt). Resolves with a status, never rejects; `signal` cancels
+   * the transfer for real: it then completes with -ECONNRESET and the bytes it did move. An IN result's
+   * `data` may be shorter than asked, also on a timeout or cancel (the bytes that did arrive).
+   */
+  transfer(urb: UrbRequest, signal: AbortSignal): Promise<UrbResult>;
   setConfiguration(value: number): Promise<void>;
   setInterface(iface: number, alternate: number): Promise<void>;
   clearHalt(ep: number): Promise<void>;

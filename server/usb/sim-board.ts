@@ -3,10 +3,9 @@
  * leaves class/vendor requests and data endpoints to subclasses. Pending IN transfers wait for data
  * the way a real device NAKs, and end with -ECONNRESET when cancelled or -ENODEV when unplugged.
  */
-import { UrbStatus } from '../protocol/constants.js';
+import { isIn, NO_DATA, parseSetup, SetupPacket, UrbRequest, UrbResult, UrbStatus } from '../protocol/urb.js';
 import { ByteQueue } from '../shared/byte-queue.js';
-import type { SetupPacket } from '../protocol/messages.js';
-import type { BackendDevice, TransferRequest, TransferResult } from './backend.js';
+import type { BackendDevice } from './backend.js';
 import { DescriptorType, deviceDescriptor, DeviceDescriptorFields, deviceQualifier, Request, stringDescriptor } from './descriptors.js';
 
 export interface SimBoardIdentity {
@@ -74,16 +73,16 @@ export abstract class SimBoard {
   /** Called after SET_CONFIGURATION; boards reset their state here. */
   protected onConfigured(_value: number): void {}
 
-  async transfer(r: TransferRequest): Promise<TransferResult> {
-    if (this.unplugged) return { status: UrbStatus.noDevice, actual: 0 };
-    if (r.signal.aborted) return { status: UrbStatus.cancelled, actual: 0 };
-    if (r.type === 'control') return this.control(r.setup!, r.data, r.length);
-    if (this.halted.has(r.ep)) return { status: UrbStatus.stall, actual: 0 };
-    return this.endpoint(r);
+  async transfer(r: UrbRequest, signal: AbortSignal): Promise<UrbResult> {
+    if (this.unplugged) return { status: UrbStatus.ENODEV, actual: 0, data: NO_DATA };
+    if (signal.aborted) return { status: UrbStatus.ECONNRESET, actual: 0, data: NO_DATA };
+    if (r.type === 'control') return this.control(r);
+    if (this.halted.has(r.ep)) return { status: UrbStatus.EPIPE, actual: 0, data: NO_DATA };
+    return this.endpoint(r, signal);
   }
 
   /** Bulk/interrupt traffic; subclasses implement their endpoints. */
-  protected abstract endpoint(r: TransferRequest): Promise<TransferResult>;
+  protected abstract endpoint(r: UrbRequest, signal: AbortSignal): Promise<UrbResult>;
 
   /** Class or vendor control requests; undefined means "not mine" (stall). */
   protected classRequest(_s: SetupPacket, _data: Uint8Array | undefined): Uint8Array | 'ok' | undefined {
@@ -94,16 +93,16 @@ export abstract class SimBoard {
     return ['', this.identity.manufacturer, this.identity.product, this.identity.serial];
   }
 
-  private control(s: SetupPacket, data: Uint8Array | undefined, length: number): TransferResult {
-    const isIn = (s.bmRequestType & 0x80) !== 0;
+  private control(r: UrbRequest): UrbResult {
+    const s = parseSetup(r.setup!);
     const type = (s.bmRequestType >> 5) & 3;
     let reply: Uint8Array | 'ok' | undefined;
     if (type === 0) reply = this.standardRequest(s);
-    else reply = this.classRequest(s, data);
-    if (reply === undefined) return { status: UrbStatus.stall, actual: 0 };
-    if (reply === 'ok') return { status: UrbStatus.ok, actual: isIn ? 0 : data?.length ?? 0 };
-    const out = reply.subarray(0, Math.min(reply.length, length, s.wLength));
-    return { status: UrbStatus.ok, data: out, actual: out.length };
+    else reply = this.classRequest(s, r.data);
+    if (reply === undefined) return { status: UrbStatus.EPIPE, actual: 0, data: NO_DATA };
+    if (reply === 'ok') return { status: UrbStatus.OK, actual: isIn(r) ? 0 : r.data?.length ?? 0, data: NO_DATA };
+    const n = isIn(r) ? Math.min(reply.length, r.length ?? 0, s.wLength) : 0;
+    return { status: UrbStatus.OK, data: Buffer.from(reply.buffer, reply.byteOffset, n), actual: n };
   }
 
   private standardRequest(s: SetupPacket): Uint8Array | 'ok' | undefined {
@@ -155,30 +154,30 @@ export abstract class SimBoard {
    * Waits until `ready()` returns a result, the transfer is cancelled, or the board is unplugged.
    * `ready` is re-evaluated each time the board calls wake().
    */
-  protected waitFor(r: TransferRequest, ready: () => TransferResult | undefined): Promise<TransferResult> {
+  protected waitFor(r: UrbRequest, signal: AbortSignal, ready: () => UrbResult | undefined): Promise<UrbResult> {
     const now = ready();
     if (now) return Promise.resolve(now);
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined;
       let done = false;
-      const finish = (res: TransferResult): void => {
+      const finish = (res: UrbResult): void => {
         done = true;
         this.waiters.delete(check);
-        r.signal.removeEventListener('abort', onAbort);
+        signal.removeEventListener('abort', onAbort);
         if (timer) clearTimeout(timer);
         resolve(res);
       };
       const check = (): void => {
         // finished meanwhile: ready() must not run again, it would take bytes nobody receives
         if (done) return;
-        if (this.unplugged) return finish({ status: UrbStatus.noDevice, actual: 0 });
+        if (this.unplugged) return finish({ status: UrbStatus.ENODEV, actual: 0, data: NO_DATA });
         const res = ready();
         if (res) finish(res);
       };
-      const onAbort = (): void => { if (!done) finish({ status: UrbStatus.cancelled, actual: 0 }); };
+      const onAbort = (): void => { if (!done) finish({ status: UrbStatus.ECONNRESET, actual: 0, data: NO_DATA }); };
       this.waiters.add(check);
-      r.signal.addEventListener('abort', onAbort, { once: true });
-      if (r.timeout > 0) timer = setTimeout(() => finish({ status: UrbStatus.timedOut, actual: 0 }), r.timeout);
+      signal.addEventListener('abort', onAbort, { once: true });
+      if ((r.timeout ?? 0) > 0) timer = setTimeout(() => finish({ status: UrbStatus.ETIMEDOUT, actual: 0, data: NO_DATA }), r.timeout);
     });
   }
 

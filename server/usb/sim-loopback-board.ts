@@ -6,9 +6,8 @@
  *  - vendor requests: 0x40/0x01 selects the source pattern (wValue 0 counter, 1 random, 2 firmware-like),
  *    0xC0/0x02 reads the sink byte count (u64 LE), 0xC0/0x03 reads the loopback FIFO level (u32 LE).
  */
-import { UrbStatus } from '../protocol/constants.js';
-import type { SetupPacket } from '../protocol/messages.js';
-import type { BackendDevice, TransferRequest, TransferResult } from './backend.js';
+import { NO_DATA, SetupPacket, UrbRequest, UrbResult, UrbStatus } from '../protocol/urb.js';
+import type { BackendDevice } from './backend.js';
 import { configurationDescriptor, DeviceDescriptorFields } from './descriptors.js';
 import { firmwareLikeImage, seededBytes } from './patterns.js';
 import { ByteFifo, SimBoard, SimBoardIdentity } from './sim-board.js';
@@ -83,37 +82,37 @@ export class SimLoopbackBoard extends SimBoard {
     return undefined;
   }
 
-  protected endpoint(r: TransferRequest): Promise<TransferResult> {
+  protected endpoint(r: UrbRequest, signal: AbortSignal): Promise<UrbResult> {
     switch (r.ep) {
       case LOOP_EP_OUT: {
         const data = r.data ?? new Uint8Array(0);
-        return this.waitFor(r, () => {
+        return this.waitFor(r, signal, () => {
           if (this.fifo.free < data.length && this.fifo.size > 0) return undefined;
           this.fifo.push(data);
           this.wake();
-          return { status: UrbStatus.ok, actual: data.length };
+          return { status: UrbStatus.OK, actual: data.length, data: NO_DATA };
         });
       }
       case LOOP_EP_IN:
-        return this.waitFor(r, () => {
+        return this.waitFor(r, signal, () => {
           if (this.fifo.size === 0) return undefined;
-          const out = this.fifo.take(r.length);
+          const out = this.fifo.take(r.length ?? 0);
           this.wake();
-          return { status: UrbStatus.ok, data: out, actual: out.length };
+          return { status: UrbStatus.OK, data: out, actual: out.length };
         });
       case SINK_EP_OUT:
         this.sinkCount += r.data?.length ?? 0;
-        return Promise.resolve({ status: UrbStatus.ok, actual: r.data?.length ?? 0 });
+        return Promise.resolve({ status: UrbStatus.OK, actual: r.data?.length ?? 0, data: NO_DATA });
       case SOURCE_EP_IN:
-        return Promise.resolve(this.source(r.length));
+        return Promise.resolve(this.source(r.length ?? 0));
       case REPORT_EP_IN:
-        return this.report(r);
+        return this.report(r, signal);
       default:
-        return Promise.resolve({ status: UrbStatus.stall, actual: 0 });
+        return Promise.resolve({ status: UrbStatus.EPIPE, actual: 0, data: NO_DATA });
     }
   }
 
-  private source(length: number): TransferResult {
+  private source(length: number): UrbResult {
     const src = sourcePatterns()[this.pattern];
     const out = Buffer.allocUnsafe(length);
     let filled = 0;
@@ -123,25 +122,25 @@ export class SimLoopbackBoard extends SimBoard {
       filled += n;
       this.sourceOffset += n;
     }
-    return { status: UrbStatus.ok, data: out, actual: length };
+    return { status: UrbStatus.OK, data: out, actual: length };
   }
 
   /** One report per millisecond, like an interrupt endpoint polled at bInterval 4 (8 microframes). */
-  private async report(r: TransferRequest): Promise<TransferResult> {
+  private async report(r: UrbRequest, signal: AbortSignal): Promise<UrbResult> {
     const wait = this.lastReportAt + 1 - performance.now();
     if (wait > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, wait);
-        r.signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+        signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
       });
     }
-    if (r.signal.aborted) return { status: UrbStatus.cancelled, actual: 0 };
-    if (this.unplugged) return { status: UrbStatus.noDevice, actual: 0 };
+    if (signal.aborted) return { status: UrbStatus.ECONNRESET, actual: 0, data: NO_DATA };
+    if (this.unplugged) return { status: UrbStatus.ENODEV, actual: 0, data: NO_DATA };
     this.lastReportAt = performance.now();
     const b = Buffer.alloc(8);
     b.writeUInt32LE(++this.reports >>> 0, 0);
     b.writeUInt32LE(this.sinkCount >>> 0, 4);
-    const out = b.subarray(0, Math.min(8, r.length));
-    return { status: UrbStatus.ok, data: out, actual: out.length };
+    const out = b.subarray(0, Math.min(8, r.length ?? 0));
+    return { status: UrbStatus.OK, data: out, actual: out.length };
   }
 }

@@ -3,9 +3,8 @@
  * communication interface with an interrupt endpoint, one data interface with bulk IN/OUT. It prints a
  * banner when DTR goes up (the host opened the port) and echoes everything it receives.
  */
-import { UrbStatus } from '../protocol/constants.js';
-import type { SetupPacket } from '../protocol/messages.js';
-import type { BackendDevice, TransferRequest, TransferResult } from './backend.js';
+import { NO_DATA, SetupPacket, UrbRequest, UrbResult, UrbStatus } from '../protocol/urb.js';
+import type { BackendDevice } from './backend.js';
 import { configurationDescriptor, DeviceDescriptorFields } from './descriptors.js';
 import { ByteFifo, SimBoard, SimBoardIdentity } from './sim-board.js';
 
@@ -91,25 +90,25 @@ export class SimSerialBoard extends SimBoard {
     return undefined;
   }
 
-  protected endpoint(r: TransferRequest): Promise<TransferResult> {
+  protected endpoint(r: UrbRequest, signal: AbortSignal): Promise<UrbResult> {
     if (r.ep === SERIAL_EP_OUT) {
       const data = r.data ?? new Uint8Array(0);
       // Echo needs room in the FIFO; like a real board, the OUT transfer waits (NAKs) until there is.
-      return this.waitFor(r, () => {
+      return this.waitFor(r, signal, () => {
         if (this.toHost.free < data.length && this.toHost.size > 0) return undefined;
         this.print(data);
-        return { status: UrbStatus.ok, actual: data.length };
+        return { status: UrbStatus.OK, actual: data.length, data: NO_DATA };
       });
     }
     if (r.ep === SERIAL_EP_IN) {
-      return this.waitFor(r, () => {
+      return this.waitFor(r, signal, () => {
         if (this.toHost.size === 0) return undefined;
-        const out = this.toHost.take(r.length);
+        const out = this.toHost.take(r.length ?? 0);
         this.wake(); // room for pending OUT transfers
-        return { status: UrbStatus.ok, data: out, actual: out.length };
+        return { status: UrbStatus.OK, data: out, actual: out.length };
       });
     }
-    if (r.ep === SERIAL_EP_NOTIFY) return this.waitFor(r, () => undefined); // no line-state changes to report
-    return Promise.resolve({ status: UrbStatus.stall, actual: 0 });
+    if (r.ep === SERIAL_EP_NOTIFY) return this.waitFor(r, signal, () => undefined); // no line-state changes to report
+    return Promise.resolve({ status: UrbStatus.EPIPE, actual: 0, data: NO_DATA });
   }
 }

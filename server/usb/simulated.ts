@@ -1,6 +1,7 @@
 /** The simulated USB backend: boards that live in memory, plug and unplug on demand. */
 import { EventEmitter } from 'node:events';
-import type { BackendDevice, BackendEvents, OpenedDevice, TransferRequest, TransferResult, UsbBackend } from './backend.js';
+import type { BackendDevice, BackendEvents, OpenedDevice, UsbBackend } from './backend.js';
+import type { UrbRequest, UrbResult } from '../protocol/urb.js';
 import { SimBoard } from './sim-board.js';
 import { SimLoopbackBoard } from './sim-loopback-board.js';
 import { SimSerialBoard } from './sim-serial-board.js';
@@ -63,7 +64,7 @@ export class SimulatedBackend extends EventEmitter<BackendEvents> implements Usb
     this.opened.add(id);
     let closed = false;
     return {
-      transfer: (r: TransferRequest): Promise<TransferResult> => board.transfer(r),
+      transfer: (r: UrbRequest, signal: AbortSignal): Promise<UrbResult> => board.transfer(r, signal),
       setConfiguration: async (v: number) => board.setConfiguration(v),
       setInterface: async (i: number, a: number) => board.setInterface(i, a),
       clearHalt: async (ep: number) => board.clearHalt(ep),

@@ -5,9 +5,8 @@
  * touching the device, and SET_CONFIGURATION / SET_INTERFACE / CLEAR_FEATURE(ENDPOINT_HALT) are done
  * through the host API so its view stays consistent. Forwarding them raw stalls enumeration.
  */
-import { UrbStatus } from '../protocol/constants.js';
-import type { SetupPacket } from '../protocol/messages.js';
-import type { OpenedDevice, TransferRequest, TransferResult } from './backend.js';
+import { NO_DATA, parseSetup, SetupPacket, UrbRequest, UrbResult, UrbStatus } from '../protocol/urb.js';
+import type { OpenedDevice } from './backend.js';
 import { ENDPOINT_HALT, Request } from './descriptors.js';
 
 /** bmRequestType values: direction OUT, type standard, recipient device / interface / endpoint. */
@@ -26,10 +25,10 @@ export function classifySpecialRequest(s: SetupPacket): SpecialRequest | undefin
 }
 
 /** Runs one URB on an opened device, turning the special standard requests into host operations. */
-export async function executeUrb(device: OpenedDevice, request: TransferRequest): Promise<TransferResult> {
-  const special = request.type === 'control' && request.setup ? classifySpecialRequest(request.setup) : undefined;
-  if (special === undefined) return device.transfer(request);
-  const s = request.setup!;
+export async function executeUrb(device: OpenedDevice, urb: UrbRequest, signal: AbortSignal): Promise<UrbResult> {
+  const s = urb.type === 'control' && urb.setup ? parseSetup(urb.setup) : undefined;
+  const special = s && classifySpecialRequest(s);
+  if (!s || special === undefined) return device.transfer(urb, signal);
   try {
     switch (special) {
       case 'set-address':
@@ -44,8 +43,8 @@ export async function executeUrb(device: OpenedDevice, request: TransferRequest)
         await device.clearHalt(s.wIndex & 0xff);
         break;
     }
-    return { status: UrbStatus.ok, actual: 0 };
+    return { status: UrbStatus.OK, actual: 0, data: NO_DATA };
   } catch {
-    return { status: UrbStatus.stall, actual: 0 };
+    return { status: UrbStatus.EPIPE, actual: 0, data: NO_DATA };
   }
 }

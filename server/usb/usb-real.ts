@@ -13,10 +13,9 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, realpathSync } fro
 import { basename } from 'node:path';
 import type { Device, LibUSBException, Transfer } from 'usb';
 import type { ConfigDescriptor } from 'usb/dist/usb/descriptors.js';
-import { UrbFlag, UrbStatus } from '../protocol/constants.js';
 import type { Speed } from '../protocol/messages.js';
-import { encodeSetup } from '../protocol/messages.js';
-import type { BackendDevice, BackendEvents, OpenedDevice, TransferRequest, TransferResult, UsbBackend } from './backend.js';
+import { isIn as urbIsIn, NO_DATA, parseSetup, UrbFlag, UrbRequest, UrbResult, UrbStatus } from '../protocol/urb.js';
+import type { BackendDevice, BackendEvents, OpenedDevice, UsbBackend } from './backend.js';
 import { loadUsb } from './libusb.js';
 import { ttyOfUsbDevice } from '../shared/serial/sysfs-tty.js';
 
@@ -242,7 +241,7 @@ type UsbModule = ReturnType<typeof loadUsb>['usb'];
 
 /** One URB on its way through libusb. */
 interface Running {
-  done: Promise<TransferResult>;
+  done: Promise<UrbResult>;
   cancel(): void;
 }
 
@@ -290,29 +289,31 @@ class RealOpenedDevice implements OpenedDevice {
     return 0;
   }
 
-  transfer(r: TransferRequest): Promise<TransferResult> {
-    if (this.closed) return Promise.resolve({ status: UrbStatus.shutdown, actual: 0 });
-    if (r.signal.aborted) return Promise.resolve({ status: UrbStatus.cancelled, actual: 0 });
-    const isIn = r.type === 'control' ? (r.setup!.bmRequestType & 0x80) !== 0 : (r.ep & 0x80) !== 0;
+  transfer(r: UrbRequest, signal: AbortSignal): Promise<UrbResult> {
+    if (this.closed) return Promise.resolve({ status: UrbStatus.ESHUTDOWN, actual: 0, data: NO_DATA });
+    if (signal.aborted) return Promise.resolve({ status: UrbStatus.ECONNRESET, actual: 0, data: NO_DATA });
+    const isIn = urbIsIn(r);
     let buffer: Buffer;
     if (r.type === 'control') {
-      // libusb's control buffer: the 8 setup bytes, then room for (IN) or the bytes of (OUT) the data stage.
-      const setup = r.setup!;
+      // libusb's control buffer: the 8 setup bytes as they came, then room for (IN) or the bytes of (OUT)
+      // the data stage; an OUT wLength says how many bytes follow, so it is the data's length.
       const out = r.data ?? new Uint8Array(0);
-      buffer = Buffer.alloc(8 + (isIn ? setup.wLength : out.length));
-      encodeSetup({ ...setup, wLength: isIn ? setup.wLength : out.length }).copy(buffer, 0);
+      const wLength = isIn ? parseSetup(r.setup!).wLength : out.length;
+      buffer = Buffer.alloc(8 + wLength);
+      buffer.set(r.setup!.subarray(0, 8), 0);
+      buffer.writeUInt16LE(wLength, 6);
       if (!isIn) buffer.set(out, 8);
     } else {
-      buffer = isIn ? Buffer.allocUnsafe(r.length) : Buffer.from(r.data?.buffer ?? new ArrayBuffer(0), r.data?.byteOffset ?? 0, r.data?.byteLength ?? 0);
+      buffer = isIn ? Buffer.allocUnsafe(r.length ?? 0) : Buffer.from(r.data?.buffer ?? new ArrayBuffer(0), r.data?.byteOffset ?? 0, r.data?.byteLength ?? 0);
     }
     // URB_ZERO_PACKET on OUT data ending on a packet boundary: a zero-length transfer queued right behind
     // it on the same endpoint (libusb's own flag for this is not exposed by the package).
     const maxPacket = !isIn && r.type !== 'control' && (r.flags ?? 0) & UrbFlag.zeroPacket ? this.maxPacketOf(r.ep) : 0;
     const zlp = maxPacket > 0 && buffer.length > 0 && buffer.length % maxPacket === 0;
-    return this.submit(r, buffer, isIn, zlp);
+    return this.submit(r, signal, buffer, isIn, zlp);
   }
 
-  private submit(r: TransferRequest, buffer: Buffer, isIn: boolean, zlp: boolean): Promise<TransferResult> {
+  private submit(r: UrbRequest, signal: AbortSignal, buffer: Buffer, isIn: boolean, zlp: boolean): Promise<UrbResult> {
     let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
     const transfers: Transfer[] = [];
@@ -341,25 +342,25 @@ class RealOpenedDevice implements OpenedDevice {
     const submitStatus = submitError === undefined ? undefined : statusOfLibusbError(errnoOf(submitError));
     if (submitError !== undefined) {
       // nothing of this URB ran; or its data did but the zero-length packet could not follow: end the data
-      if (transfers.length === 0) return Promise.resolve({ status: submitStatus!, actual: 0, error: (submitError as Error).message });
+      if (transfers.length === 0) return Promise.resolve({ status: submitStatus!, actual: 0, data: NO_DATA, error: (submitError as Error).message });
       cancel();
     }
-    if (r.timeout > 0) timer = setTimeout(() => { timedOut = true; cancel(); }, r.timeout);
-    r.signal.addEventListener('abort', onAbort, { once: true });
+    if ((r.timeout ?? 0) > 0) timer = setTimeout(() => { timedOut = true; cancel(); }, r.timeout);
+    signal.addEventListener('abort', onAbort, { once: true });
     const running: Running = {
       cancel,
       done: Promise.all(results).then(([first, second]) => {
         clearTimeout(timer);
-        r.signal.removeEventListener('abort', onAbort);
+        signal.removeEventListener('abort', onAbort);
         this.running.delete(running);
         let status = statusOfTransfer(first.error?.errno);
-        if (status === UrbStatus.cancelled && timedOut) status = UrbStatus.timedOut;
-        if (status === UrbStatus.ok && second?.error) status = statusOfTransfer(second.error.errno);
-        if (submitStatus !== undefined && (status === UrbStatus.ok || status === UrbStatus.cancelled)) status = submitStatus;
+        if (status === UrbStatus.ECONNRESET && timedOut) status = UrbStatus.ETIMEDOUT;
+        if (status === UrbStatus.OK && second?.error) status = statusOfTransfer(second.error.errno);
+        if (submitStatus !== undefined && (status === UrbStatus.OK || status === UrbStatus.ECONNRESET)) status = submitStatus;
         const actual = first.actual;
-        const data = isIn ? (r.type === 'control' ? first.buf.subarray(8, 8 + actual) : first.buf.subarray(0, actual)) : undefined;
+        const data = isIn ? (r.type === 'control' ? first.buf.subarray(8, 8 + actual) : first.buf.subarray(0, actual)) : NO_DATA;
         const error = first.error?.message ?? second?.error?.message ?? (submitError as Error | undefined)?.message;
-        return { status, actual, data, error: status === UrbStatus.ok ? undefined : error };
+        return { status, actual, data, error: status === UrbStatus.OK ? undefined : error };
       }),
     };
     this.running.add(running);
@@ -418,23 +419,23 @@ function callback(call: (cb: (error?: LibUSBException) => void) => void): Promis
 
 function statusOfTransfer(errno: number | undefined): number {
   switch (errno) {
-    case undefined: case 0: return UrbStatus.ok;
-    case TRANSFER_STATUS.timedOut: return UrbStatus.timedOut;
-    case TRANSFER_STATUS.cancelled: return UrbStatus.cancelled;
-    case TRANSFER_STATUS.stall: return UrbStatus.stall;
-    case TRANSFER_STATUS.noDevice: return UrbStatus.noDevice;
-    case TRANSFER_STATUS.overflow: return UrbStatus.overflow;
-    default: return UrbStatus.protocol;
+    case undefined: case 0: return UrbStatus.OK;
+    case TRANSFER_STATUS.timedOut: return UrbStatus.ETIMEDOUT;
+    case TRANSFER_STATUS.cancelled: return UrbStatus.ECONNRESET;
+    case TRANSFER_STATUS.stall: return UrbStatus.EPIPE;
+    case TRANSFER_STATUS.noDevice: return UrbStatus.ENODEV;
+    case TRANSFER_STATUS.overflow: return UrbStatus.EOVERFLOW;
+    default: return UrbStatus.EPROTO;
   }
 }
 
 function statusOfLibusbError(errno: number | undefined): number {
   switch (errno) {
-    case LIBUSB_ERROR.noDevice: case LIBUSB_ERROR.notFound: return UrbStatus.noDevice;
-    case LIBUSB_ERROR.pipe: return UrbStatus.stall;
-    case LIBUSB_ERROR.timeout: return UrbStatus.timedOut;
-    case LIBUSB_ERROR.overflow: return UrbStatus.overflow;
-    case LIBUSB_ERROR.invalidParam: return UrbStatus.invalid;
-    default: return UrbStatus.protocol;
+    case LIBUSB_ERROR.noDevice: case LIBUSB_ERROR.notFound: return UrbStatus.ENODEV;
+    case LIBUSB_ERROR.pipe: return UrbStatus.EPIPE;
+    case LIBUSB_ERROR.timeout: return UrbStatus.ETIMEDOUT;
+    case LIBUSB_ERROR.overflow: return UrbStatus.EOVERFLOW;
+    case LIBUSB_ERROR.invalidParam: return UrbStatus.EINVAL;
+    default: return UrbStatus.EPROTO;
   }
 }

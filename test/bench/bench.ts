@@ -14,6 +14,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { BenchClient, ClaimedDevice } from '../../extension/core/bench-client.js';
+import { encodeSetup } from '../../server/protocol/urb.js';
 import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { BindingName, defaultBindingName, endpointIdOf, generateSecretKey, PeerAddress } from '../../server/net/iroh.js';
 import { nativePath } from '../../server/net/native-binding.js';
@@ -31,7 +32,7 @@ const RUNS = quick ? 1 : 3;
 const SECONDS = quick ? 1 : 2;
 const URB = 64 * 1024;
 const BOARDS = 'loopback:9'; // sim-1 … sim-9
-const GET_STATUS = { bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 };
+const GET_STATUS = encodeSetup({ bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 });
 
 type Pattern = 'random' | 'firmware';
 const PATTERN_ID: Record<Pattern, number> = { random: 1, firmware: 2 };
@@ -187,7 +188,7 @@ async function bulk(dev: ClaimedDevice, dir: 'in' | 'out', inflight: number, pat
 }
 
 async function setPattern(dev: ClaimedDevice, pattern: Pattern): Promise<void> {
-  await dev.submit({ type: 'control', ep: 0, setup: { bmRequestType: 0x40, bRequest: VENDOR_SET_PATTERN, wValue: PATTERN_ID[pattern], wIndex: 0, wLength: 0 } });
+  await dev.submit({ type: 'control', ep: 0, setup: encodeSetup({ bmRequestType: 0x40, bRequest: VENDOR_SET_PATTERN, wValue: PATTERN_ID[pattern], wIndex: 0, wLength: 0 }) });
 }
 
 async function controlRtts(dev: ClaimedDevice, n: number): Promise<number[]> {
@@ -332,7 +333,7 @@ async function main(): Promise<void> {
       const t0 = performance.now();
       const c = await connect(s);
       const dev = await c.claim('sim-1');
-      await dev.submit({ type: 'control', ep: 0x80, length: 18, setup: { bmRequestType: 0x80, bRequest: 6, wValue: 0x100, wIndex: 0, wLength: 18 } });
+      await dev.submit({ type: 'control', ep: 0x80, length: 18, setup: encodeSetup({ bmRequestType: 0x80, bRequest: 6, wValue: 0x100, wIndex: 0, wLength: 18 }) });
       firsts.push(performance.now() - t0);
       await c.close();
     }

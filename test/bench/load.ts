@@ -17,10 +17,10 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BenchClient, ClaimedDevice, UrbResult } from '../../extension/core/bench-client.js';
+import { BenchClient, ClaimedDevice } from '../../extension/core/bench-client.js';
 import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { endpointIdOf, generateSecretKey, PeerAddress } from '../../server/net/iroh.js';
-import { UrbStatus } from '../../server/protocol/constants.js';
+import { encodeSetup, UrbResult, UrbStatus } from '../../server/protocol/urb.js';
 import { TrustStore } from '../../server/trust.js';
 import { LOOP_EP_IN, LOOP_EP_OUT } from '../../server/usb/sim-loopback-board.js';
 import { DaemonProcess, freeUdpPort } from '../helpers/daemon-process.js';
@@ -87,7 +87,7 @@ async function loopback(dev: ClaimedDevice, salt: number, until: number): Promis
   let writersDone = false;
   const inflightIn = new Set<number>();
   const check = (r: UrbResult, what: string): void => {
-    if (r.status !== UrbStatus.ok) throw new Error(`${dev.id}: ${what} ended with status ${r.status}${r.error ? ` (${r.error})` : ''}`);
+    if (r.status !== UrbStatus.OK) throw new Error(`${dev.id}: ${what} ended with status ${r.status}${r.error ? ` (${r.error})` : ''}`);
   };
   const writers = Array.from({ length: DEPTH }, async () => {
     while (performance.now() < until) {
@@ -104,7 +104,7 @@ async function loopback(dev: ClaimedDevice, salt: number, until: number): Promis
       inflightIn.add(urb.id);
       const r = await within(urb.done, LOST_MS + (until - performance.now()), `${dev.id}: IN URB ${urb.id}`);
       inflightIn.delete(urb.id);
-      if (r.status === UrbStatus.cancelled && writersDone && received >= sent) return; // the drain's leftovers
+      if (r.status === UrbStatus.ECONNRESET && writersDone && received >= sent) return; // the drain's leftovers
       check(r, `IN URB ${urb.id}`);
       const at = offsetOf(salt, r.data);
       if (typeof at === 'string') throw new Error(`${dev.id}: wrong data: ${at}`);
@@ -135,8 +135,8 @@ async function controlRtts(dev: ClaimedDevice, until: () => boolean): Promise<nu
   const rtts: number[] = [];
   while (!until()) {
     const t = performance.now();
-    const r = await within(dev.submit({ type: 'control', ep: 0x80, length: 2, setup: { bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 } }), LOST_MS, 'control URB');
-    if (r.status !== UrbStatus.ok || r.actual !== 2) throw new Error(`control GET_STATUS on ${dev.id}: status ${r.status}, ${r.actual} bytes`);
+    const r = await within(dev.submit({ type: 'control', ep: 0x80, length: 2, setup: encodeSetup({ bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 }) }), LOST_MS, 'control URB');
+    if (r.status !== UrbStatus.OK || r.actual !== 2) throw new Error(`control GET_STATUS on ${dev.id}: status ${r.status}, ${r.actual} bytes`);
     rtts.push(performance.now() - t);
   }
   return rtts;

@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { BenchClient, ClaimedDevice } from '../../extension/core/bench-client.js';
+import { encodeSetup } from '../../server/protocol/urb.js';
 import { createSocketPair, devidOf } from '../../extension/core/usbip/attach.js';
 import { UsbipBridge } from '../../extension/core/usbip/bridge.js';
 import { readEndpointTable } from '../../extension/core/usbip/endpoints.js';
@@ -97,7 +98,7 @@ async function claimCycle(client: BenchClient, n: number): Promise<void> {
   }
   check(offsets.size === total / urb, `loopback: ${offsets.size} of ${total / urb} chunks came back`);
   for (let i = 0; i < 20; i++) {
-    const r = await within(dev.submit({ type: 'control', ep: 0x80, length: 18, setup: { bmRequestType: 0x80, bRequest: 6, wValue: 0x100, wIndex: 0, wLength: 18 } }), 'control GET_DESCRIPTOR');
+    const r = await within(dev.submit({ type: 'control', ep: 0x80, length: 18, setup: encodeSetup({ bmRequestType: 0x80, bRequest: 6, wValue: 0x100, wIndex: 0, wLength: 18 }) }), 'control GET_DESCRIPTOR');
     check(r.status === 0 && r.actual === 18 && r.data[1] === 1, `control GET_DESCRIPTOR: status ${r.status}, ${r.actual} bytes`);
   }
   await within(dev.release(), `release ${CLAIM_ID}`);

@@ -14,14 +14,13 @@ import { Duplex } from 'node:stream';
 import {
   encodeCmdSubmit,
   encodeCmdUnlink,
-  encodeSetupPacket,
   UsbipDirection,
   UsbipReply,
   UsbipReplyDecoder,
   UsbipRetSubmit,
   UsbipRetUnlink,
-  UsbSetupPacket,
 } from '../../extension/core/usbip/codec.js';
+import { encodeSetup, SetupPacket } from '../../server/protocol/urb.js';
 import { USBIP_DIR_IN, USBIP_DIR_OUT, USBIP_URB_DIR_IN } from '../../extension/core/usbip/constants.js';
 
 export type Answer =
@@ -36,7 +35,7 @@ export interface SubmitArgs {
   /** IN: transfer_buffer_length. OUT: ignored (data.length). */
   length?: number;
   data?: Buffer;
-  setup?: UsbSetupPacket;
+  setup?: SetupPacket;
   flags?: number;
   /** Iso packets (each `length / n` bytes) for an isochronous URB. */
   isoPackets?: number;
@@ -141,7 +140,7 @@ export class FakeVhci {
       transfer_flags: (a.flags ?? 0) | (direction === USBIP_DIR_IN ? USBIP_URB_DIR_IN : 0),
       transfer_buffer_length: length,
       number_of_packets: iso ? iso.length : 0,
-      setup: a.setup ? encodeSetupPacket(a.setup) : undefined,
+      setup: a.setup ? encodeSetup(a.setup) : undefined,
       data,
       iso_packet_descriptor: iso,
     });
@@ -160,7 +159,7 @@ export class FakeVhci {
   }
 
   /** A control URB on endpoint 0; the USB/IP direction follows the setup packet (OUT when wLength is 0). */
-  control(setup: UsbSetupPacket, data?: Buffer): Submitted {
+  control(setup: SetupPacket, data?: Buffer): Submitted {
     const isIn = (setup.bmRequestType & 0x80) !== 0 && setup.wLength > 0;
     return this.submit(isIn ? { ep: 0, dir: 'in', length: setup.wLength, setup } : { ep: 0, dir: 'out', data: data ?? Buffer.alloc(0), setup });
   }
@@ -172,7 +171,7 @@ export class FakeVhci {
     return answer.ret;
   }
 
-  async runControl(setup: UsbSetupPacket, data?: Buffer): Promise<UsbipRetSubmit> {
+  async runControl(setup: SetupPacket, data?: Buffer): Promise<UsbipRetSubmit> {
     const answer = await this.control(setup, data).done;
     if (answer.kind !== 'submitted') throw new Error(`control URB was given back by RET_UNLINK(${answer.status})`);
     return answer.ret;
@@ -183,7 +182,7 @@ export class FakeVhci {
   }
 }
 
-export const GET_DESCRIPTOR = (type: number, index: number, length: number, langid = 0): UsbSetupPacket => ({
+export const GET_DESCRIPTOR = (type: number, index: number, length: number, langid = 0): SetupPacket => ({
   bmRequestType: 0x80,
   bRequest: 6,
   wValue: (type << 8) | index,

@@ -15,7 +15,8 @@
  *   Reports the bridge's offline / online / closed and the kernel seeing its socket end.
  */
 import { once } from 'node:events';
-import { BenchClient, ClaimedDevice, UrbResult } from '../../extension/core/bench-client.js';
+import { BenchClient, ClaimedDevice } from '../../extension/core/bench-client.js';
+import { encodeSetup, UrbResult } from '../../server/protocol/urb.js';
 import { createSocketPair, devidOf } from '../../extension/core/usbip/attach.js';
 import { UsbipBridge } from '../../extension/core/usbip/bridge.js';
 import { readEndpointTable } from '../../extension/core/usbip/endpoints.js';
@@ -128,7 +129,7 @@ async function recover(client: BenchClient, dev: ClaimedDevice, spec: NetdropSpe
   }
   if (dev.lost) dev = await claim(client, spec.device, hangMs);
   // what the drop left in the loopback FIFO (an OUT that landed, an IN whose answer was lost)
-  const level = await dev.submit({ type: 'control', ep: 0x80, setup: FIFO_LEVEL, length: 4 });
+  const level = await dev.submit({ type: 'control', ep: 0x80, setup: encodeSetup(FIFO_LEVEL), length: 4 });
   if (level.status !== 0) return dev; // dropped again: the next round fails and comes back here
   const n = level.data.readUInt32LE(0);
   if (n > 0) await dev.submit({ type: 'bulk', ep: LOOP_IN, length: n });

@@ -12,7 +12,7 @@ import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { TrustStore } from '../../server/trust.js';
 import { endpointIdOf } from '../../server/net/iroh.js';
 import { DaemonProcess, freeUdpPort } from '../helpers/daemon-process.js';
-import { UrbStatus } from '../../server/protocol/constants.js';
+import { encodeSetup, UrbStatus } from '../../server/protocol/urb.js';
 import { LOOP_EP_IN, LOOP_EP_OUT, REPORT_EP_IN, SOURCE_EP_IN } from '../../server/usb/sim-loopback-board.js';
 import { SERIAL_EP_IN, SERIAL_EP_OUT } from '../../server/usb/sim-serial-board.js';
 import { simLoopbackBoard } from '../../server/usb/simulated.js';
@@ -22,7 +22,7 @@ import { BenchFixture, until, waitFor } from '../helpers/bench-fixture.js';
 
 const GET_DESCRIPTOR = (type: number, index: number, length: number) => ({
   type: 'control' as const, ep: 0x80, length,
-  setup: { bmRequestType: 0x80, bRequest: 6, wValue: (type << 8) | index, wIndex: type === 3 && index ? 0x0409 : 0, wLength: length },
+  setup: encodeSetup({ bmRequestType: 0x80, bRequest: 6, wValue: (type << 8) | index, wIndex: type === 3 && index ? 0x0409 : 0, wLength: length }),
 });
 
 describe('bench daemon + client core over real Iroh', () => {
@@ -91,8 +91,8 @@ describe('bench daemon + client core over real Iroh', () => {
       }
     }
     // an unknown request stalls, like a real device
-    const stall = await dev.submit({ type: 'control', ep: 0x80, length: 1, setup: { bmRequestType: 0xc0, bRequest: 0x99, wValue: 0, wIndex: 0, wLength: 1 } });
-    assert.equal(stall.status, UrbStatus.stall);
+    const stall = await dev.submit({ type: 'control', ep: 0x80, length: 1, setup: encodeSetup({ bmRequestType: 0xc0, bRequest: 0x99, wValue: 0, wIndex: 0, wLength: 1 }) });
+    assert.equal(stall.status, UrbStatus.EPIPE);
     await dev.release();
     await c.close();
   });
@@ -171,7 +171,7 @@ describe('bench daemon + client core over real Iroh', () => {
     const waiting = dev.start({ type: 'bulk', ep: LOOP_EP_IN, length: 512 });
     await new Promise((r) => setTimeout(r, 50));
     dev.cancel(waiting.id);
-    assert.equal((await waiting.done).status, UrbStatus.cancelled);
+    assert.equal((await waiting.done).status, UrbStatus.ECONNRESET);
     const done = dev.start({ type: 'bulk', ep: SOURCE_EP_IN, length: 512 });
     const r = await done.done;
     dev.cancel(done.id); // too late: ignored
@@ -184,7 +184,7 @@ describe('bench daemon + client core over real Iroh', () => {
   test('the serial board greets on DTR and echoes', async () => {
     const c = await bench.connect();
     const dev = await c.claim('sim-1');
-    await dev.submit({ type: 'control', ep: 0, setup: { bmRequestType: 0x21, bRequest: 0x22, wValue: 1, wIndex: 0, wLength: 0 } });
+    await dev.submit({ type: 'control', ep: 0, setup: encodeSetup({ bmRequestType: 0x21, bRequest: 0x22, wValue: 1, wIndex: 0, wLength: 0 }) });
     const banner = await dev.submit({ type: 'bulk', ep: SERIAL_EP_IN, length: 4096 });
     assert.match(banner.data.toString(), /Remote USB simulated serial board SIM0001/);
     await dev.submit({ type: 'bulk', ep: SERIAL_EP_OUT, data: Buffer.from('ping\r\n') });
@@ -203,9 +203,9 @@ describe('bench daemon + client core over real Iroh', () => {
     const lost = waitFor<string>(dev, 'lost');
     await new Promise((r) => setTimeout(r, 50));
     bench.backend.unplug('sim-8');
-    assert.equal((await pending).status, UrbStatus.noDevice);
+    assert.equal((await pending).status, UrbStatus.ENODEV);
     assert.match(await lost, /unplugged/);
-    assert.equal((await dev.submit({ type: 'bulk', ep: LOOP_EP_IN, length: 1 })).status, UrbStatus.noDevice);
+    assert.equal((await dev.submit({ type: 'bulk', ep: LOOP_EP_IN, length: 1 })).status, UrbStatus.ENODEV);
     await c.close();
   });
 
@@ -290,7 +290,7 @@ describe('reconnects (daemon as a real process)', () => {
     const resumed = waitFor(dev, 'resumed', 15_000);
     assert.equal(await daemon.stop('SIGTERM'), 0);
     assert.match(daemon.output, /proc-client \(\w+\) released sim-2/);
-    assert.equal((await inflight).status, UrbStatus.shutdown);
+    assert.equal((await inflight).status, UrbStatus.ESHUTDOWN);
     await suspended;
     const t0 = performance.now();
     await daemon.start();

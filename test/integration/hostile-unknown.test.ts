@@ -53,7 +53,7 @@ function bombs(bytes: number): Buffer {
   const frames: Buffer[] = [];
   let size = 0;
   for (let id = 1; size < bytes; id++) {
-    const f = encodeFrame({ t: 'submit', dev: 'sim-1', id, ep: 0x02, type: 'bulk', len: MAX_URB_DATA, data: bomb, z: 1 });
+    const f = encodeFrame({ t: 'submit', dev: 'sim-1', id, ep: 0x02, type: 'bulk', length: MAX_URB_DATA, data: bomb, z: 1 });
     frames.push(f);
     size += f.length;
   }

@@ -11,7 +11,8 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { BenchClient, BenchError, ClaimedDevice } from '../../extension/core/bench-client.js';
 import { generateSecretKey, IrohConnection, IrohEndpoint } from '../../server/net/iroh.js';
-import { MAX_URB_DATA, MAX_URBS_IN_FLIGHT, UrbStatus } from '../../server/protocol/constants.js';
+import { MAX_URB_DATA, MAX_URBS_IN_FLIGHT } from '../../server/protocol/constants.js';
+import { encodeSetup, UrbStatus } from '../../server/protocol/urb.js';
 import { Message } from '../../server/protocol/messages.js';
 import { MessageStream } from '../../server/protocol/stream.js';
 import { REPLY_BACKLOG_LIMIT, Session } from '../../server/session.js';
@@ -37,7 +38,7 @@ before(async () => {
 });
 after(() => bench.stop());
 
-const GET_STATUS = { bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 };
+const GET_STATUS = encodeSetup({ bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 });
 
 /** Runs control URBs on the bystander's device until stop() is called; every one must succeed. */
 function bystanderTraffic(): { stop(): Promise<number[]> } {
@@ -47,7 +48,7 @@ function bystanderTraffic(): { stop(): Promise<number[]> } {
     while (running) {
       const t = performance.now();
       const r = await control.submit({ type: 'control', ep: 0x80, length: 2, setup: GET_STATUS });
-      assert.equal(r.status, UrbStatus.ok, `the bystander's control URB failed: ${r.error}`);
+      assert.equal(r.status, UrbStatus.OK, `the bystander's control URB failed: ${r.error}`);
       rtts.push(performance.now() - t);
     }
   })();
@@ -114,7 +115,7 @@ test('50,000 URBs and 50,000 unknown cancels as fast as a client can send them: 
   const t0 = performance.now();
   // odd ids: bulk IN on sim-2's empty loopback FIFO (they wait); even ids: sim-1, which the bystander holds
   for (let id = 1; id <= N; id++) {
-    peer.s.send({ t: 'submit', dev: id % 2 ? 'sim-2' : 'sim-1', id, ep: 0x81, type: 'bulk', len: 64 });
+    peer.s.send({ t: 'submit', dev: id % 2 ? 'sim-2' : 'sim-1', id, ep: 0x81, type: 'bulk', length: 64 });
     if (id % 1000 === 0) await new Promise((r) => setImmediate(r));
   }
   for (let i = 1; i <= N; i++) {
@@ -135,7 +136,7 @@ test('50,000 URBs and 50,000 unknown cancels as fast as a client can send them: 
   assert.ok([...answers.keys()].every((id) => id >= 1 && id <= N), 'an unknown cancel was answered');
   assert.deepEqual(Object.fromEntries([...kinds].sort()), {
     [`busy sim-2: more than N URBs in flight on sim-N`]: N / 2 - MAX_URBS_IN_FLIGHT,
-    [`complete sim-2 ${UrbStatus.cancelled}`]: MAX_URBS_IN_FLIGHT,
+    [`complete sim-2 ${UrbStatus.ECONNRESET}`]: MAX_URBS_IN_FLIGHT,
     [`not-claimed sim-1: URB N for device sim-N, which this client has not claimed`]: N / 2,
   });
   assert.ok(maxUrbs <= MAX_URBS_IN_FLIGHT, `${maxUrbs} URBs in flight`);
@@ -157,7 +158,7 @@ test('URB bytes in flight are capped per client: a clear refusal, and room again
   peer.s.send({ t: 'claim', req: 1, dev: 'sim-3' });
   await until(() => got.some((m) => m.t === 'claimed'), 5000, 'the claim');
   // 16 × 4 MiB IN URBs wait on the empty FIFO: 64 MiB, the limit; the 17th is one too many
-  for (let id = 1; id <= 17; id++) peer.s.send({ t: 'submit', dev: 'sim-3', id, ep: 0x81, type: 'bulk', len: MAX_URB_DATA });
+  for (let id = 1; id <= 17; id++) peer.s.send({ t: 'submit', dev: 'sim-3', id, ep: 0x81, type: 'bulk', length: MAX_URB_DATA });
   await until(() => got.some((m) => m.t === 'error'), 5000, 'the refusal');
   const refusal = got.find((m) => m.t === 'error') as Extract<Message, { t: 'error' }>;
   assert.equal(refusal.id, 17);
@@ -166,9 +167,9 @@ test('URB bytes in flight are capped per client: a clear refusal, and room again
   assert.deepEqual(sessionOf('hoarder').pendingState().urbBytes, 16 * MAX_URB_DATA);
   for (let id = 1; id <= 16; id++) peer.s.send({ t: 'cancel', dev: 'sim-3', id });
   await until(() => got.filter((m) => m.t === 'complete').length === 16, 5000, 'the cancelled URBs');
-  assert.ok(got.filter((m) => m.t === 'complete').every((m) => (m as { status: number }).status === UrbStatus.cancelled));
+  assert.ok(got.filter((m) => m.t === 'complete').every((m) => (m as { status: number }).status === UrbStatus.ECONNRESET));
   assert.equal(sessionOf('hoarder').pendingState().urbBytes, 0);
-  peer.s.send({ t: 'submit', dev: 'sim-3', id: 18, ep: 0x81, type: 'bulk', len: MAX_URB_DATA });
+  peer.s.send({ t: 'submit', dev: 'sim-3', id: 18, ep: 0x81, type: 'bulk', length: MAX_URB_DATA });
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(sessionOf('hoarder').pendingState().urbs, 1);
   peer.s.send({ t: 'release', req: 2, dev: 'sim-3' });

@@ -84,11 +84,11 @@ test('before hello only small frames are accepted: an unknown peer cannot make t
 test('URBs for an unclaimed device and duplicate URB ids are refused one by one; the session lives on', async () => {
   const { got, closed } = await talk(async (s) => {
     s.send(hello);
-    s.send({ t: 'submit', dev: 'sim-2', id: 1, ep: 0x82, type: 'bulk', len: 8 });
+    s.send({ t: 'submit', dev: 'sim-2', id: 1, ep: 0x82, type: 'bulk', length: 8 });
     s.send({ t: 'claim', req: 5, dev: 'sim-2' });
     await new Promise((r) => setTimeout(r, 200));
-    s.send({ t: 'submit', dev: 'sim-2', id: 2, ep: 0x81, type: 'bulk', len: 8 }); // waits: FIFO empty
-    s.send({ t: 'submit', dev: 'sim-2', id: 2, ep: 0x81, type: 'bulk', len: 8 }); // duplicate id
+    s.send({ t: 'submit', dev: 'sim-2', id: 2, ep: 0x81, type: 'bulk', length: 8 }); // waits: FIFO empty
+    s.send({ t: 'submit', dev: 'sim-2', id: 2, ep: 0x81, type: 'bulk', length: 8 }); // duplicate id
     s.send({ t: 'ping', n: 42 });
   }, 800);
   const errors = got.filter((m) => m.t === 'error') as { id?: number; code: string; message: string }[];

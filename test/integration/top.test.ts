@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { TopSnapshot } from '../../server/admin-socket.js';
 import { renderTop } from '../../server/top.js';
+import { encodeSetup } from '../../server/protocol/urb.js';
 import { BenchFixture } from '../helpers/bench-fixture.js';
 import { SERVER_JS } from '../helpers/daemon-process.js';
 
@@ -45,7 +46,7 @@ describe('remote-usb-server top', () => {
     const c = await bench.connect({ clientName: 'alice' });
     const dev = await c.claim('sim-2');
     for (let i = 0; i < 20; i++) {
-      const r = await dev.start({ type: 'control', ep: 0, setup: { bmRequestType: 0x80, bRequest: 6, wValue: 0x0100, wIndex: 0, wLength: 18 }, length: 18 }).done;
+      const r = await dev.start({ type: 'control', ep: 0, setup: encodeSetup({ bmRequestType: 0x80, bRequest: 6, wValue: 0x0100, wIndex: 0, wLength: 18 }), length: 18 }).done;
       assert.equal(r.actual, 18);
     }
     const s = await c.openSerial('sim-1');
@@ -53,7 +54,7 @@ describe('remote-usb-server top', () => {
     // keep the device busy while top samples its rate
     let busy = true;
     const load = (async () => {
-      while (busy) await dev.start({ type: 'control', ep: 0, setup: { bmRequestType: 0x80, bRequest: 6, wValue: 0x0100, wIndex: 0, wLength: 18 }, length: 18 }).done;
+      while (busy) await dev.start({ type: 'control', ep: 0, setup: encodeSetup({ bmRequestType: 0x80, bRequest: 6, wValue: 0x0100, wIndex: 0, wLength: 18 }), length: 18 }).done;
     })();
     const r = await run('top', '--json', '-c', configFile);
     busy = false;

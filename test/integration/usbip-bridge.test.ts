@@ -14,7 +14,7 @@ import { BenchClient, ClaimedDevice } from '../../extension/core/bench-client.js
 import { createSocketPair, devidOf } from '../../extension/core/usbip/attach.js';
 import { UsbipBridge } from '../../extension/core/usbip/bridge.js';
 import { UsbipRetSubmit } from '../../extension/core/usbip/codec.js';
-import { UsbipStatus } from '../../extension/core/usbip/constants.js';
+import { encodeSetup, UrbStatus } from '../../server/protocol/urb.js';
 import { readEndpointTable } from '../../extension/core/usbip/endpoints.js';
 import { loadOrCreateSecretKey } from '../../server/shared/identity.js';
 import { endpointIdOf, generateSecretKey } from '../../server/net/iroh.js';
@@ -114,7 +114,7 @@ describe('USB/IP bridge: fake kernel ⇄ unix socket pair ⇄ bridge ⇄ real Ir
     const cfg = await k.runControl({ bmRequestType: 0x80, bRequest: 8, wValue: 0, wIndex: 0, wLength: 1 });
     assert.deepEqual(cfg.data, Buffer.from([1]));
     // an unsupported request stalls, as the device would
-    assert.equal((await k.runControl({ bmRequestType: 0xc0, bRequest: 0x77, wValue: 0, wIndex: 0, wLength: 4 })).status, UsbipStatus.EPIPE);
+    assert.equal((await k.runControl({ bmRequestType: 0xc0, bRequest: 0x77, wValue: 0, wIndex: 0, wLength: 4 })).status, UrbStatus.EPIPE);
     assert.equal(await fifoLevel(k), 0);
     await a.detach();
   });
@@ -239,7 +239,7 @@ describe('USB/IP bridge: fake kernel ⇄ unix socket pair ⇄ bridge ⇄ real Ir
       await a.kernel.runControl(GET_STATUS);
       viaBridge.push(performance.now() - t0);
       t0 = performance.now();
-      await a.dev.submit({ type: 'control', ep: 0x80, setup: GET_STATUS, length: 2 });
+      await a.dev.submit({ type: 'control', ep: 0x80, setup: encodeSetup(GET_STATUS), length: 2 });
       direct.push(performance.now() - t0);
     }
     const us = (ms: number): string => `${(ms * 1000).toFixed(0)} µs`;

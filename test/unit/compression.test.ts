@@ -9,8 +9,8 @@ import { ByteStream, MessageStream } from '../../server/protocol/stream.js';
 import { firmwareLikeImage, seededBytes } from '../../server/usb/patterns.js';
 
 const image = firmwareLikeImage(1 << 20);
-const out = (id: number, data: Buffer, ep = 0x02): Submit => ({ t: 'submit', dev: 'sim-2', id, ep, type: 'bulk', data, len: data.length });
-const complete = (id: number, data: Buffer): Complete => ({ t: 'complete', dev: 'sim-2', id, status: 0, len: data.length, data });
+const out = (id: number, data: Buffer, ep = 0x02): Submit => ({ t: 'submit', dev: 'sim-2', id, ep, type: 'bulk', data, length: data.length });
+const complete = (id: number, data: Buffer): Complete => ({ t: 'complete', dev: 'sim-2', id, status: 0, actual: data.length, data });
 
 function decodeAll(frames: Buffer): Message[] {
   const d = new FrameDecoder();
@@ -50,7 +50,7 @@ test('random data is sent as it is, and its endpoint skips the next 16 tries; ot
 test('small payloads, messages without data and other messages are never compressed', () => {
   const c = new PayloadCompressor();
   assert.equal(c.wants(out(1, image.subarray(0, 2047))), false);
-  assert.equal(c.wants({ t: 'complete', dev: 'a', id: 1, status: 0, len: 0 }), false);
+  assert.equal(c.wants({ t: 'complete', dev: 'a', id: 1, status: 0, actual: 0 }), false);
   assert.equal(c.wants({ t: 'serial-data', sid: 1, data: image.subarray(0, 8192) }), false);
   assert.equal(c.wants({ t: 'ping', n: 1 }), false);
 });
@@ -93,19 +93,19 @@ test('bad compressed payloads are refused with a clear error and bounded memory'
   const frame = (m: Record<string, unknown>): Message[] => decodeAll(encodeFrame(m as unknown as Message));
   const rejectsWith = (m: Record<string, unknown>, re: RegExp): void => assert.throws(() => frame(m), (e: Error) => e instanceof ProtocolError && re.test(e.message));
   const good = zlib.brotliCompressSync(image.subarray(0, 10000));
-  rejectsWith({ t: 'complete', dev: 'd', id: 1, status: 0, len: 10000, data: Buffer.from('not brotli at all'), z: 1 }, /does not inflate to 10000 bytes/);
-  rejectsWith({ t: 'complete', dev: 'd', id: 1, status: 0, len: 9999, data: good, z: 1 }, /does not inflate to 9999 bytes/);
-  rejectsWith({ t: 'complete', dev: 'd', id: 1, status: 0, len: 10001, data: good, z: 1 }, /inflates to 10000 bytes, 'len' says 10001/);
-  rejectsWith({ t: 'submit', dev: 'd', id: 1, ep: 2, type: 'bulk', len: 10000, data: good, z: 2 }, /unknown compression scheme: 2/);
-  rejectsWith({ t: 'submit', dev: 'd', id: 1, ep: 0x81, type: 'bulk', len: 10000, z: 1 }, /compressed but has no data/);
+  rejectsWith({ t: 'complete', dev: 'd', id: 1, status: 0, actual: 10000, data: Buffer.from('not brotli at all'), z: 1 }, /does not inflate to 10000 bytes/);
+  rejectsWith({ t: 'complete', dev: 'd', id: 1, status: 0, actual: 9999, data: good, z: 1 }, /does not inflate to 9999 bytes/);
+  rejectsWith({ t: 'complete', dev: 'd', id: 1, status: 0, actual: 10001, data: good, z: 1 }, /inflates to 10000 bytes, 'actual' says 10001/);
+  rejectsWith({ t: 'submit', dev: 'd', id: 1, ep: 2, type: 'bulk', length: 10000, data: good, z: 2 }, /unknown compression scheme: 2/);
+  rejectsWith({ t: 'submit', dev: 'd', id: 1, ep: 0x81, type: 'bulk', length: 10000, z: 1 }, /compressed but has no data/);
   // a bomb: 4 MiB of zeros in a few bytes, claiming 100 bytes — refused without inflating it all
   const bomb = zlib.brotliCompressSync(Buffer.alloc(4 << 20));
   assert.ok(bomb.length < 100);
   const before = process.memoryUsage().arrayBuffers;
-  rejectsWith({ t: 'complete', dev: 'd', id: 1, status: 0, len: 100, data: bomb, z: 1 }, /does not inflate to 100 bytes/);
+  rejectsWith({ t: 'complete', dev: 'd', id: 1, status: 0, actual: 100, data: bomb, z: 1 }, /does not inflate to 100 bytes/);
   assert.ok(process.memoryUsage().arrayBuffers - before < 1 << 20);
   // and the good one works
-  const [m] = frame({ t: 'complete', dev: 'd', id: 1, status: 0, len: 10000, data: good, z: 1 });
+  const [m] = frame({ t: 'complete', dev: 'd', id: 1, status: 0, actual: 10000, data: good, z: 1 });
   assert.deepEqual(Buffer.from((m as Complete).data!), image.subarray(0, 10000));
 });
 
@@ -129,7 +129,7 @@ test('readLoop delivers compressed and plain messages in arrival order, and stop
   // a bad payload, then a peer that goes quiet: the loop fails now, naming the problem
   const quiet: ByteStream = {
     write: async () => {}, finish: async () => {}, abort: () => {},
-    read: (() => { let first = true; return () => (first ? ((first = false), Promise.resolve(encodeFrame({ t: 'complete', dev: 'd', id: 7, status: 0, len: 50, data: Buffer.from('junk'), z: 1 }))) : new Promise<Buffer | null>(() => {})); })(),
+    read: (() => { let first = true; return () => (first ? ((first = false), Promise.resolve(encodeFrame({ t: 'complete', dev: 'd', id: 7, status: 0, actual: 50, data: Buffer.from('junk'), z: 1 }))) : new Promise<Buffer | null>(() => {})); })(),
   };
   const delivered: Message[] = [];
   await assert.rejects(new MessageStream(quiet).readLoop((m) => delivered.push(m)), /compressed data of 'complete' 7 does not inflate to 50 bytes/);

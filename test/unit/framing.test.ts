@@ -5,6 +5,7 @@ import { Message, parseMessage, ProtocolError } from '../../server/protocol/mess
 import { MAX_FRAME_BYTES } from '../../server/protocol/constants.js';
 import { seededBytes } from '../../server/usb/patterns.js';
 import { PROTOCOL_VERSION } from '../../server/protocol/constants.js';
+import { encodeSetup, isIn, parseSetup } from '../../server/protocol/urb.js';
 
 test('golden bytes: ping', () => {
   const frame = encodeFrame({ t: 'ping', n: 1 });
@@ -18,7 +19,7 @@ test('golden bytes: ping', () => {
 
 test('golden bytes: control submit carries the setup packet as msgpack bin', () => {
   const setup = Buffer.from([0x80, 0x06, 0x00, 0x01, 0x00, 0x00, 0x12, 0x00]);
-  const frame = encodeFrame({ t: 'submit', dev: 'a', id: 7, ep: 0x80, type: 'control', setup, len: 18 });
+  const frame = encodeFrame({ t: 'submit', dev: 'a', id: 7, ep: 0x80, type: 'control', setup, length: 18 });
   const body = frame.subarray(4);
   assert.equal(frame.readUInt32BE(0), body.length);
   assert.equal(body[0], 0x87); // fixmap, 7 entries
@@ -27,11 +28,22 @@ test('golden bytes: control submit carries the setup packet as msgpack bin', () 
   assert.deepEqual(body.subarray(binAt + 2, binAt + 10), setup);
 });
 
+test('a URB\'s direction: the setup packet for control, the endpoint address otherwise', () => {
+  const getStatus = encodeSetup({ bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 });
+  const setLine = encodeSetup({ bmRequestType: 0x21, bRequest: 0x22, wValue: 3, wIndex: 0, wLength: 0 });
+  assert.equal(isIn({ type: 'control', ep: 0, setup: getStatus }), true);
+  assert.equal(isIn({ type: 'control', ep: 0x80, setup: setLine }), false);
+  assert.equal(isIn({ type: 'bulk', ep: 0x81 }), true);
+  assert.equal(isIn({ type: 'interrupt', ep: 0x02 }), false);
+  assert.deepEqual(parseSetup(setLine), { bmRequestType: 0x21, bRequest: 0x22, wValue: 3, wIndex: 0, wLength: 0 });
+  assert.deepEqual([...getStatus], [0x80, 0, 0, 0, 0, 0, 2, 0]);
+});
+
 const sample: Message[] = [
   { t: 'hello', v: PROTOCOL_VERSION, caps: ['urb'], name: 'n' },
-  { t: 'submit', dev: 'sim-1', id: 1, ep: 0x02, type: 'bulk', data: seededBytes(3000), len: 3000 },
-  { t: 'complete', dev: 'sim-1', id: 1, status: 0, len: 5, data: Buffer.from('hello') },
-  { t: 'complete', dev: 'sim-1', id: 2, status: -32, len: 0 },
+  { t: 'submit', dev: 'sim-1', id: 1, ep: 0x02, type: 'bulk', data: seededBytes(3000), length: 3000 },
+  { t: 'complete', dev: 'sim-1', id: 1, status: 0, actual: 5, data: Buffer.from('hello') },
+  { t: 'complete', dev: 'sim-1', id: 2, status: -32, actual: 0 },
   { t: 'error', req: 3, code: 'in-use', message: 'in use by alice' },
   { t: 'cancel', dev: 'x', id: 9 },
 ];
@@ -107,10 +119,10 @@ test('empty frame, junk body and non-messages are rejected with a reason', () =>
 
 test('message validation names the bad field', () => {
   assert.throws(() => parseMessage({ t: 'nope' }), { message: `unknown message type "nope"` });
-  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: -1, ep: 1, type: 'bulk', len: 0 }), /field 'id' of 'submit' must be an integer 0\.\.4294967295, got -1/);
-  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 1, type: 'iso', len: 0 }), /unknown transfer type "iso"/);
-  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 0, type: 'control', setup: Buffer.alloc(4), len: 0 }), /setup packet must be 8 bytes/);
-  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 1, type: 'bulk', len: 5e7 }), /field 'len'/);
+  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: -1, ep: 1, type: 'bulk', length: 0 }), /field 'id' of 'submit' must be an integer 0\.\.4294967295, got -1/);
+  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 1, type: 'iso', length: 0 }), /unknown transfer type "iso"/);
+  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 0, type: 'control', setup: Buffer.alloc(4), length: 0 }), /setup packet must be 8 bytes/);
+  assert.throws(() => parseMessage({ t: 'submit', dev: 'a', id: 1, ep: 1, type: 'bulk', length: 5e7 }), /field 'length'/);
   assert.throws(() => parseMessage({ t: 'hello', v: PROTOCOL_VERSION, caps: 'x', name: 'n' }), /field 'caps' of 'hello' must be a list/);
   assert.throws(() => parseMessage({ t: 'claim', req: 1, dev: 'x'.repeat(65) }), /field 'dev' of 'claim' must be a string of at most 64/);
   assert.throws(() => parseMessage(null), ProtocolError);

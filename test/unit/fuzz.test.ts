@@ -37,13 +37,13 @@ function mutate(base: Buffer, r: () => number): Buffer {
 
 const protocolSeeds: Message[] = [
   { t: 'hello', v: PROTOCOL_VERSION, caps: ['urb', 'hotplug'], name: 'fuzz' },
-  { t: 'submit', dev: 'sim-2', id: 77, ep: 0x81, type: 'bulk', len: 512 },
-  { t: 'submit', dev: 'sim-1', id: 3, ep: 0x00, type: 'control', setup: Buffer.from([0x80, 6, 0, 1, 0, 0, 18, 0]), len: 18 },
-  { t: 'submit', dev: 'sim-2', id: 9, ep: 0x01, type: 'bulk', data: seededBytes(300), len: 300 },
-  { t: 'complete', dev: 'sim-2', id: 9, status: -32, len: 0 },
-  // compressed payloads (compression.ts): mutations hit the Brotli stream, its length and `len`
-  { t: 'complete', dev: 'sim-2', id: 10, status: 0, len: 4096, data: brotliCompressSync(firmwareLikeImage(4096)), z: 1 },
-  { t: 'submit', dev: 'sim-2', id: 11, ep: 0x01, type: 'bulk', data: brotliCompressSync(Buffer.alloc(3000, 0xff)), len: 3000, z: 1 },
+  { t: 'submit', dev: 'sim-2', id: 77, ep: 0x81, type: 'bulk', length: 512 },
+  { t: 'submit', dev: 'sim-1', id: 3, ep: 0x00, type: 'control', setup: Buffer.from([0x80, 6, 0, 1, 0, 0, 18, 0]), length: 18 },
+  { t: 'submit', dev: 'sim-2', id: 9, ep: 0x01, type: 'bulk', data: seededBytes(300), length: 300 },
+  { t: 'complete', dev: 'sim-2', id: 9, status: -32, actual: 0 },
+  // compressed payloads (compression.ts): mutations hit the Brotli stream, its length and `actual` / `length`
+  { t: 'complete', dev: 'sim-2', id: 10, status: 0, actual: 4096, data: brotliCompressSync(firmwareLikeImage(4096)), z: 1 },
+  { t: 'submit', dev: 'sim-2', id: 11, ep: 0x01, type: 'bulk', data: brotliCompressSync(Buffer.alloc(3000, 0xff)), length: 3000, z: 1 },
   { t: 'claim', req: 4, dev: 'sim-1' },
   { t: 'error', req: 1, code: 'in-use', message: 'in use by bob' },
   { t: 'cancel', dev: 'sim-2', id: 77 },

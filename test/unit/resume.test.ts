@@ -16,8 +16,8 @@ import { parseMessage } from '../../server/protocol/messages.js';
 type Answer = Extract<BenchMessage, { t: 'complete' | 'error' }>;
 type Urb = Extract<Message, { t: 'submit' | 'cancel' }>;
 
-const complete = (id: number, bytes = 0): Answer => ({ t: 'complete', dev: 'd', id, status: 0, len: bytes, data: bytes ? new Uint8Array(bytes) : undefined });
-const submit = (id: number): Urb => ({ t: 'submit', dev: 'd', id, ep: 0x81, type: 'bulk', len: 64 });
+const complete = (id: number, bytes = 0): Answer => ({ t: 'complete', dev: 'd', id, status: 0, actual: bytes, data: bytes ? new Uint8Array(bytes) : undefined });
+const submit = (id: number): Urb => ({ t: 'submit', dev: 'd', id, ep: 0x81, type: 'bulk', length: 64 });
 
 describe('ClaimSet (bench)', () => {
   test('keeps answers until acknowledged and replays only the rest, per lane, in order', () => {
@@ -167,7 +167,7 @@ describe('resume messages from a hostile peer', () => {
     assert.throws(() => parseMessage({ t: 'ack', lanes: [1, 2, 3] }), /field 'lanes' of 'ack' must be two counts/);
     assert.throws(() => parseMessage({ t: 'hello', v: 2, caps: [], name: 'x', resume: { token: 'a'.repeat(65), acked: [0, 0] } }), /field 'token' of 'hello.resume' must be a string of at most 64/);
     assert.throws(() => parseMessage({ t: 'hello', v: 2, caps: [], name: 'x', resume: { token: 't', acked: [0] } }), /field 'acked' of 'hello.resume' must be two counts/);
-    assert.throws(() => parseMessage({ t: 'submit', dev: 'd', id: 1, ep: 1, type: 'bulk', len: 0, flags: -1 }), /field 'flags' of 'submit'/);
+    assert.throws(() => parseMessage({ t: 'submit', dev: 'd', id: 1, ep: 1, type: 'bulk', length: 0, flags: -1 }), /field 'flags' of 'submit'/);
     assert.doesNotThrow(() => parseMessage({ t: 'ack', lanes: [0, 7] }));
   });
 });

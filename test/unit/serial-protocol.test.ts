@@ -71,6 +71,6 @@ test('bad serial fields are refused with the field, the rule and the value', () 
 test('serial messages travel on the data lane; requests of other kinds do not', () => {
   for (const m of valid) if (m.t.startsWith('serial-')) assert.equal(isDataLane(m), true, m.t);
   assert.equal(isDataLane({ t: 'claim', req: 1, dev: 'sim-1' }), false);
-  assert.equal(isDataLane({ t: 'submit', dev: 'sim-1', id: 1, ep: 0x81, type: 'bulk', len: 8 }), true);
+  assert.equal(isDataLane({ t: 'submit', dev: 'sim-1', id: 1, ep: 0x81, type: 'bulk', length: 8 }), true);
   assert.equal(isDataLane({ t: 'error', sid: 1, code: 'busy', message: '' }), false);
 });

@@ -11,11 +11,12 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import type { PendingUrb, UrbRequest, UrbResult } from '../../extension/core/bench-client.js';
+import type { PendingUrb } from '../../extension/core/bench-client.js';
 import { AttachError, attachDevice, createSocketPair, devidOf, loadVhci, detachPort } from '../../extension/core/usbip/attach.js';
 import { BridgeClosed, UsbipBridge, UsbipBridgeOptions } from '../../extension/core/usbip/bridge.js';
 import { encodeCmdSubmit } from '../../extension/core/usbip/codec.js';
-import { USBIP_DIR_IN, USBIP_URB_DIR_IN, USBIP_URB_SHORT_NOT_OK, USBIP_URB_ZERO_PACKET, UsbipStatus } from '../../extension/core/usbip/constants.js';
+import { USBIP_DIR_IN, USBIP_URB_DIR_IN, USBIP_URB_SHORT_NOT_OK, USBIP_URB_ZERO_PACKET } from '../../extension/core/usbip/constants.js';
+import { encodeSetup, parseSetup, UrbRequest, UrbResult, UrbStatus } from '../../server/protocol/urb.js';
 import { DescriptorError, EndpointTable, parseConfigurationDescriptor, readEndpointTable } from '../../extension/core/usbip/endpoints.js';
 import type { DeviceInfo } from '../../server/protocol/messages.js';
 import { configurationDescriptor, deviceDescriptor, DeviceDescriptorFields } from '../../server/usb/descriptors.js';
@@ -107,7 +108,7 @@ class FakeDevice extends EventEmitter<{ lost: [string]; suspended: []; resumed: 
 
   start(urb: UrbRequest): PendingUrb {
     const id = this.nextId++;
-    if (this.lost) return { id, done: Promise.resolve({ status: UsbipStatus.ENODEV, actual: 0, data: EMPTY, error: this.lostReason }) };
+    if (this.lost) return { id, done: Promise.resolve({ status: UrbStatus.ENODEV, actual: 0, data: EMPTY, error: this.lostReason }) };
     let resolve!: (r: UrbResult) => void;
     const done = new Promise<UrbResult>((r) => (resolve = r));
     const s = { id, urb, resolve };
@@ -124,7 +125,7 @@ class FakeDevice extends EventEmitter<{ lost: [string]; suspended: []; resumed: 
 
   cancel(id: number): void {
     this.cancels.push(id);
-    if (this.autoCancel && this.pending.has(id)) this.complete(id, { status: UsbipStatus.ECONNRESET, actual: 0, data: EMPTY });
+    if (this.autoCancel && this.pending.has(id)) this.complete(id, { status: UrbStatus.ECONNRESET, actual: 0, data: EMPTY });
   }
 
   complete(id: number, r: Partial<UrbResult> & { data?: Buffer }): void {
@@ -144,7 +145,7 @@ class FakeDevice extends EventEmitter<{ lost: [string]; suspended: []; resumed: 
 
   /** What ClaimedDevice does when the bench connection drops. */
   suspend(): void {
-    for (const id of [...this.pending.keys()]) this.complete(id, { status: UsbipStatus.ESHUTDOWN, error: 'connection to the bench lost' });
+    for (const id of [...this.pending.keys()]) this.complete(id, { status: UrbStatus.ESHUTDOWN, error: 'connection to the bench lost' });
     this.emit('suspended');
   }
 
@@ -155,18 +156,18 @@ class FakeDevice extends EventEmitter<{ lost: [string]; suspended: []; resumed: 
   markLost(reason: string): void {
     this.lost = true;
     this.lostReason = reason;
-    for (const id of [...this.pending.keys()]) this.complete(id, { status: UsbipStatus.ENODEV, error: reason });
+    for (const id of [...this.pending.keys()]) this.complete(id, { status: UrbStatus.ENODEV, error: reason });
     this.emit('lost', reason);
   }
 
   /** GET_DESCRIPTOR device / configuration, and SET_CONFIGURATION / SET_INTERFACE, answered at once. */
   private standard(urb: UrbRequest): UrbResult | undefined {
-    const s = urb.setup;
+    const s = urb.setup && parseSetup(urb.setup);
     if (urb.type !== 'control' || !s) return undefined;
     if (s.bmRequestType === 0x80 && s.bRequest === 6) {
       const type = s.wValue >> 8;
       const body = type === 1 ? DEVICE_DESCRIPTOR : type === 2 ? this.config : undefined;
-      if (!body) return { status: UsbipStatus.EPIPE, actual: 0, data: EMPTY };
+      if (!body) return { status: UrbStatus.EPIPE, actual: 0, data: EMPTY };
       const data = body.subarray(0, Math.min(s.wLength, urb.length ?? 0));
       return { status: 0, actual: data.length, data };
     }
@@ -271,7 +272,7 @@ describe('endpoint table', () => {
     const dev = new FakeDevice();
     const t = await readEndpointTable(dev);
     assert.equal(t.activeConfiguration, 1);
-    assert.deepEqual(dev.started.map((s) => [s.urb.setup!.wValue, s.urb.length]), [[0x0100, 18], [0x0200, 9], [0x0200, PLAIN_CONFIG.length]]);
+    assert.deepEqual(dev.started.map((s) => [parseSetup(s.urb.setup!).wValue, s.urb.length]), [[0x0100, 18], [0x0200, 9], [0x0200, PLAIN_CONFIG.length]]);
     await assert.rejects(readEndpointTable(new FakeDevice(Buffer.alloc(0))), /GET_DESCRIPTOR configuration 0 returned 0 bytes, expected at least 9/);
   });
 });
@@ -282,12 +283,12 @@ describe('endpoint table', () => {
 
 describe('USB/IP bridge', () => {
   test('control IN and OUT run on the device; the USB/IP header gives the direction', async () => {
-    const r = await rig({ dev: new FakeDevice(PLAIN_CONFIG, (u) => (u.setup?.bmRequestType === 0x40 ? { status: 0, actual: u.data!.length, data: EMPTY } : undefined)) });
+    const r = await rig({ dev: new FakeDevice(PLAIN_CONFIG, (u) => (u.setup?.[0] === 0x40 ? { status: 0, actual: u.data!.length, data: EMPTY } : undefined)) });
     const desc = await r.kernel.runControl(GET_DESCRIPTOR(1, 0, 18));
     assert.equal(desc.status, 0);
     assert.equal(desc.actual_length, 18);
     assert.deepEqual(desc.data, DEVICE_DESCRIPTOR);
-    assert.deepEqual(r.dev.started[0].urb, { type: 'control', ep: 0x80, setup: GET_DESCRIPTOR(1, 0, 18), data: undefined, length: 18 });
+    assert.deepEqual(r.dev.started[0].urb, { type: 'control', ep: 0x80, setup: encodeSetup(GET_DESCRIPTOR(1, 0, 18)), data: undefined, length: 18 });
 
     const payload = Buffer.from('hello');
     const vendorOut = await r.kernel.runControl({ bmRequestType: 0x40, bRequest: 0x21, wValue: 1, wIndex: 0, wLength: 5 }, payload);
@@ -392,7 +393,7 @@ describe('USB/IP bridge', () => {
     const unlink = r.kernel.unlink(urb.seqnum);
     await until(() => r.dev.cancels.length >= 1, 'the cancel');
     // the bench cancelled for real: the transfer ends as cancelled, with the packet it had received
-    r.dev.complete(r.dev.pendingOn(0x81).id, { status: UsbipStatus.ECONNRESET, data: Buffer.alloc(512, 7) });
+    r.dev.complete(r.dev.pendingOn(0x81).id, { status: UrbStatus.ECONNRESET, data: Buffer.alloc(512, 7) });
     const answer = await urb.done;
     assert.ok(answer.kind === 'submitted');
     assert.deepEqual([answer.ret.status, answer.ret.actual_length, answer.ret.data], [-104, 512, Buffer.alloc(512, 7)]);
@@ -439,7 +440,7 @@ describe('USB/IP bridge', () => {
     await until(() => r.dev.cancels.length >= 1, 'the cancel');
     await new Promise((res) => setTimeout(res, 300));
     assert.deepEqual(r.dev.cancels, [id], 'one cancel, not repeated');
-    r.dev.complete(id, { status: UsbipStatus.ECONNRESET });
+    r.dev.complete(id, { status: UrbStatus.ECONNRESET });
     assert.equal((await unlink.done).status, -104);
     await shutdown(r);
   });
@@ -470,7 +471,7 @@ describe('USB/IP bridge', () => {
     r.dev.complete(r.dev.pendingOn(0x81).id, { data: Buffer.alloc(10, 1) });
     const b = await short.done;
     assert.ok(b.kind === 'submitted');
-    assert.deepEqual([b.ret.status, b.ret.actual_length], [UsbipStatus.EREMOTEIO, 10]);
+    assert.deepEqual([b.ret.status, b.ret.actual_length], [UrbStatus.EREMOTEIO, 10]);
 
     const outOver = r.kernel.submit({ ep: 1, dir: 'out', data: Buffer.alloc(4) });
     await until(() => r.dev.pending.size === 1, 'the URB');
@@ -484,10 +485,10 @@ describe('USB/IP bridge', () => {
   test('refused URBs get a RET_SUBMIT error and never reach the device: unknown endpoint, control direction mismatch', async () => {
     const r = await rig();
     const unknown = await r.kernel.run({ ep: 5, dir: 'in', length: 8 });
-    assert.equal(unknown.status, UsbipStatus.EPIPE);
+    assert.equal(unknown.status, UrbStatus.EPIPE);
     // GET_DESCRIPTOR (IN, wLength 18) sent as an OUT URB with 18 bytes
     const mismatch = await r.kernel.run({ ep: 0, dir: 'out', data: Buffer.alloc(18), setup: GET_DESCRIPTOR(1, 0, 18) });
-    assert.equal(mismatch.status, UsbipStatus.EINVAL);
+    assert.equal(mismatch.status, UrbStatus.EINVAL);
     assert.equal(r.dev.started.length, 0);
     assert.ok(r.log.lines.some((l) => l.startsWith('warn') && l.includes('EP 0x85 IN, which is not in the device')));
     assert.ok(r.log.lines.some((l) => l.includes('control request (bmRequestType 0x80 bRequest 6 wLength 18) is IN but the URB is OUT')));
@@ -498,10 +499,10 @@ describe('USB/IP bridge', () => {
     const r = await rig({ dev: new FakeDevice(isoConfig()) });
     await r.kernel.runControl({ bmRequestType: 0x01, bRequest: 11, wValue: 1, wIndex: 1, wLength: 0 });
     const iso = await r.kernel.run({ ep: 3, dir: 'in', length: 192 * 4, isoPackets: 4 });
-    assert.deepEqual([iso.status, iso.actual_length, iso.number_of_packets, iso.iso_packet_descriptor.length], [UsbipStatus.EINVAL, 0, 0, 0]);
+    assert.deepEqual([iso.status, iso.actual_length, iso.number_of_packets, iso.iso_packet_descriptor.length], [UrbStatus.EINVAL, 0, 0, 0]);
     // an ISO OUT URB carries data and descriptors: the decoder must skip both
     const isoOut = await r.kernel.run({ ep: 3, dir: 'out', data: Buffer.alloc(96, 1), isoPackets: 2 });
-    assert.equal(isoOut.status, UsbipStatus.EINVAL);
+    assert.equal(isoOut.status, UrbStatus.EINVAL);
     const after = r.kernel.submit({ ep: 1, dir: 'in', length: 4 });
     await until(() => r.dev.pending.size === 1, 'the bulk URB after the ISO ones');
     r.dev.complete(r.dev.pendingOn(0x81).id, { data: Buffer.from('ok!!') });
@@ -643,7 +644,7 @@ describe('USB/IP bridge', () => {
       await offline;
       const [o, c] = await Promise.all([outUrb.done, ctrl.done]);
       assert.ok(o.kind === 'submitted' && c.kind === 'submitted');
-      assert.deepEqual([o.ret.status, c.ret.status], [UsbipStatus.EPROTO, UsbipStatus.EPROTO]);
+      assert.deepEqual([o.ret.status, c.ret.status], [UrbStatus.EPROTO, UrbStatus.EPROTO]);
       assert.ok(r.bridge.isOffline);
       // new URBs while offline: held, not started
       const startedBefore = r.dev.started.length;

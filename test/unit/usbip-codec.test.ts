@@ -13,8 +13,6 @@ import {
   encodeCmdUnlink,
   encodeRetSubmit,
   encodeRetUnlink,
-  encodeSetupPacket,
-  parseSetupPacket,
   UsbipCommand,
   UsbipDecoder,
   UsbipDirection,
@@ -30,8 +28,8 @@ import {
   USBIP_MAX_ISO_PACKETS,
   USBIP_URB_DIR_IN,
   USBIP_URB_ISO_ASAP,
-  UsbipStatus,
 } from '../../extension/core/usbip/constants.js';
+import { encodeSetup, parseSetup, UrbStatus } from '../../server/protocol/urb.js';
 
 /** Hex digits with `//` comments and any whitespace, as in the golden messages below. */
 function hex(text: string): Buffer {
@@ -234,9 +232,9 @@ describe('golden CMD_* (what vhci_hcd sends)', () => {
     const m = decodeOne(CMD_SUBMIT_GET_DESCRIPTOR);
     assert.ok(m.kind === 'submit');
     const setup = { bmRequestType: 0x80, bRequest: 6, wValue: 0x0100, wIndex: 0, wLength: 18 };
-    assert.deepEqual(parseSetupPacket(m.setup), setup);
-    assert.deepEqual(encodeSetupPacket(setup), m.setup);
-    assert.throws(() => parseSetupPacket(Buffer.alloc(7)), RangeError);
+    assert.deepEqual(parseSetup(m.setup), setup);
+    assert.deepEqual(encodeSetup(setup), m.setup);
+    assert.throws(() => parseSetup(Buffer.alloc(7)), RangeError);
   });
 
   test('CMD_UNLINK', () => {
@@ -356,7 +354,7 @@ describe('golden RET_* (what we send vhci_hcd)', () => {
 
   test('RET_SUBMIT with an error status carries no data', () => {
     const encoded = encodeRetSubmit({
-      seqnum: 7, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UsbipStatus.EPIPE, actual_length: 0,
+      seqnum: 7, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UrbStatus.EPIPE, actual_length: 0,
     });
     assert.deepEqual(encoded, RET_SUBMIT_STALL);
     const m = decodeRetSubmit(RET_SUBMIT_STALL, USBIP_DIR_OUT);
@@ -365,7 +363,7 @@ describe('golden RET_* (what we send vhci_hcd)', () => {
   });
 
   test('RET_UNLINK -ECONNRESET', () => {
-    const encoded = encodeRetUnlink({ seqnum: 9, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UsbipStatus.ECONNRESET });
+    const encoded = encodeRetUnlink({ seqnum: 9, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UrbStatus.ECONNRESET });
     assert.deepEqual(encoded, RET_UNLINK_CONNRESET);
     assert.deepEqual(decodeRetUnlink(RET_UNLINK_CONNRESET), {
       kind: 'retUnlink', seqnum: 9, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: -104,
@@ -388,7 +386,7 @@ describe('golden RET_* (what we send vhci_hcd)', () => {
   });
 
   test('refusing an ISO URB: an error status, no data, number_of_packets 0, so vhci reads no descriptors', () => {
-    const encoded = encodeRetSubmit({ seqnum: 10, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UsbipStatus.EINVAL, actual_length: 0 });
+    const encoded = encodeRetSubmit({ seqnum: 10, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UrbStatus.EINVAL, actual_length: 0 });
     assert.equal(encoded.length, USBIP_HEADER_SIZE);
     assert.equal(encoded.readInt32BE(0x14), -22);
     assert.equal(encoded.readUInt32BE(0x20), 0);
@@ -465,7 +463,7 @@ function commandStream(seed: number, count: number, maxData: number): { wire: Bu
       );
     } else if (r < 0.4) {
       const wLength = int(256);
-      const setup = encodeSetupPacket({ bmRequestType: 0x80, bRequest: 6, wValue: 0x0300 | int(4), wIndex: 0x0409, wLength });
+      const setup = encodeSetup({ bmRequestType: 0x80, bRequest: 6, wValue: 0x0300 | int(4), wIndex: 0x0409, wLength });
       parts.push(encodeCmdSubmit({
         ...common, direction: USBIP_DIR_IN, ep: 0, transfer_flags: USBIP_URB_DIR_IN, transfer_buffer_length: wLength, setup,
       }));
@@ -512,12 +510,12 @@ describe('streams', () => {
       const actual_length = Math.floor(rand() * 100);
       const fields = {
         seqnum: i, devid: 0, direction, ep: 0,
-        status: [0, UsbipStatus.EPIPE, UsbipStatus.EOVERFLOW, UsbipStatus.ENODEV][i % 4],
+        status: [0, UrbStatus.EPIPE, UrbStatus.EOVERFLOW, UrbStatus.ENODEV][i % 4],
         actual_length, start_frame: 0, number_of_packets: 0, error_count: 0,
         data: direction === USBIP_DIR_IN ? bytes(actual_length, i) : EMPTY,
       };
       assert.deepEqual(decodeRetSubmit(encodeRetSubmit(fields), direction), { kind: 'retSubmit', ...fields, iso_packet_descriptor: [] });
-      const unlink = { seqnum: i, devid: 0, direction: USBIP_DIR_OUT as UsbipDirection, ep: 0, status: i % 2 ? 0 : UsbipStatus.ECONNRESET };
+      const unlink = { seqnum: i, devid: 0, direction: USBIP_DIR_OUT as UsbipDirection, ep: 0, status: i % 2 ? 0 : UrbStatus.ECONNRESET };
       assert.deepEqual(decodeRetUnlink(encodeRetUnlink(unlink)), { kind: 'retUnlink', ...unlink });
     }
   });
@@ -695,7 +693,7 @@ describe('status values', () => {
     // libuv's list (os.constants.errno) lacks a few (ESHUTDOWN); compare the ones it has.
     const errno = osConstants.errno as Record<string, number | undefined>;
     let compared = 0;
-    for (const [name, value] of Object.entries(UsbipStatus)) {
+    for (const [name, value] of Object.entries(UrbStatus)) {
       const expected = errno[name];
       if (name === 'OK') assert.equal(value, 0);
       else if (expected !== undefined) {

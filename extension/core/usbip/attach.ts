@@ -27,7 +27,7 @@ import { access, constants as fsConstants, mkdtemp, rm, stat } from 'node:fs/pro
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { UrbRequest, UrbResult } from '../bench-client.js';
+import type { UrbRequest, UrbResult } from '../../../server/protocol/urb.js';
 import { Logger, silentLogger } from '../../../server/shared/log.js';
 import type { DeviceInfo } from '../../../server/protocol/messages.js';
 import { Exit, HelperError } from '../../../helper/errors.js';

@@ -24,7 +24,8 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import type { PendingUrb as BenchUrb, UrbRequest, UrbResult } from '../bench-client.js';
+import type { PendingUrb as BenchUrb } from '../bench-client.js';
+import { NO_DATA, parseSetup, UrbRequest, UrbResult, UrbStatus } from '../../../server/protocol/urb.js';
 import type { DeviceInfo } from '../../../server/protocol/messages.js';
 import { Logger, silentLogger } from '../../../server/shared/log.js';
 import { MAX_URBS_IN_FLIGHT } from '../../../server/protocol/constants.js';
@@ -36,10 +37,9 @@ import {
   UsbipCmdUnlink,
   UsbipCommand,
   UsbipDecoder,
-  UsbipDirection,
   UsbipProtocolError,
 } from './codec.js';
-import { USBIP_DIR_IN, USBIP_DIR_OUT, UsbipStatus } from './constants.js';
+import { USBIP_DIR_IN, USBIP_DIR_OUT } from './constants.js';
 import { endpointAddress, isRefusal, replyOf, requestOf } from './urb-translate.js';
 import { endpointName, EndpointTable } from './endpoints.js';
 
@@ -117,14 +117,11 @@ export interface UsbipBridgeEvents {
   online: [];
 }
 
-/** A URB the kernel submitted and has not had an answer for. */
+/** A URB the kernel submitted and has not had an answer for: its command, what the bench runs for it, and the bookkeeping. */
 interface KernelUrb {
-  seqnum: number;
-  direction: UsbipDirection;
+  cmd: UsbipCmdSubmit;
   /** bEndpointAddress (direction bit included) for messages. */
   address: number;
-  transferBufferLength: number;
-  transferFlags: number;
   request: UrbRequest;
   /** 'held': waiting for the bench to come back; 'sent': running on the bench as `id`. */
   state: 'held' | 'sent';
@@ -326,7 +323,7 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     this.stats.submitted++;
     const address = endpointAddress(cmd);
     if (cmd.kind === 'isoSubmit') {
-      this.refuse(cmd, address, UsbipStatus.EINVAL, `isochronous URB on ${endpointName(address)} refused: Remote USB does not carry isochronous transfers (audio/video streaming)`);
+      this.refuse(cmd, address, UrbStatus.EINVAL, `isochronous URB on ${endpointName(address)} refused: Remote USB does not carry isochronous transfers (audio/video streaming)`);
       return;
     }
     if (cmd.ep !== 0 && this.endpoints.typeOf(address) === undefined && cmd.number_of_packets !== 0 && cmd.number_of_packets !== -1) {
@@ -345,11 +342,8 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     }
     if (cmd.direction === USBIP_DIR_OUT) this.stats.bytesOut += cmd.data.length;
     const urb: KernelUrb = {
-      seqnum: cmd.seqnum,
-      direction: cmd.direction,
+      cmd,
       address,
-      transferBufferLength: cmd.transfer_buffer_length,
-      transferFlags: cmd.transfer_flags,
       request,
       state: 'held',
       id: 0,
@@ -379,14 +373,14 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     const target = this.pending.get(cmd.unlink_seqnum);
     if (!target) {
       this.log.debug(`${this.name}: unlink ${cmd.seqnum} of seqnum ${cmd.unlink_seqnum}, already answered`);
-      this.enqueue(encodeRetUnlink({ seqnum: cmd.seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UsbipStatus.OK }));
+      this.enqueue(encodeRetUnlink({ seqnum: cmd.seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UrbStatus.OK }));
       return;
     }
     if (target.state === 'held') {
-      this.pending.delete(target.seqnum);
+      this.pending.delete(target.cmd.seqnum);
       this.held = this.held.filter((u) => u !== target);
       this.stats.unlinked++;
-      this.enqueue(encodeRetUnlink({ seqnum: cmd.seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UsbipStatus.ECONNRESET }));
+      this.enqueue(encodeRetUnlink({ seqnum: cmd.seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UrbStatus.ECONNRESET }));
       return;
     }
     target.unlinks.push(cmd.seqnum);
@@ -395,7 +389,7 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
 
   /** Asks the bench to cancel a URB it runs; its completion answers the unlink (see "UNLINK strategy"). */
   private cancel(urb: KernelUrb): void {
-    if (this.pending.get(urb.seqnum) !== urb || urb.state !== 'sent' || urb.cancelled) return;
+    if (this.pending.get(urb.cmd.seqnum) !== urb || urb.state !== 'sent' || urb.cancelled) return;
     urb.cancelled = true;
     this.dev.cancel(urb.id);
   }
@@ -410,19 +404,19 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     try {
       started = this.dev.start(urb.request);
     } catch (e) {
-      started = { id: 0, done: Promise.resolve<UrbResult>({ status: UsbipStatus.EPROTO, actual: 0, data: Buffer.alloc(0), error: (e as Error).message }) };
+      started = { id: 0, done: Promise.resolve<UrbResult>({ status: UrbStatus.EPROTO, actual: 0, data: NO_DATA, error: (e as Error).message }) };
     }
     urb.id = started.id;
     started.done.then(
       (r) => this.completed(urb, r),
-      (e: Error) => this.completed(urb, { status: UsbipStatus.EPROTO, actual: 0, data: Buffer.alloc(0), error: e.message }),
+      (e: Error) => this.completed(urb, { status: UrbStatus.EPROTO, actual: 0, data: NO_DATA, error: e.message }),
     ).catch((e: Error) => this.protocolError(e));
   }
 
   private completed(urb: KernelUrb, r: UrbResult): void {
-    if (this.pending.get(urb.seqnum) !== urb) return; // defensive: every URB completes once
+    if (this.pending.get(urb.cmd.seqnum) !== urb) return; // defensive: every URB completes once
     if (this.ending) {
-      this.pending.delete(urb.seqnum);
+      this.pending.delete(urb.cmd.seqnum);
       this.checkDrained();
       return;
     }
@@ -430,35 +424,35 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     // -ESHUTDOWN when the connection drops, and the bench itself uses -ESHUTDOWN only for URBs cut
     // short because the session is ending (daemon stopping); no USB backend reports it. See "grace
     // period" at onSuspended.
-    if (r.status === UsbipStatus.ESHUTDOWN && !this.dev.lost) {
+    if (r.status === UrbStatus.ESHUTDOWN && !this.dev.lost) {
       this.goOffline();
       if (urb.unlinks.length === 0 && urb.replayable) {
         urb.state = 'held';
         this.held.push(urb);
         return;
       }
-      if (urb.unlinks.length === 0) r = { ...r, status: UsbipStatus.EPROTO };
+      if (urb.unlinks.length === 0) r = { ...r, status: UrbStatus.EPROTO };
     }
-    this.pending.delete(urb.seqnum);
+    this.pending.delete(urb.cmd.seqnum);
     this.stats.completed++;
     if (urb.unlinks.length > 0) {
-      const cancelWon = r.status === UsbipStatus.ECONNRESET || r.status === UsbipStatus.ENOENT || r.status === UsbipStatus.ESHUTDOWN;
-      const moved = urb.direction === USBIP_DIR_IN ? r.data.length : r.actual;
+      const cancelWon = r.status === UrbStatus.ECONNRESET || r.status === UrbStatus.ENOENT || r.status === UrbStatus.ESHUTDOWN;
+      const moved = urb.cmd.direction === USBIP_DIR_IN ? r.data.length : r.actual;
       if (cancelWon && moved === 0) {
         this.stats.unlinked++;
-        urb.unlinks.forEach((seqnum, i) => this.enqueue(encodeRetUnlink({ seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: i === 0 ? UsbipStatus.ECONNRESET : UsbipStatus.OK })));
+        urb.unlinks.forEach((seqnum, i) => this.enqueue(encodeRetUnlink({ seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: i === 0 ? UrbStatus.ECONNRESET : UrbStatus.OK })));
       } else {
         // The transfer finished first, or was cancelled part way: the bytes it moved go to the driver with
         // its status (as a local host controller gives an unlinked URB back with its actual_length).
         if (cancelWon) this.stats.unlinked++;
         this.enqueue(this.retSubmit(urb, r));
-        for (const seqnum of urb.unlinks) this.enqueue(encodeRetUnlink({ seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UsbipStatus.OK }));
+        for (const seqnum of urb.unlinks) this.enqueue(encodeRetUnlink({ seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: UrbStatus.OK }));
       }
     } else {
       this.enqueue(this.retSubmit(urb, r));
     }
     if (r.status === 0) this.followStandardRequest(urb);
-    if (r.status === UsbipStatus.ENODEV && this.dev.lost) {
+    if (r.status === UrbStatus.ENODEV && this.dev.lost) {
       this.finish('device-lost', `${this.name} is no longer available: ${this.dev.lostReason ?? 'lost'}`);
       return;
     }
@@ -466,16 +460,16 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
   }
 
   private retSubmit(urb: KernelUrb, r: UrbResult): Buffer {
-    const reply = replyOf(urb, r);
-    if (reply.clamped) this.log.debug(`${this.name}: ${endpointName(urb.address)} returned ${r.data.length} bytes for a ${urb.transferBufferLength}-byte URB; clamped`);
-    if (urb.direction === USBIP_DIR_IN) this.stats.bytesIn += reply.actual;
-    return encodeRetSubmit({ seqnum: urb.seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: reply.status, actual_length: reply.actual, data: reply.data });
+    const reply = replyOf(urb.cmd, r);
+    if (reply.clamped) this.log.debug(`${this.name}: ${endpointName(urb.address)} returned ${r.data.length} bytes for a ${urb.cmd.transfer_buffer_length}-byte URB; clamped`);
+    if (urb.cmd.direction === USBIP_DIR_IN) this.stats.bytesIn += reply.actual;
+    return encodeRetSubmit({ seqnum: urb.cmd.seqnum, devid: 0, direction: USBIP_DIR_OUT, ep: 0, status: reply.status, actual_length: reply.actual, data: reply.data });
   }
 
   /** The bench turned SET_CONFIGURATION / SET_INTERFACE into host operations; follow them. */
   private followStandardRequest(urb: KernelUrb): void {
-    const s = urb.request.setup;
-    if (urb.request.type !== 'control' || !s) return;
+    if (urb.request.type !== 'control' || !urb.request.setup) return;
+    const s = parseSetup(urb.request.setup);
     if (s.bmRequestType === 0x00 && s.bRequest === USB_REQ_SET_CONFIGURATION) this.endpoints.setConfiguration(s.wValue & 0xff);
     else if (s.bmRequestType === 0x01 && s.bRequest === USB_REQ_SET_INTERFACE) this.endpoints.setInterface(s.wIndex & 0xff, s.wValue & 0xff);
   }
@@ -638,7 +632,7 @@ export class UsbipBridge extends EventEmitter<UsbipBridgeEvents> {
     this.socket.off('data', this.onData);
     this.socket.off('drain', this.onDrain);
     // Held URBs were never sent; those still on the bench are cancelled so nothing outlives the port.
-    for (const urb of this.held) this.pending.delete(urb.seqnum);
+    for (const urb of this.held) this.pending.delete(urb.cmd.seqnum);
     this.held = [];
     for (const urb of this.pending.values()) if (urb.state === 'sent') this.cancel(urb);
     // Replies already queued go out before the end (a clean local close); the kernel gives back

@@ -85,7 +85,7 @@ interface CmdSubmitBase extends UsbipHeaderBasic {
   /** As sent: 0 or -1 (0xffffffff) for a non-ISO URB, the packet count for an ISO one. */
   number_of_packets: number;
   interval: number;
-  /** The 8-byte setup packet (zeros unless ep 0); see parseSetupPacket. */
+  /** The 8-byte setup packet (zeros unless ep 0), as the kernel sent it; parseSetup reads its fields. */
   setup: Buffer;
   /** OUT: the transfer_buffer_length bytes to send to the device. IN: empty. */
   data: Buffer;
@@ -135,15 +135,6 @@ export interface UsbipRetUnlink extends UsbipHeaderBasic {
 
 /** What we send vhci_hcd. */
 export type UsbipReply = UsbipRetSubmit | UsbipRetUnlink;
-
-/** struct usb_ctrlrequest (the kernel spells the first field bRequestType; USB 2.0 §9.3 bmRequestType). */
-export interface UsbSetupPacket {
-  bmRequestType: number;
-  bRequest: number;
-  wValue: number;
-  wIndex: number;
-  wLength: number;
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Layout
@@ -229,7 +220,7 @@ function checkIsoCount(number_of_packets: number, descriptors: readonly UsbipIso
 }
 
 export interface RetSubmitInput extends UsbipHeaderBasic {
-  /** 0 or a negative errno (UsbipStatus). */
+  /** 0 or a negative errno (UrbStatus). */
   status: number;
   /** Bytes transferred: for IN, the length of `data`; for OUT, how many bytes the device took. */
   actual_length: number;
@@ -251,7 +242,7 @@ export interface RetSubmitInput extends UsbipHeaderBasic {
  *   RET_UNLINK) makes vhci drop the whole device ("cannot find a urb of seqnum").
  * - It reads actual_length bytes of data only if the URB is IN (by its own pipe, not by our
  *   `direction` field), and drops the device if actual_length > the URB's transfer_buffer_length.
- * - status becomes urb->status as is (0 or a negative errno, UsbipStatus).
+ * - status becomes urb->status as is (0 or a negative errno, UrbStatus).
  * - number_of_packets is copied into the URB: send 0 for non-ISO URBs, as Linux's stub does.
  * - It reads iso descriptors only for ISO URBs with number_of_packets != 0. To refuse an ISO URB
  *   cleanly: status < 0, actual_length 0, number_of_packets 0, no descriptors.
@@ -277,7 +268,7 @@ export function encodeRetSubmit(r: RetSubmitInput): Buffer {
 }
 
 export interface RetUnlinkInput extends UsbipHeaderBasic {
-  /** UsbipStatus.ECONNRESET if we cancelled the URB, 0 if it had already completed. */
+  /** UrbStatus.ECONNRESET if we cancelled the URB, 0 if it had already completed. */
   status: number;
 }
 
@@ -286,7 +277,7 @@ export interface RetUnlinkInput extends UsbipHeaderBasic {
  *
  * vhci_rx.c: it looks up its pending unlink by this seqnum (unknown ones are logged and ignored), then
  * the target URB by unlink_seqnum. If that URB is still waiting, it is given back with *this* status
- * — so send -ECONNRESET (UsbipStatus.ECONNRESET) and never a RET_SUBMIT for it afterwards (that
+ * — so send -ECONNRESET (UrbStatus.ECONNRESET) and never a RET_SUBMIT for it afterwards (that
  * unknown seqnum would drop the device). If its RET_SUBMIT already went out, send status 0; vhci has
  * given the URB back and ignores this reply. Documentation/usb/usbip_protocol.rst shows both cases.
  */
@@ -355,32 +346,9 @@ export function encodeCmdUnlink(c: CmdUnlinkInput): Buffer {
   return buf;
 }
 
-/** The 8-byte setup packet of a control transfer (little-endian words, as on the USB bus). */
-export function encodeSetupPacket(s: UsbSetupPacket): Buffer {
-  const buf = Buffer.alloc(USB_SETUP_PACKET_SIZE);
-  buf.writeUInt8(s.bmRequestType, 0);
-  buf.writeUInt8(s.bRequest, 1);
-  buf.writeUInt16LE(s.wValue, 2);
-  buf.writeUInt16LE(s.wIndex, 4);
-  buf.writeUInt16LE(s.wLength, 6);
-  return buf;
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Decoding
 // ---------------------------------------------------------------------------------------------------
-
-/** Reads the setup packet of a CMD_SUBMIT (little-endian, unlike the USB/IP header around it). */
-export function parseSetupPacket(setup: Buffer): UsbSetupPacket {
-  if (setup.length !== USB_SETUP_PACKET_SIZE) throw new RangeError(`setup is ${setup.length} bytes, not 8`);
-  return {
-    bmRequestType: setup.readUInt8(0),
-    bRequest: setup.readUInt8(1),
-    wValue: setup.readUInt16LE(2),
-    wIndex: setup.readUInt16LE(4),
-    wLength: setup.readUInt16LE(6),
-  };
-}
 
 function readIsoDescriptors(buf: Buffer, count: number): UsbipIsoPacketDescriptor[] {
   const out: UsbipIsoPacketDescriptor[] = [];

@@ -100,47 +100,5 @@ export const SDEV_ST_ERROR = 0x03;
 // vhci's port states (VDEV_ST_*) and the device speeds its attach takes (USB_SPEED_*) are the helper's,
 // which owns vhci's sysfs files: helper/vhci.ts and helper/validate.ts.
 
-// ---------------------------------------------------------------------------------------------------
-// errno values carried in `status`
-// ---------------------------------------------------------------------------------------------------
-
-/*
- * kernel: include/uapi/asm-generic/errno-base.h, include/uapi/asm-generic/errno.h
- * vhci_hcd copies `status` straight into urb->status, which the local driver compares with its own
- * kernel's values: these are right on x86, arm, arm64, riscv, powerpc and s390 (asm-generic), wrong
- * on mips, sparc, alpha and parisc, which number the errno.h ones differently.
- * Documentation/driver-api/usb/error-codes.rst says what each means for a URB.
- */
-export const ENOENT = 2;
-export const EIO = 5;
-export const ENODEV = 19;
-export const EINVAL = 22;
-export const EPIPE = 32;
-export const EPROTO = 71;
-export const EOVERFLOW = 75;
-export const ECONNRESET = 104;
-export const ESHUTDOWN = 108;
-export const ETIMEDOUT = 110;
-export const EREMOTEIO = 121;
-
-/**
- * URB status values as RET_SUBMIT / RET_UNLINK carry them: 0 or a negative errno.
- * - ECONNRESET: unlinked (RET_UNLINK status for a URB we cancelled; see encodeRetUnlink).
- * - ENOENT: killed before completion. EPIPE: endpoint stalled. EPROTO: transfer error.
- * - EOVERFLOW: the device sent more than asked. EREMOTEIO: short packet with URB_SHORT_NOT_OK.
- * - ENODEV / ESHUTDOWN: device or connection gone. ETIMEDOUT: timed out. EINVAL: refused request.
- */
-export const UsbipStatus = {
-  OK: 0,
-  ENOENT: -ENOENT,
-  EIO: -EIO,
-  ENODEV: -ENODEV,
-  EINVAL: -EINVAL,
-  EPIPE: -EPIPE,
-  EPROTO: -EPROTO,
-  EOVERFLOW: -EOVERFLOW,
-  ECONNRESET: -ECONNRESET,
-  ESHUTDOWN: -ESHUTDOWN,
-  ETIMEDOUT: -ETIMEDOUT,
-  EREMOTEIO: -EREMOTEIO,
-} as const;
+// The errno values RET_SUBMIT / RET_UNLINK carry in `status` are UrbStatus (server/protocol/urb.ts):
+// one vocabulary for the whole path, from the bench's USB stack to vhci_hcd.

@@ -14,7 +14,7 @@
  * 0 control, 1 isochronous, 2 bulk, 3 interrupt); kernel drivers/usb/core/config.c (how Linux walks a
  * configuration descriptor: skip unknown descriptors by bLength, stop at a bLength < 2).
  */
-import type { UrbRequest, UrbResult } from '../bench-client.js';
+import { encodeSetup, UrbRequest, UrbResult } from '../../../server/protocol/urb.js';
 
 export type EndpointType = 'control' | 'isochronous' | 'bulk' | 'interrupt';
 
@@ -160,7 +160,7 @@ function getDescriptor(type: number, index: number, length: number): UrbRequest 
     ep: 0x80,
     length,
     timeout: 5000,
-    setup: { bmRequestType: 0x80, bRequest: 6, wValue: (type << 8) | index, wIndex: 0, wLength: length },
+    setup: encodeSetup({ bmRequestType: 0x80, bRequest: 6, wValue: (type << 8) | index, wIndex: 0, wLength: length }),
   };
 }
 

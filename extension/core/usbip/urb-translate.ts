@@ -2,9 +2,9 @@
  * The pure half of the USB/IP bridge: what a kernel's CMD_SUBMIT asks the bench to do, and what the
  * bench's answer becomes in RET_SUBMIT. No sockets, no state: bridge.ts does the bookkeeping and writing.
  */
-import type { UrbRequest, UrbResult } from '../bench-client.js';
-import { parseSetupPacket, UsbipCmdSubmit } from './codec.js';
-import { USBIP_DIR_IN, USBIP_URB_SHORT_NOT_OK, USBIP_URB_ZERO_PACKET, UsbipStatus } from './constants.js';
+import { isIn, parseSetup, UrbRequest, UrbResult, UrbStatus } from '../../../server/protocol/urb.js';
+import type { UsbipCmdSubmit } from './codec.js';
+import { USBIP_DIR_IN, USBIP_URB_SHORT_NOT_OK, USBIP_URB_ZERO_PACKET } from './constants.js';
 import type { EndpointTable } from './endpoints.js';
 
 /** bEndpointAddress (direction bit included) of a command; endpoint 0 counts as 0x80 when IN. */
@@ -25,33 +25,33 @@ export interface Refusal {
  * descriptor. Throws nothing: a command that puts the stream out of step is the codec's to reject.
  */
 export function requestOf(cmd: UsbipCmdSubmit, endpoints: EndpointTable): UrbRequest | Refusal {
-  const isIn = cmd.direction === USBIP_DIR_IN;
+  const urbIn = cmd.direction === USBIP_DIR_IN;
   if (cmd.ep === 0) {
-    const setup = parseSetupPacket(cmd.setup);
-    const setupIn = (setup.bmRequestType & 0x80) !== 0;
+    const setup = parseSetup(cmd.setup);
+    const setupIn = isIn({ type: 'control', ep: 0, setup: cmd.setup });
     // With no data stage (wLength 0) the kernel's pipe is OUT whatever bmRequestType says
     // (usb_submit_urb's "BOGUS control dir" check), so only a data stage must match.
-    if (setup.wLength > 0 && setupIn !== isIn) {
+    if (setup.wLength > 0 && setupIn !== urbIn) {
       const request = `bmRequestType 0x${setup.bmRequestType.toString(16).padStart(2, '0')} bRequest ${setup.bRequest} wLength ${setup.wLength}`;
-      return { status: UsbipStatus.EINVAL, why: `control request (${request}) is ${setupIn ? 'IN' : 'OUT'} but the URB is ${isIn ? 'IN' : 'OUT'}` };
+      return { status: UrbStatus.EINVAL, why: `control request (${request}) is ${setupIn ? 'IN' : 'OUT'} but the URB is ${urbIn ? 'IN' : 'OUT'}` };
     }
     const dataIn = setupIn && setup.wLength > 0;
     return {
       type: 'control',
       ep: dataIn ? 0x80 : 0x00,
-      setup,
+      setup: cmd.setup,
       data: dataIn ? undefined : cmd.data,
       length: dataIn ? Math.min(cmd.transfer_buffer_length, setup.wLength) : 0,
     };
   }
   const address = endpointAddress(cmd);
   const type = endpoints.typeOf(address);
-  if (type === undefined) return { status: UsbipStatus.EPIPE, why: 'unknown endpoint', unknownEndpoint: true };
-  if (type === 'isochronous') return { status: UsbipStatus.EINVAL, why: 'isochronous endpoint (Remote USB does not carry isochronous transfers)' };
-  if (type === 'control') return { status: UsbipStatus.EINVAL, why: 'control endpoints other than 0 are not supported' };
+  if (type === undefined) return { status: UrbStatus.EPIPE, why: 'unknown endpoint', unknownEndpoint: true };
+  if (type === 'isochronous') return { status: UrbStatus.EINVAL, why: 'isochronous endpoint (Remote USB does not carry isochronous transfers)' };
+  if (type === 'control') return { status: UrbStatus.EINVAL, why: 'control endpoints other than 0 are not supported' };
   // URB_ZERO_PACKET must reach the bench's host controller; URB_SHORT_NOT_OK is applied here (replyOf).
   const flags = cmd.transfer_flags & USBIP_URB_ZERO_PACKET;
-  return { type, ep: address, data: isIn ? undefined : cmd.data, length: isIn ? cmd.transfer_buffer_length : undefined, flags: flags || undefined };
+  return { type, ep: address, data: urbIn ? undefined : cmd.data, length: urbIn ? cmd.transfer_buffer_length : undefined, flags: flags || undefined };
 }
 
 export function isRefusal(r: UrbRequest | Refusal): r is Refusal {
@@ -63,12 +63,13 @@ export function isRefusal(r: UrbRequest | Refusal): r is Refusal {
  * transfer_buffer_length (vhci drops the device if it does: `clamped` says it was cut); a short IN
  * transfer with URB_SHORT_NOT_OK is -EREMOTEIO, as a host controller reports it.
  */
-export function replyOf(urb: { direction: number; transferBufferLength: number; transferFlags: number }, r: UrbResult): { status: number; actual: number; data?: Buffer; clamped: boolean } {
-  if (urb.direction === USBIP_DIR_IN) {
-    const n = Math.min(r.data.length, urb.transferBufferLength);
+export function replyOf(cmd: Pick<UsbipCmdSubmit, 'direction' | 'transfer_buffer_length' | 'transfer_flags'>, r: UrbResult): { status: number; actual: number; data?: Buffer; clamped: boolean } {
+  const length = cmd.transfer_buffer_length;
+  if (cmd.direction === USBIP_DIR_IN) {
+    const n = Math.min(r.data.length, length);
     let status = r.status;
-    if (status === 0 && n < urb.transferBufferLength && urb.transferFlags & USBIP_URB_SHORT_NOT_OK) status = UsbipStatus.EREMOTEIO;
-    return { status, actual: n, data: n > 0 ? r.data.subarray(0, n) : undefined, clamped: r.data.length > urb.transferBufferLength };
+    if (status === 0 && n < length && cmd.transfer_flags & USBIP_URB_SHORT_NOT_OK) status = UrbStatus.EREMOTEIO;
+    return { status, actual: n, data: n > 0 ? r.data.subarray(0, n) : undefined, clamped: r.data.length > length };
   }
-  return { status: r.status, actual: Math.max(0, Math.min(r.actual, urb.transferBufferLength)), clamped: false };
+  return { status: r.status, actual: Math.max(0, Math.min(r.actual, length)), clamped: false };
 }

@@ -18,7 +18,7 @@ import type { BenchState } from '../bench-client.js';
 import type { SerialParams, SerialSession, SerialSessionEvents, SerialSetOptions, SerialState } from '../serial.js';
 import type { BridgeCloseReason } from '../usbip/bridge.js';
 import { AttachSettings, BenchSnapshot, Command, FromWorker, fromWireError, Identity, Results, Traffic } from './messages.js';
-import { assertNever } from '../assert-never.js';
+import { assertNever } from '../../../server/shared/assert-never.js';
 
 /** A worker that lived this long before dying starts the backoff from the beginning again. */
 const STABLE_MS = 60_000;

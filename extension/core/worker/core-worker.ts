@@ -12,7 +12,7 @@ import { BenchClient, ClaimedDevice } from '../bench-client.js';
 import type { SerialSession } from '../serial.js';
 import type { Attachment } from '../usbip/attach.js';
 import { BenchSnapshot, Command, FromWorker, Identity, Request, Results, toWireError, Traffic } from './messages.js';
-import { assertNever } from '../assert-never.js';
+import { assertNever } from '../../../server/shared/assert-never.js';
 
 /** How often attached devices' byte counts go to the main thread (the UI shows rates from them). */
 const TRAFFIC_MS = 2000;

@@ -8,8 +8,8 @@ import { constants, existsSync, openSync, readlinkSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { ReadStream } from 'node:tty';
 import { basename } from 'node:path';
-import { BenchClient, ClaimedDevice, UrbResult } from '../../../extension/core/bench-client.js';
-import { UrbFlag } from '../../../server/protocol/constants.js';
+import { BenchClient, ClaimedDevice } from '../../../extension/core/bench-client.js';
+import { encodeSetup, UrbFlag, UrbResult } from '../../../server/protocol/urb.js';
 import { spawn } from 'node:child_process';
 import { loadOrCreateSecretKey } from '../../../server/shared/identity.js';
 import { parsePeerAddress } from '../../../server/net/iroh.js';
@@ -178,15 +178,15 @@ async function main(): Promise<void> {
   // claimed through usbfs: the kernel shows "usbfs" as the interface's driver instead of cdc_acm
   check(driverOf(iface0) === 'usbfs', 'real.claim_detaches_driver', `after claim, ${iface0} driver: ${driverOf(iface0) ?? 'none'}`);
 
-  const dd = await dev.submit({ type: 'control', ep: 0x80, length: 18, setup: { bmRequestType: 0x80, bRequest: 6, wValue: 0x100, wIndex: 0, wLength: 18 } });
+  const dd = await dev.submit({ type: 'control', ep: 0x80, length: 18, setup: encodeSetup({ bmRequestType: 0x80, bRequest: 6, wValue: 0x100, wIndex: 0, wLength: 18 }) });
   check(dd.status === 0 && dd.actual === 18 && dd.data.readUInt16LE(8) === info.vendorId, 'real.control_in', `GET_DESCRIPTOR(device): status ${dd.status}, ${dd.actual} bytes`);
-  const cfg = await dev.submit({ type: 'control', ep: 0x80, length: 255, setup: { bmRequestType: 0x80, bRequest: 6, wValue: 0x200, wIndex: 0, wLength: 255 } });
+  const cfg = await dev.submit({ type: 'control', ep: 0x80, length: 255, setup: encodeSetup({ bmRequestType: 0x80, bRequest: 6, wValue: 0x200, wIndex: 0, wLength: 255 }) });
   const eps = bulkEndpoints(cfg.data);
   check(cfg.status === 0 && eps.in !== 0 && eps.out !== 0, 'real.config', `config descriptor ${cfg.actual} bytes, bulk IN 0x${eps.in.toString(16)} OUT 0x${eps.out.toString(16)}`);
   // SET_CONFIGURATION(1) becomes a host operation; the device must keep working after it.
-  const setCfg = await dev.submit({ type: 'control', ep: 0, setup: { bmRequestType: 0, bRequest: 9, wValue: 1, wIndex: 0, wLength: 0 } });
+  const setCfg = await dev.submit({ type: 'control', ep: 0, setup: encodeSetup({ bmRequestType: 0, bRequest: 9, wValue: 1, wIndex: 0, wLength: 0 }) });
   check(setCfg.status === 0, 'real.set_configuration', `status ${setCfg.status}`);
-  const dtr = await dev.submit({ type: 'control', ep: 0, setup: { bmRequestType: 0x21, bRequest: 0x22, wValue: 3, wIndex: 0, wLength: 0 } });
+  const dtr = await dev.submit({ type: 'control', ep: 0, setup: encodeSetup({ bmRequestType: 0x21, bRequest: 0x22, wValue: 3, wIndex: 0, wLength: 0 }) });
   check(dtr.status === 0, 'real.control_out', `SET_CONTROL_LINE_STATE status ${dtr.status}`);
 
   // host -> device: bulk OUT, read at the gadget's tty
