@@ -15,6 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { BenchClient, ClaimedDevice } from '../../extension/core/bench-client.js';
 import { endpointIdOf, generateSecretKey, PeerAddress } from '../../server/net/iroh.js';
 import { TrustStore } from '../../server/trust.js';
+import { encodeSetup } from '../../server/protocol/urb.js';
 import { seededBytes } from '../../server/usb/patterns.js';
 import { LOOP_EP_IN, LOOP_EP_OUT, SINK_EP_OUT, SOURCE_EP_IN } from '../../server/usb/sim-loopback-board.js';
 import { DaemonProcess, freeUdpPort, repoRoot } from '../helpers/daemon-process.js';
@@ -58,7 +59,7 @@ async function measure(dev: ClaimedDevice): Promise<Speed> {
   const rtts: number[] = [];
   for (let i = 0; i < 50; i++) {
     const t = performance.now();
-    const r = await dev.submit({ type: 'control', ep: 0x80, length: 2, setup: { bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 } });
+    const r = await dev.submit({ type: 'control', ep: 0x80, length: 2, setup: encodeSetup({ bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 }) });
     assert.equal(r.status, 0);
     rtts.push(performance.now() - t);
   }
