@@ -313,17 +313,24 @@ _ktest_mbps() { awk -v b="$1" -v us="$2" 'BEGIN { if (us <= 0) us = 1; printf "%
 # require byte-identical; PASS/FAIL NAME and METRIC NAME_MBps. Sets XFER_MBPS, XFER_US.
 tty_xfer() {  # tty_xfer SRC DST BYTES NAME [TIMEOUT] [RETRIES]
   local src=$1 dst=$2 n=$3 name=$4 to=${5:-60} retries=${6:-0} f=/run/ktest/xfer.$name rp t0 t1 got
-  XFER_MBPS= XFER_US=
+  XFER_MBPS= XFER_US= XFER_START_US=
+  local tr=${KTEST_XFER_TRACE:+$(ktest_now_ms)}
+  _xtrace() { [ -z "$tr" ] || ktest_info "$name: +$(( $(ktest_now_ms) - tr )) ms $1"; }
   head -c "$n" /dev/urandom > "$f.in"
   exec {_xr}<>"$dst" {_xw}<>"$src"
+  _xtrace "opened $dst, $src"
   tty_raw "$dst" && tty_raw "$src" || { exec {_xr}>&- {_xw}>&-; ktest_fail "$name" "stty on $src/$dst failed"; return 1; }
+  _xtrace "stty done"
   timeout 0.3 cat <&$_xr > /dev/null 2>&1    # drop stale input
   timeout "$to" head -c "$n" <&$_xr > "$f.out" & rp=$!
   ktest_sleep 0.2
-  t0=$(ktest_now_us)
+  t0=$(ktest_now_us) XFER_START_US=$t0
+  _xtrace "writing"
   timeout "$to" cat "$f.in" >&$_xw
+  _xtrace "written"
   wait $rp
   t1=$(ktest_now_us)
+  _xtrace "read"
   exec {_xr}>&- {_xw}>&-
   got=$(stat -c %s "$f.out" 2>/dev/null || echo 0)
   if cmp -s "$f.in" "$f.out"; then
