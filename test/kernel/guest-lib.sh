@@ -310,16 +310,22 @@ alice_key() {
 tty_raw() { stty -F "$1" raw -echo -echoe -echok -echoctl -echoke -ixon -ixoff -crtscts clocal "${@:2}"; }
 _ktest_mbps() { awk -v b="$1" -v us="$2" 'BEGIN { if (us <= 0) us = 1; printf "%.3f", b / us }'; }  # bytes/us = MB/s
 # tty_xfer SRC DST BYTES NAME [TIMEOUT_S]: write BYTES random bytes into tty SRC, read them from tty DST,
-# require byte-identical; PASS/FAIL NAME and METRIC NAME_MBps. Sets XFER_MBPS, XFER_US.
+# require byte-identical; PASS/FAIL NAME and METRIC NAME_MBps. Sets XFER_MBPS, XFER_US and XFER_START_US (when
+# the writer began). SRC / DST: a tty path, or fd:N for one the caller holds open (and raw).
 tty_xfer() {  # tty_xfer SRC DST BYTES NAME [TIMEOUT] [RETRIES]
   local src=$1 dst=$2 n=$3 name=$4 to=${5:-60} retries=${6:-0} f=/run/ktest/xfer.$name rp t0 t1 got
   XFER_MBPS= XFER_US= XFER_START_US=
   local tr=${KTEST_XFER_TRACE:+$(ktest_now_ms)}
   _xtrace() { [ -z "$tr" ] || ktest_info "$name: +$(( $(ktest_now_ms) - tr )) ms $1"; }
   head -c "$n" /dev/urandom > "$f.in"
-  exec {_xr}<>"$dst" {_xw}<>"$src"
+  # SRC or DST may be fd:N, a tty the caller holds open and raw: every open of a cdc_acm tty raises DTR
+  # with a control URB, which waits for the link while it is down
+  local close_r=1 close_w=1
+  if [[ $dst == fd:* ]]; then _xr=${dst#fd:} close_r=; else exec {_xr}<>"$dst"; fi
+  if [[ $src == fd:* ]]; then _xw=${src#fd:} close_w=; else exec {_xw}<>"$src"; fi
   _xtrace "opened $dst, $src"
-  tty_raw "$dst" && tty_raw "$src" || { exec {_xr}>&- {_xw}>&-; ktest_fail "$name" "stty on $src/$dst failed"; return 1; }
+  _xclose() { [ -z "$close_r" ] || exec {_xr}>&-; [ -z "$close_w" ] || exec {_xw}>&-; }
+  { [ -z "$close_r" ] || tty_raw "$dst"; } && { [ -z "$close_w" ] || tty_raw "$src"; } || { _xclose; ktest_fail "$name" "stty on $src/$dst failed"; return 1; }
   _xtrace "stty done"
   timeout 0.3 cat <&$_xr > /dev/null 2>&1    # drop stale input
   timeout "$to" head -c "$n" <&$_xr > "$f.out" & rp=$!
@@ -331,7 +337,7 @@ tty_xfer() {  # tty_xfer SRC DST BYTES NAME [TIMEOUT] [RETRIES]
   wait $rp
   t1=$(ktest_now_us)
   _xtrace "read"
-  exec {_xr}>&- {_xw}>&-
+  _xclose
   got=$(stat -c %s "$f.out" 2>/dev/null || echo 0)
   if cmp -s "$f.in" "$f.out"; then
     XFER_US=$((t1 - t0)) XFER_MBPS=$(_ktest_mbps "$n" $((t1 - t0)))

@@ -95,10 +95,9 @@ else
   client "10.99.0.1:$PORT"
   if time_attach netdrop $ACM_VID $ACM_PID --bg ip netns exec "$NS" "${CLIENT[@]}" "$ACM_LOCAL_BUSID"; then
     C=$ATTACH_PID P=$IMP_PORT T=$IMP_TTY
-    # The attached tty stays open and configured across the drops: opening it (cdc_acm's
-    # SET_CONTROL_LINE_STATE) or changing its settings (SET_LINE_CODING) are control URBs that wait for
-    # the link, so a transfer that opened the tty under a drop would only start once the link is back.
-    # Held open, the transfers below start their data while the link is down.
+    # The transfers across the drops use the attached tty through one fd opened before them: every open of
+    # a cdc_acm tty raises DTR with a control URB (SET_CONTROL_LINE_STATE), which waits for the link, so a
+    # transfer that opened it under a drop would only begin once the link is back.
     exec {HOLD}<>"/dev/$T"; tty_raw "/dev/$T"
     # stream_spans_drop NAME DIR DOWN_S: the writer began under the drop (tty_xfer's XFER_START_US) and the
     # last byte arrived after the link came back (its time in $W/up.NAME, ms): the stream waited through it
@@ -116,7 +115,7 @@ else
     # (both ends of the veth go down: one end down alone was seen to let traffic through one way)
     DROP_T0=$(ktest_now_ms); ip link set "$VB" down; ip -n "$NS" link set "$VC" down
     ( sleep 3; ip -n "$NS" link set "$VC" up; ip link set "$VB" up; ktest_now_ms > "$W/up.netdrop_short" ) & DROPPER=$!
-    KTEST_XFER_TRACE=1 tty_xfer "/dev/$T" "$ACM_GADGET_TTY" 262144 netdrop_short_out 90
+    KTEST_XFER_TRACE=1 tty_xfer "fd:$HOLD" "$ACM_GADGET_TTY" 262144 netdrop_short_out 90
     STREAM_T1=$(ktest_now_ms)
     wait "$DROPPER"; ip -n "$NS" link set "$VC" up; ip link set "$VB" up
     stream_spans_drop netdrop_short out 3
@@ -133,8 +132,8 @@ else
       DROP_T0=$(ktest_now_ms)
       ip link set "$VB" down; ip -n "$NS" link set "$VC" down
       ( sleep 22; ip -n "$NS" link set "$VC" up; ip link set "$VB" up; ktest_now_ms > "$W/up.netdrop_resume_$dir" ) & DROPPER=$!
-      if [ $dir = out ]; then KTEST_XFER_TRACE=1 tty_xfer "/dev/$T" "$ACM_GADGET_TTY" 262144 netdrop_resume_out 150
-      else KTEST_XFER_TRACE=1 tty_xfer "$ACM_GADGET_TTY" "/dev/$T" 262144 netdrop_resume_in 150; fi
+      if [ $dir = out ]; then KTEST_XFER_TRACE=1 tty_xfer "fd:$HOLD" "$ACM_GADGET_TTY" 262144 netdrop_resume_out 150
+      else KTEST_XFER_TRACE=1 tty_xfer "$ACM_GADGET_TTY" "fd:$HOLD" 262144 netdrop_resume_in 150; fi
       STREAM_T1=$(ktest_now_ms)
       wait "$DROPPER"; ip -n "$NS" link set "$VC" up; ip link set "$VB" up
       stream_spans_drop "netdrop_resume_$dir" "$dir" 22
