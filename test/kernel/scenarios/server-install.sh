@@ -71,7 +71,7 @@ ktest_info "unit: User=$USER_ ExecStart=$EXEC Type=$(sed -n 's/^Type=//p' $UNIT)
 start_daemon() {  # start_daemon N : as the unit would, READY=1 to a socat "systemd"
   rm -f "$W/notify.sock"
   socat -u UNIX-RECV:"$W/notify.sock" OPEN:"$W/notify$1.out",creat,append & NOTIFY_PID=$!
-  wait_for_path "$W/notify.sock" 5; chmod 666 "$W/notify.sock"
+  wait_for_path "$W/notify.sock" 30 || { ktest_fail "daemon.ready$1" "the stand-in notify socket did not appear in 30 s"; return 1; }; chmod 666 "$W/notify.sock"
   # shellcheck disable=SC2086
   setpriv --reuid="$USER_" --regid="$USER_" --init-groups --reset-env \
     env NOTIFY_SOCKET="$W/notify.sock" PATH=/usr/bin:/bin $EXEC > "$W/daemon$1.log" 2>&1 & DAEMON=$!
