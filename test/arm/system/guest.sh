@@ -37,6 +37,13 @@ state=$(systemctl is-system-running --wait 2>&1)
 info "guest up: $(uname -m) kernel $(uname -r), systemd $(systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p') is PID 1 ($(cat /proc/1/comm)), system $state, boot to here $(cut -d' ' -f1 /proc/uptime) s"
 [ "$(uname -m)" = aarch64 ] && [ "$(cat /proc/1/comm)" = systemd ] && pass guest.boot "aarch64, systemd PID 1" || fail guest.boot "arch $(uname -m), PID 1 $(cat /proc/1/comm)"
 
+# The network: a static address on the tap link to the host (share/net.env), before install, so that the
+# ticket install prints names it.
+. "$S/net.env"
+IF=$(basename "$(ls -d /sys/class/net/en* | head -1)")
+ip link set "$IF" up && ip addr add "$ADDR" dev "$IF"
+ip -br addr show "$IF" | grep -q "${ADDR%/*}" && pass guest.net "$IF ${ADDR} (host ${HOST})" || { fail guest.net "$(ip -br addr)"; finish 1; }
+
 # The machine's USB host controller (dummy_hcd) is there before the daemon starts, as on a real board; the
 # device itself is plugged in later. (A daemon started while the system had no USB bus at all did not see
 # devices that appeared later, until restarted: noted in test/arm/system/README.md.)

@@ -2,30 +2,34 @@
  * The host half of the full arm64 system test (test/arm/system/run.sh): an x64 client on this machine
  * against the arm64 daemon that `remote-usb-server install` set up inside the qemu-system-aarch64 guest.
  *
- *   node out/test/arm/system/host.js <share dir> <forwarded UDP port>
+ *   node out/test/arm/system/host.js <share dir>
  *
- * Reads <share>/ready (endpoint id, the pairing code install printed, the gadget's bus id), pairs with that
- * code (BenchClient, as `remote-usb pair --code` does) and on the same connection lists, claims the gadget, reads its descriptors with control
+ * Reads <share>/ready (the ticket and pairing code install printed, the gadget's bus id), pairs and lists with
+ * the client CLI (dist/remote-usb.js pair --code … --bench <ticket>), then, with the identity it paired,
+ * claims the gadget through the client core (BenchClient), reads its descriptors with control
  * transfers, sends 4 MiB through the Loopback function and checks it comes back byte-identical, then
  * measures bulk MB/s (SourceSink: sink OUT, source IN) and control round trips; then the same measurement
  * against an x64 daemon on this host (this checkout's dist/server.js, its simulated loopback board sim-2),
  * printed side by side. Prints "RUTEST PASS|FAIL|INFO|METRIC ..." lines; exit 0 unless it could not run.
  * No assertion on speed.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BenchClient, ClaimedDevice } from '../../../extension/core/bench-client.js';
-import { endpointIdOf, generateSecretKey, PeerAddress } from '../../../server/net/iroh.js';
+import { endpointIdOf, generateSecretKey, parsePeerAddress } from '../../../server/net/iroh.js';
 import { TrustStore } from '../../../server/trust.js';
 import { encodeSetup } from '../../../server/protocol/urb.js';
-import { DeviceInfo } from '../../../server/protocol/messages.js';
+import { loadOrCreateSecretKey } from '../../../server/shared/identity.js';
 import { seededBytes } from '../../../server/usb/patterns.js';
 import { SINK_EP_OUT, SOURCE_EP_IN } from '../../../server/usb/sim-loopback-board.js';
-import { DaemonProcess, freeUdpPort } from '../../helpers/daemon-process.js';
+import { DaemonProcess, freeUdpPort, repoRoot } from '../../helpers/daemon-process.js';
 
-const [share, portText] = process.argv.slice(2);
-if (!share || !portText) { console.error('usage: host.js <share dir> <forwarded UDP port>'); process.exit(2); }
+const CLIENT_JS = join(repoRoot(), 'dist', 'remote-usb.js');
+
+const [share] = process.argv.slice(2);
+if (!share) { console.error('usage: host.js <share dir>'); process.exit(2); }
 const MIB = 1 << 20;
 let failed = 0;
 const out = (l: string): void => { process.stdout.write(`RUTEST ${l}\n`); };
@@ -91,26 +95,31 @@ async function bulkEndpoints(dev: ClaimedDevice): Promise<Map<number, Endpoints>
 
 async function armSystem(): Promise<Speed | undefined> {
   const ready = Object.fromEntries(fs.readFileSync(join(share, 'ready'), 'utf8').trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
-  const { ID: id, CODE: code, BUSID: busid } = ready as Record<string, string>;
-  info(`bench ${id.slice(0, 16)}… reached at 127.0.0.1:${portText} (qemu user-net forwards it to the guest's 47100/udp); install's ticket: ${ready.TICKET}`);
-  // One connection for the whole session: pair with install's code (what `remote-usb pair --code` does),
-  // then list, claim and move data on it. (Through qemu's user-net UDP forward, a second connection from
-  // another host port after the first one ended got no answer here; see test/arm/system/README.md.)
+  const { CODE: code, BUSID: busid, TICKET: ticket } = ready as Record<string, string>;
+  info(`install's ticket: ${ticket} (${parsePeerAddress(ticket).addrs.join(', ')})`);
+  // pair and list with the client CLI, given the ticket and the code exactly as install printed them
+  const keyDir = join(share, 'client-key');
+  const cli = (...a: string[]): ReturnType<typeof spawnSync> =>
+    spawnSync(process.execPath, [CLIENT_JS, ...a, '--bench', ticket, '--relay', 'disabled', '--key-dir', keyDir], { encoding: 'utf8', timeout: 300_000 });
   let t = performance.now();
+  const paired = cli('pair', '--code', code, '--name', 'x64-host');
+  if (paired.status === 0 && /paired with bench/.test(String(paired.stdout))) pass('client.pair', `remote-usb pair with install's code and ticket, ${f1((performance.now() - t) / 1000)} s: ${String(paired.stdout).trim()}`);
+  else { fail('client.pair', `exit ${paired.status}: ${String(paired.stderr).trim()}`); return undefined; }
+  const list = cli('list');
+  const line = String(list.stdout).split('\n').find((l) => l.includes('1d6b:0104'));
+  if (list.status === 0 && line) pass('client.list', `remote-usb list: ${line.trim().replace(/\s+/g, ' ')}`);
+  else fail('client.list', `exit ${list.status}: ${String(list.stdout)}${String(list.stderr)}`);
+
+  // the paired identity, through the client core, for the data
+  t = performance.now();
   const client = await BenchClient.connect({
-    secretKey: generateSecretKey(), bench: { id, addrs: [`127.0.0.1:${portText}`] } satisfies PeerAddress, clientName: 'x64-host',
-    relay: { mode: 'disabled' }, pairingCode: code, handshakeTimeoutMs: 120_000, connectTimeoutMs: 120_000,
+    secretKey: loadOrCreateSecretKey(keyDir, false).key, bench: parsePeerAddress(ticket), clientName: 'x64-host',
+    relay: { mode: 'disabled' }, handshakeTimeoutMs: 120_000, connectTimeoutMs: 120_000,
   });
-  pass('client.pair', `paired with install's code ${code.slice(0, 2)}…, connected in ${f1((performance.now() - t) / 1000)} s to bench '${client.benchName}'`);
+  info(`BenchClient connected in ${f1((performance.now() - t) / 1000)} s to bench '${client.benchName}'`);
   try {
-    // the gadget appears after the daemon started (hot-plug); wait until the bench lists it
-    let row: DeviceInfo | undefined;
-    for (const end = Date.now() + 60_000; !row && Date.now() < end;) {
-      row = (await client.list()).find((d) => d.id === busid);
-      if (!row) await new Promise((r) => setTimeout(r, 1000));
-    }
-    if (row && row.vendorId === 0x1d6b && row.productId === 0x0104 && row.shared) pass('client.list', `the bench lists the gadget: ${busid} 1d6b:0104 '${row.product}', shared, ${row.interfaces.length} interfaces`);
-    else { fail('client.list', `no shared 1d6b:0104 at ${busid}: ${JSON.stringify(row)}`); return undefined; }
+    const row = (await client.list()).find((d) => d.id === busid);
+    if (!row || row.vendorId !== 0x1d6b || row.productId !== 0x0104 || !row.shared) { fail('client.device', `no shared 1d6b:0104 at ${busid}: ${JSON.stringify(row)}`); return undefined; }
     t = performance.now();
     const dev = await client.claim(busid);
     pass('client.claim', `${busid} claimed in ${f1(performance.now() - t)} ms`);
@@ -124,14 +133,15 @@ async function armSystem(): Promise<Speed | undefined> {
     if (!ss?.bulkIn || !ss.bulkOut || !lb?.bulkIn || !lb.bulkOut) { fail('control.config_descriptor', `bulk endpoints ${JSON.stringify([...eps])}`); return undefined; }
     pass('control.config_descriptor', `SourceSink (interface 0) out 0x${ss.bulkOut.toString(16)} in 0x${ss.bulkIn.toString(16)}, Loopback (interface 1) out 0x${lb.bulkOut.toString(16)} in 0x${lb.bulkIn.toString(16)}`);
 
-    // 4 MiB out to the Loopback function and back in: 64 KiB at a time, OUT and IN in flight together
-    // (f_loopback holds 32 × 4 KiB; each OUT request it completes is queued back as IN)
+    // 4 MiB out to the Loopback function and back in, 64 KiB at a time: f_loopback holds 32 × 4 KiB, and
+    // queues each OUT request it completes back as IN, so 64 KiB out always fits before it is read back
     const sent = seededBytes(4 * MIB, 17);
     const got: Buffer[] = [];
     t = performance.now();
     for (let off = 0; off < sent.length; off += 65536) {
       const part = sent.subarray(off, off + 65536);
-      const o = dev.submit({ type: 'bulk', ep: lb.bulkOut, data: part });
+      const ro = await dev.submit({ type: 'bulk', ep: lb.bulkOut, data: part });
+      if (ro.status !== 0 || ro.actual !== part.length) throw new Error(`loopback OUT status ${ro.status}, ${ro.actual} bytes`);
       let have = 0;
       while (have < part.length) {
         const r = await dev.submit({ type: 'bulk', ep: lb.bulkIn, length: part.length - have });
@@ -139,12 +149,10 @@ async function armSystem(): Promise<Speed | undefined> {
         got.push(Buffer.from(r.data));
         have += r.actual;
       }
-      const ro = await o;
-      if (ro.status !== 0 || ro.actual !== part.length) throw new Error(`loopback OUT status ${ro.status}, ${ro.actual} bytes`);
     }
     const back = Buffer.concat(got);
     const secs = (performance.now() - t) / 1000;
-    if (back.equals(sent)) pass('bulk.loopback', `4 MiB out through the arm64 daemon to the gadget and back in, byte-identical (${f1(2 * 4 * MIB / 1e6 / secs)} MB/s both ways together)`);
+    if (back.equals(sent)) pass('bulk.loopback', `4 MiB out through the arm64 daemon to the gadget and back in, byte-identical (${f1(secs)} s, one 64 KiB URB at a time)`);
     else fail('bulk.loopback', `${back.length} bytes back, first difference at ${back.findIndex((b, i) => b !== sent[i])}`);
 
     const speed = await measure(dev, ss.bulkOut, ss.bulkIn, 5);
@@ -196,8 +204,8 @@ async function main(): Promise<number> {
   const row = (s: Speed | undefined): string => s ? `bulk out ${f1(s.outMBps)} MB/s, in ${f1(s.inMBps)} MB/s, control p50 ${f1(s.controlP50Ms)} ms (p90 ${f1(s.controlP90Ms)})` : 'not measured';
   if (arm) for (const [k, v] of [['out_MBps', arm.outMBps], ['in_MBps', arm.inMBps], ['control_p50_ms', arm.controlP50Ms]] as const) out(`METRIC arm64_system_${k} ${f1(v)}`);
   if (x64) for (const [k, v] of [['out_MBps', x64.outMBps], ['in_MBps', x64.inMBps], ['control_p50_ms', x64.controlP50Ms]] as const) out(`METRIC x64_host_${k} ${f1(v)}`);
-  info(`arm64 daemon, full system under qemu-system-aarch64 (TCG), real gadget on dummy_hcd, via qemu user-net: ${row(arm)}`);
-  info(`x64 daemon on this host, simulated loopback board sim-2, loopback UDP, same run:                      ${row(x64)}`);
+  info(`arm64 daemon, full system under qemu-system-aarch64 (TCG), real gadget on dummy_hcd, over a tap link: ${row(arm)}`);
+  info(`x64 daemon on this host, simulated loopback board sim-2, over loopback, same run:                     ${row(x64)}`);
   return failed ? 1 : 0;
 }
 

@@ -40,18 +40,26 @@ KVER=$(sed -n 's/^kernel //p' "$CACHE/stamp")
 rm -rf "$A" && mkdir -p "$A/share"
 cp "$TGZ" "$A/share/bundle.tar.gz" && cp "$HERE/guest.sh" "$A/share/guest.sh" || die "cannot stage the share"
 : > "$A/share/results.log"
-PORT=$(node -e "const s=require('dgram').createSocket('udp4');s.bind(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
-log "booting the arm64 guest (kernel $KVER, TCG, 2 vCPUs, 2 GiB; daemon's 47100/udp forwarded from 127.0.0.1:$PORT); console: $A/console.log"
+# The network: a tap link between this host and the guest, no NAT (qemu's user-net UDP forward lost the
+# daemon's answers shortly after a first connection worked, see README.md): the guest's address is the one
+# in the ticket install prints, so the client uses that ticket as it is.
+NET=${REMOTE_USB_ARM_SYSTEM_NET:-192.168.249}
+TAP=ruarm$(( $$ % 100000 ))
+command -v ip >/dev/null || die "'ip' (iproute2) is needed for the tap link"
+ip -4 route show | grep -q "^$NET\." && die "$NET.0/24 is already routed here; pick another with REMOTE_USB_ARM_SYSTEM_NET"
+ip tuntap add dev "$TAP" mode tap && ip addr add "$NET.1/24" dev "$TAP" && ip link set "$TAP" up || die "cannot make the tap device $TAP (root and /dev/net/tun needed)"
+printf 'HOST=%s\nADDR=%s\n' "$NET.1" "$NET.2/24" > "$A/share/net.env"
+log "booting the arm64 guest (kernel $KVER, TCG, 2 vCPUs, 2 GiB; tap $TAP: host $NET.1, guest $NET.2); console: $A/console.log"
 T_BOOT=$(date +%s)
 nice -n 19 qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 2048 -display none -monitor none -no-reboot \
   -serial "file:$A/console.log" \
-  -kernel "$CACHE/linux/boot/vmlinuz-$KVER" -initrd "$CACHE/initramfs.cpio.gz" -append "console=ttyAMA0 panic=-1 loglevel=4" \
+  -kernel "$CACHE/linux/boot/vmlinuz-$KVER" -initrd "$CACHE/initramfs.cpio.gz" -append "console=ttyAMA0 panic=-1 loglevel=4 systemd.mask=systemd-networkd.service systemd.mask=systemd-networkd-wait-online.service" \
   -drive "file=$CACHE/rootfs.img,if=none,id=hd0,format=raw,snapshot=on" -device virtio-blk-pci,drive=hd0 \
-  -netdev "user,id=n0,hostfwd=udp:127.0.0.1:$PORT-:47100" -device virtio-net-pci,netdev=n0 \
+  -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device virtio-net-pci,netdev=n0 \
   -fsdev "local,id=fs0,path=$A/share,security_model=none" -device virtio-9p-pci,fsdev=fs0,mount_tag=rutest \
   > "$A/qemu.log" 2>&1 &
 QEMU=$!
-stop_qemu() { kill "$QEMU" 2>/dev/null; wait "$QEMU" 2>/dev/null; }
+stop_qemu() { kill "$QEMU" 2>/dev/null; wait "$QEMU" 2>/dev/null; ip link del "$TAP" 2>/dev/null; }
 trap 'stop_qemu' EXIT
 
 deadline=$(( T_BOOT + TIMEOUT ))
@@ -61,10 +69,10 @@ HOST_FAIL=0
 if [ -f "$A/share/ready" ]; then
   log "guest ready after ${T_READY} s (booted, installed, serving, gadget made): host client"
   if [ "${REMOTE_USB_ARM_SYSTEM_HOLD:-0}" = 1 ]; then  # debugging: the guest waits; share/cmd.sh runs there
-    log "holding until $A/share/host.go exists; bench at 127.0.0.1:$PORT; drop guest commands as $A/share/cmd.sh"
+    log "holding until $A/share/host.go exists; bench at $NET.2:47100; drop guest commands as $A/share/cmd.sh"
     until [ -f "$A/share/host.go" ] || ! kill -0 "$QEMU" 2>/dev/null; do sleep 2; done
   fi
-  node --enable-source-maps "$REPO/out/test/arm/system/host.js" "$A/share" "$PORT" 2>&1 | tee "$A/host.log"
+  timeout 900 node --enable-source-maps "$REPO/out/test/arm/system/host.js" "$A/share" 2>&1 | tee "$A/host.log"
   [ "${PIPESTATUS[0]}" = 0 ] || HOST_FAIL=1
 else
   log "the guest never got ready (qemu $(kill -0 "$QEMU" 2>/dev/null && echo running || echo exited), ${T_READY} s); last console lines:"
