@@ -170,7 +170,7 @@ echo o > /proc/sysrq-trigger; sleep 30
 EOS
 chmod 0755 "$ROOT/rutest-stage2"
 log "mke2fs -d (ext4 image, sparse, 4 GiB)"
-"${NICE[@]}" mke2fs -q -t ext4 -L root -d "$ROOT" "$CACHE/rootfs.img.tmp" 4G || die "mke2fs -d failed"
+"${NICE[@]}" mke2fs -q -t ext4 -L root -d "$ROOT" "$CACHE/rootfs.img.tmp" 4G >/dev/null || die "mke2fs -d failed"
 rm -rf "$ROOT"
 
 log "second stage inside the arm64 guest (qemu-system-aarch64, TCG; a few minutes; console: $CACHE/stage2-console.log)"
