@@ -46,7 +46,7 @@ ip -br addr show "$IF" | grep -q "${ADDR%/*}" && pass guest.net "$IF ${ADDR} (ho
 
 # The machine's USB host controller (dummy_hcd) is there before the daemon starts, as on a real board; the
 # device itself is plugged in later. (A daemon started while the system had no USB bus at all did not see
-# devices that appeared later, until restarted: noted in test/arm/system/README.md.)
+# devices that appeared later, until restarted: noted in the README, Tests.)
 modprobe dummy_hcd && modprobe libcomposite && modprobe usb_f_ss_lb || { fail gadget.modules "modprobe failed"; finish 1; }
 
 # ---- 1. install

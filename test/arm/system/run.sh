@@ -7,7 +7,7 @@
 # out/package/remote-usb-server-<version>-linux-arm64.tar.gz, so systemd starts the daemon from the installed
 # unit, and makes a configfs gadget (SourceSink + Loopback) on dummy_hcd that the installed udev rule gives
 # to the service user. On the host, out/test/arm/system/host.js pairs an x64 client with the code install
-# printed (through qemu's user-net UDP forward), claims the gadget, sends 4 MiB through the Loopback function
+# printed, over a tap link with the guest (root, /dev/net/tun), claims the gadget, sends 4 MiB through the Loopback function
 # and checks it comes back byte-identical, and prints bulk MB/s and control round trip beside an x64 daemon's
 # on this host in the same run. No timing is asserted. Last line: "N passed, N failed"; exit 1 on a failure.
 #
@@ -41,7 +41,7 @@ rm -rf "$A" && mkdir -p "$A/share"
 cp "$TGZ" "$A/share/bundle.tar.gz" && cp "$HERE/guest.sh" "$A/share/guest.sh" || die "cannot stage the share"
 : > "$A/share/results.log"
 # The network: a tap link between this host and the guest, no NAT (qemu's user-net UDP forward lost the
-# daemon's answers shortly after a first connection worked, see README.md): the guest's address is the one
+# daemon's answers shortly after a first connection worked, see the README, Tests): the guest's address is the one
 # in the ticket install prints, so the client uses that ticket as it is.
 NET=${REMOTE_USB_ARM_SYSTEM_NET:-192.168.249}
 TAP=ruarm$(( $$ % 100000 ))

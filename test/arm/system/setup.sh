@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Full arm64 system under emulation, host side: one-time, idempotent setup (test/arm/system/README.md).
+# Full arm64 system under emulation, host side: one-time, idempotent setup (the README, Tests: npm run test:arm:system).
 #
 #  1. apt packages: qemu-system-arm (qemu-system-aarch64), debootstrap, e2fsprogs (mke2fs -d), cpio, kmod;
 #     the arm64 architecture in dpkg so that apt-get download finds arm64 packages.
