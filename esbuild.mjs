@@ -63,6 +63,10 @@ if (process.argv.includes('--kernel')) {
   const guest = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.ts')).map((f) => join(dir, f)) : [];
   builds.push(esbuild.build({ ...common, entryPoints: guest, outdir: 'out/test/kernel/guest', outbase: dir }));
 }
+if (process.argv.includes('--arm-system')) {
+  // the host half of the full arm64 system test (test/arm/system/run.sh)
+  builds.push(esbuild.build({ ...common, entryPoints: ['test/arm/system/host.ts'], outdir: 'out/test/arm/system', outbase: 'test/arm/system' }));
+}
 if (process.argv.includes('--bench')) {
   builds.push(esbuild.build({ ...common, entryPoints: ['test/bench/bench.ts', 'test/bench/raw-peer.ts', 'test/bench/activation-probe.ts', 'test/bench/load.ts', 'test/bench/soak.ts'], outdir: 'out/test/bench', outbase: 'test/bench' }));
 }
