@@ -12,14 +12,14 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { BenchClient, ClaimedDevice } from '../../extension/core/bench-client.js';
+import { BenchClient } from '../../extension/core/bench-client.js';
 import { endpointIdOf, generateSecretKey, PeerAddress } from '../../server/net/iroh.js';
 import { TrustStore } from '../../server/trust.js';
-import { encodeSetup } from '../../server/protocol/urb.js';
 import { seededBytes } from '../../server/usb/patterns.js';
 import { LOOP_EP_IN, LOOP_EP_OUT, SINK_EP_OUT, SOURCE_EP_IN } from '../../server/usb/sim-loopback-board.js';
 import { DaemonProcess, freeUdpPort, repoRoot } from '../helpers/daemon-process.js';
 import { freshRoot } from '../helpers/install-root.js';
+import { measureSpeed, Speed } from '../helpers/urb-speed.js';
 import { pathToFileURL } from 'node:url';
 
 const root = repoRoot();
@@ -36,36 +36,6 @@ interface Natives {
   binaryKind(head: Buffer): string;
 }
 const natives = import(pathToFileURL(join(root, 'server', 'shared', 'natives.mjs')).href) as Promise<Natives>;
-
-/** A daemon's speed as an x64 client sees it: bulk MB/s each way (8 URBs of 64 KiB in flight, 2 s) and control p50. */
-interface Speed { outMBps: number; inMBps: number; controlP50Ms: number }
-
-async function measure(dev: ClaimedDevice): Promise<Speed> {
-  const stream = async (dir: 'in' | 'out'): Promise<number> => {
-    const data = seededBytes(64 * 1024, 5);
-    let bytes = 0;
-    const start = performance.now();
-    await Promise.all(Array.from({ length: 8 }, async () => {
-      while (performance.now() - start < 2000) {
-        const r = dir === 'in' ? await dev.submit({ type: 'bulk', ep: SOURCE_EP_IN, length: data.length }) : await dev.submit({ type: 'bulk', ep: SINK_EP_OUT, data });
-        assert.equal(r.status, 0, `bulk ${dir}`);
-        bytes += r.actual;
-      }
-    }));
-    return bytes / 1e6 / ((performance.now() - start) / 1000);
-  };
-  const outMBps = await stream('out');
-  const inMBps = await stream('in');
-  const rtts: number[] = [];
-  for (let i = 0; i < 50; i++) {
-    const t = performance.now();
-    const r = await dev.submit({ type: 'control', ep: 0x80, length: 2, setup: encodeSetup({ bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 }) });
-    assert.equal(r.status, 0);
-    rtts.push(performance.now() - t);
-  }
-  rtts.sort((a, b) => a - b);
-  return { outMBps, inMBps, controlP50Ms: rtts[rtts.length >> 1] };
-}
 
 /** Starts a daemon (x64: this checkout's dist/server.js) with one client allowed; returns it with a connected client. */
 async function benchWithClient(dir: string, command?: string[]): Promise<{ daemon: DaemonProcess; client: BenchClient; address: PeerAddress }> {
@@ -88,7 +58,7 @@ function x64Baseline(): Promise<Speed> {
     const { daemon, client } = await benchWithClient(dir);
     try {
       const dev = await client.claim('sim-2');
-      const speed = await measure(dev);
+      const speed = await measureSpeed(dev, SINK_EP_OUT, SOURCE_EP_IN, 2);
       await dev.release();
       return speed;
     } finally {
@@ -181,7 +151,7 @@ for (const target of targets) {
         }
       }
       assert.ok(Buffer.concat(got).equals(sent), '4 MiB came back byte-identical');
-      const arm64 = await measure(dev);
+      const arm64 = await measureSpeed(dev, SINK_EP_OUT, SOURCE_EP_IN, 2);
       await dev.release();
       const x64 = await x64Baseline();
       const f = (n: number): string => n.toFixed(1);

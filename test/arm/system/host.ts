@@ -25,6 +25,7 @@ import { loadOrCreateSecretKey } from '../../../server/shared/identity.js';
 import { seededBytes } from '../../../server/usb/patterns.js';
 import { SINK_EP_OUT, SOURCE_EP_IN } from '../../../server/usb/sim-loopback-board.js';
 import { DaemonProcess, freeUdpPort, repoRoot } from '../../helpers/daemon-process.js';
+import { measureSpeed, Speed } from '../../helpers/urb-speed.js';
 
 const CLIENT_JS = join(repoRoot(), 'dist', 'remote-usb.js');
 
@@ -38,37 +39,7 @@ const fail = (name: string, reason: string): void => { failed++; out(`FAIL ${nam
 const info = (text: string): void => out(`INFO ${text}`);
 const f1 = (n: number): string => n.toFixed(1);
 
-interface Speed { outMBps: number; inMBps: number; controlP50Ms: number; controlP90Ms: number }
 interface Endpoints { bulkIn: number; bulkOut: number }
-
-/** Bulk MB/s each way (8 URBs of 64 KiB in flight, `seconds` each) and GET_STATUS control round trips
- *  (50, one at a time) — what test/arm/arm-bundle.test.ts measures, against given endpoints. */
-async function measure(dev: ClaimedDevice, sink: number, source: number, seconds: number): Promise<Speed> {
-  const stream = async (dir: 'in' | 'out'): Promise<number> => {
-    const data = seededBytes(64 * 1024, 5);
-    let bytes = 0;
-    const start = performance.now();
-    await Promise.all(Array.from({ length: 8 }, async () => {
-      while (performance.now() - start < seconds * 1000) {
-        const r = dir === 'in' ? await dev.submit({ type: 'bulk', ep: source, length: data.length }) : await dev.submit({ type: 'bulk', ep: sink, data });
-        if (r.status !== 0) throw new Error(`bulk ${dir} status ${r.status} ${r.error ?? ''}`);
-        bytes += r.actual;
-      }
-    }));
-    return bytes / 1e6 / ((performance.now() - start) / 1000);
-  };
-  const outMBps = await stream('out');
-  const inMBps = await stream('in');
-  const rtts: number[] = [];
-  for (let i = 0; i < 50; i++) {
-    const t = performance.now();
-    const r = await dev.submit({ type: 'control', ep: 0x80, length: 2, setup: encodeSetup({ bmRequestType: 0x80, bRequest: 0, wValue: 0, wIndex: 0, wLength: 2 }) });
-    if (r.status !== 0) throw new Error(`control status ${r.status}`);
-    rtts.push(performance.now() - t);
-  }
-  rtts.sort((a, b) => a - b);
-  return { outMBps, inMBps, controlP50Ms: rtts[rtts.length >> 1], controlP90Ms: rtts[Math.floor(rtts.length * 0.9)] };
-}
 
 /** GET_DESCRIPTOR over the wire: the configuration's bulk endpoints per interface (alternate setting 0). */
 async function bulkEndpoints(dev: ClaimedDevice): Promise<Map<number, Endpoints>> {
@@ -155,7 +126,7 @@ async function armSystem(): Promise<Speed | undefined> {
     if (back.equals(sent)) pass('bulk.loopback', `4 MiB out through the arm64 daemon to the gadget and back in, byte-identical (${f1(secs)} s, one 64 KiB URB at a time)`);
     else fail('bulk.loopback', `${back.length} bytes back, first difference at ${back.findIndex((b, i) => b !== sent[i])}`);
 
-    const speed = await measure(dev, ss.bulkOut, ss.bulkIn, 5);
+    const speed = await measureSpeed(dev, ss.bulkOut, ss.bulkIn, 5);
     pass('bulk.measure', `sink and source moved data, control answered (numbers below)`);
     await dev.release();
     pass('client.release', busid);
@@ -177,7 +148,7 @@ async function x64Daemon(): Promise<Speed> {
   const client = await BenchClient.connect({ secretKey: key, bench: address, clientName: 'x64-host', relay: { mode: 'disabled' } });
   try {
     const dev = await client.claim('sim-2');
-    const speed = await measure(dev, SINK_EP_OUT, SOURCE_EP_IN, 5);
+    const speed = await measureSpeed(dev, SINK_EP_OUT, SOURCE_EP_IN, 5);
     await dev.release();
     return speed;
   } finally {
