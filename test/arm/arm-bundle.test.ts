@@ -19,7 +19,7 @@ import { seededBytes } from '../../server/usb/patterns.js';
 import { LOOP_EP_IN, LOOP_EP_OUT, SINK_EP_OUT, SOURCE_EP_IN } from '../../server/usb/sim-loopback-board.js';
 import { DaemonProcess, freeUdpPort, repoRoot } from '../helpers/daemon-process.js';
 import { freshRoot } from '../helpers/install-root.js';
-import { measureSpeed, Speed } from '../helpers/urb-speed.js';
+import { measureSpeed, measureX64Daemon, Speed } from '../helpers/urb-speed.js';
 import { pathToFileURL } from 'node:url';
 
 const root = repoRoot();
@@ -52,23 +52,7 @@ async function benchWithClient(dir: string, command?: string[]): Promise<{ daemo
 
 let x64Speed: Promise<Speed> | undefined;
 /** The x64 daemon's numbers, measured once, for the rows beside each ARM bundle's. */
-function x64Baseline(): Promise<Speed> {
-  x64Speed ??= (async () => {
-    const dir = fs.mkdtempSync(join(tmpdir(), 'remote-usb-arm-x64-'));
-    const { daemon, client } = await benchWithClient(dir);
-    try {
-      const dev = await client.claim('sim-2');
-      const speed = await measureSpeed(dev, SINK_EP_OUT, SOURCE_EP_IN, 2);
-      await dev.release();
-      return speed;
-    } finally {
-      await client.close();
-      await daemon.stop();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  })();
-  return x64Speed;
-}
+const x64Baseline = (): Promise<Speed> => (x64Speed ??= measureX64Daemon(2));
 
 for (const target of targets) {
   describe(`${target} bundle: its own Node runs the daemon under qemu-user`, () => {

@@ -1,7 +1,10 @@
 /** What an x64 client measures of a daemon in the ARM tests (test/arm): bulk MB/s each way and control round trips. */
-import type { ClaimedDevice } from '../../extension/core/bench-client.js';
+import { rmSync } from 'node:fs';
+import { BenchClient, type ClaimedDevice } from '../../extension/core/bench-client.js';
 import { encodeSetup } from '../../server/protocol/urb.js';
 import { seededBytes } from '../../server/usb/patterns.js';
+import { SINK_EP_OUT, SOURCE_EP_IN } from '../../server/usb/sim-loopback-board.js';
+import { startWithClient } from './daemon-process.js';
 
 export interface Speed { outMBps: number; inMBps: number; controlP50Ms: number; controlP90Ms: number }
 
@@ -34,4 +37,20 @@ export async function measureSpeed(dev: ClaimedDevice, sink: number, source: num
   }
   rtts.sort((a, b) => a - b);
   return { outMBps, inMBps, controlP50Ms: rtts[rtts.length >> 1], controlP90Ms: rtts[Math.floor(rtts.length * 0.9)] };
+}
+
+/** The baseline beside an ARM daemon's numbers: an x64 daemon (this checkout's dist/server.js) with simulated boards, its loopback board measured. */
+export async function measureX64Daemon(seconds: number): Promise<Speed> {
+  const { dir, daemon, key, address } = await startWithClient('remote-usb-x64-baseline-', 'x64-baseline');
+  const client = await BenchClient.connect({ secretKey: key, bench: address, clientName: 'x64-baseline', relay: { mode: 'disabled' } });
+  try {
+    const dev = await client.claim('sim-2');
+    const speed = await measureSpeed(dev, SINK_EP_OUT, SOURCE_EP_IN, seconds);
+    await dev.release();
+    return speed;
+  } finally {
+    await client.close();
+    await daemon.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

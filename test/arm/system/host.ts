@@ -15,17 +15,14 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BenchClient, ClaimedDevice } from '../../../extension/core/bench-client.js';
-import { endpointIdOf, generateSecretKey, parsePeerAddress } from '../../../server/net/iroh.js';
-import { TrustStore } from '../../../server/trust.js';
+import { parsePeerAddress } from '../../../server/net/iroh.js';
 import { encodeSetup } from '../../../server/protocol/urb.js';
 import { loadOrCreateSecretKey } from '../../../server/shared/identity.js';
 import { seededBytes } from '../../../server/usb/patterns.js';
-import { SINK_EP_OUT, SOURCE_EP_IN } from '../../../server/usb/sim-loopback-board.js';
-import { DaemonProcess, freeUdpPort, repoRoot } from '../../helpers/daemon-process.js';
-import { measureSpeed, Speed } from '../../helpers/urb-speed.js';
+import { repoRoot } from '../../helpers/daemon-process.js';
+import { measureSpeed, measureX64Daemon, Speed } from '../../helpers/urb-speed.js';
 
 const CLIENT_JS = join(repoRoot(), 'dist', 'remote-usb.js');
 
@@ -137,26 +134,6 @@ async function armSystem(): Promise<Speed | undefined> {
 }
 
 /** The x64 daemon of this checkout on this host, its simulated loopback board (sim-2), same measurement. */
-async function x64Daemon(): Promise<Speed> {
-  const dir = fs.mkdtempSync(join(tmpdir(), 'remote-usb-arm-system-x64-'));
-  const port = await freeUdpPort();
-  const daemon = new DaemonProcess(dir, port);
-  const key = generateSecretKey();
-  new TrustStore(join(dir, 'clients.toml'), dir).allow(endpointIdOf(key), 'x64-host');
-  await daemon.start();
-  const address = { id: /serving as ([0-9a-f]{64})/.exec(daemon.output)![1], addrs: [`127.0.0.1:${port}`] };
-  const client = await BenchClient.connect({ secretKey: key, bench: address, clientName: 'x64-host', relay: { mode: 'disabled' } });
-  try {
-    const dev = await client.claim('sim-2');
-    const speed = await measureSpeed(dev, SINK_EP_OUT, SOURCE_EP_IN, 5);
-    await dev.release();
-    return speed;
-  } finally {
-    await client.close();
-    await daemon.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 async function main(): Promise<number> {
   let arm: Speed | undefined;
@@ -167,7 +144,7 @@ async function main(): Promise<number> {
   }
   let x64: Speed | undefined;
   try {
-    x64 = await x64Daemon();
+    x64 = await measureX64Daemon(5);
     pass('x64.baseline', 'x64 daemon on the host measured');
   } catch (e) {
     fail('x64.baseline', (e as Error).stack ?? String(e));
