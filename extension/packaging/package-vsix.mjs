@@ -12,7 +12,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statS
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
-import { ARM_TARGETS, NATIVE_TARGETS, NODE_RUNTIMES, OUR_USB_PATH, binaryKind, kindMatches, npmPackage, ourIrohBinary, qemuArgs, ourUsbBinary, outDir, reportTargets, root, stageNatives, traceRequires } from '../../server/shared/natives.mjs';
+import { NATIVE_TARGETS, NODE_RUNTIMES, OUR_USB_PATH, binaryKind, canEmulate, emulated, kindMatches, npmPackage, ourIrohBinary, ourUsbBinary, outDir, reportTargets, root, stageNatives, traceRequires } from '../../server/shared/natives.mjs';
 
 const built = join(root, 'out', 'production'); // where `esbuild.mjs --production` writes the bundles
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -159,10 +159,9 @@ function loadCheck(entries, node) {
 /** How to run Node for `target` here: this machine's, npm's Node for an ARM target under qemu-user, or null. */
 function nodeFor(target) {
   if (target === host) return [process.execPath];
-  const arm = ARM_TARGETS[target];
-  if (!arm || spawnSync(arm.qemu, ['--version'], { stdio: 'ignore' }).status !== 0) return null;
+  if (!canEmulate(target)) return null;
   const got = npmPackage(NODE_RUNTIMES[target]);
-  return got.missing ? null : [arm.qemu, ...qemuArgs(target), join(got.dir, 'bin', 'node')];
+  return got.missing ? null : emulated(target, join(got.dir, 'bin', 'node'));
 }
 
 // ---- main ----

@@ -25,7 +25,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import { ARM_TARGETS, binaryKind, glibcFloor, kindMatches, NATIVE_TARGETS, NODE_RUNTIMES, npmPackage, qemuArgs, root } from '../shared/natives.mjs';
+import { ARM_TARGETS, binaryKind, compareGlibc, emulated, glibcFloor, kindMatches, NATIVE_TARGETS, NODE_RUNTIMES, npmPackage, root } from '../shared/natives.mjs';
 
 const irohDir = join(root, 'server', 'net', 'native');
 const cache = join(homedir(), '.cache', 'remote-usb');
@@ -112,8 +112,6 @@ const crypto = require('node:crypto');
   console.log('id ' + id.slice(0, 8) + '…, 1 MiB byte-identical over 127.0.0.1, ' + process.arch);
 })().catch((e) => { console.error(e.stack); process.exit(1); });`;
 
-const newer = (a, b) => { const [x, y] = [a, b].map((v) => v.split('.').map(Number)); return x[0] - y[0] || x[1] - y[1]; };
-
 let failed = false;
 for (const target of targetArg.split(',')) {
   const t = ARM_TARGETS[target];
@@ -142,7 +140,7 @@ for (const target of targetArg.split(',')) {
     const kind = binaryKind(bytes.subarray(0, 64));
     const glibc = glibcFloor(bytes);
     if (!kindMatches(kind, NATIVE_TARGETS[target].binary)) throw new Error(`built ${kind}, not ${NATIVE_TARGETS[target].binary}`);
-    if (!glibc || newer(glibc, GLIBC_CEILING) > 0) throw new Error(`it asks for glibc ${glibc}, more than ${SYSROOT_SUITE}'s ${GLIBC_CEILING}: was the sysroot used?`);
+    if (!glibc || compareGlibc(glibc, GLIBC_CEILING) > 0) throw new Error(`it asks for glibc ${glibc}, more than ${SYSROOT_SUITE}'s ${GLIBC_CEILING}: was the sysroot used?`);
     renameSync(`${out}.tmp`, out);
     console.log(`  built in ${((Date.now() - t0) / 1000).toFixed(0)} s: ${relative(root, out)} (${kind}, glibc ${glibc}+, ${(bytes.length / 1048576).toFixed(1)} MiB)`);
 
@@ -150,10 +148,10 @@ for (const target of targetArg.split(',')) {
     if (node.missing) throw new Error(`no Node for ${target}: ${node.missing}`);
     const script = join(tmpdir(), 'remote-usb-cross-check.js');
     writeFileSync(script, CHECK);
-    const nodeBin = join(node.dir, 'bin', 'node');
-    const q = spawnSync(t.qemu, [...qemuArgs(target), nodeBin, script, out], { encoding: 'utf8', timeout: 300_000 });
+    const [qemu, ...nodeArgs] = emulated(target, join(node.dir, 'bin', 'node'));
+    const q = spawnSync(qemu, [...nodeArgs, script, out], { encoding: 'utf8', timeout: 300_000 });
     if (q.status !== 0) throw new Error(`under ${t.qemu}: exit ${q.status ?? q.signal}: ${(q.stderr || q.stdout).trim()}`);
-    const version = execFileSync(t.qemu, [...qemuArgs(target), nodeBin, '--version'], { encoding: 'utf8' }).trim();
+    const version = execFileSync(qemu, [...nodeArgs, '--version'], { encoding: 'utf8' }).trim();
     console.log(`  ✓ loaded under ${t.qemu} by Node ${version}: ${q.stdout.trim()}`);
   } catch (e) {
     console.error(`  ✗ ${target}: ${e.message}`);

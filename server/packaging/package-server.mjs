@@ -22,9 +22,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, closeSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
-import { ARM_TARGETS, NATIVE_TARGETS, NODE_RUNTIMES, OUR_USB_PATH, binaryKind, glibcFloor, kindMatches, newerGlibc, npmPackage, qemuArgs, ourIrohBinary, ourUsbBinary, outDir, reportTargets, root, stageNatives, traceRequires } from '../shared/natives.mjs';
+import { NATIVE_TARGETS, NODE_RUNTIMES, OUR_USB_PATH, binaryKind, canEmulate, emulated, glibcFloor, kindMatches, newerGlibc, npmPackage, ourIrohBinary, ourUsbBinary, outDir, reportTargets, root, stageNatives, traceRequires } from '../shared/natives.mjs';
 
-const TARGETS = NODE_RUNTIMES;
 const built = join(root, 'out', 'production');
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 
@@ -55,8 +54,8 @@ const opt = (name) => args.find((a, i) => args[i - 1] === name) ?? args.find((a)
 const allowMissing = args.includes('--allow-missing-native');
 const stageOnly = opt('--stage-only');
 const nodeOverride = opt('--node');
-const targets = (opt('--target') ?? Object.keys(TARGETS).join(',')).split(',');
-for (const t of targets) if (!TARGETS[t]) fail(`unknown target '${t}' (known: ${Object.keys(TARGETS).join(', ')})`);
+const targets = (opt('--target') ?? Object.keys(NODE_RUNTIMES).join(',')).split(',');
+for (const t of targets) if (!NODE_RUNTIMES[t]) fail(`unknown target '${t}' (known: ${Object.keys(NODE_RUNTIMES).join(', ')})`);
 if (stageOnly && targets.length !== 1) fail('--stage-only needs exactly one --target');
 const host = `${process.platform}-${process.arch === 'arm' ? 'armv7' : process.arch}`;
 
@@ -88,7 +87,7 @@ function stage(target, traced, dir) {
   const ourUsb = ourUsbBinary(target); // lib/usb-native/, where server/usb/libusb.ts looks first
   if (ourUsb) { mkdirSync(dirname(join(dir, 'lib', OUR_USB_PATH)), { recursive: true }); cpSync(ourUsb, join(dir, 'lib', OUR_USB_PATH)); }
   // (an incomplete bundle may lack every binary: its launcher then checks nothing)
-  const glibc = elfFiles(dir).reduce((g, f) => newerGlibc(g, f.glibc), null) ?? '0.0';
+  const glibc = binaryFiles(dir).reduce((g, f) => newerGlibc(g, f.glibc), null) ?? '0.0';
   if (glibc === '0.0' && !missing.length) throw new Error(`${target}: no binary in the bundle asks for a glibc version`);
   writeFileSync(join(dir, 'bin', 'remote-usb-server'), launcher(glibc, target), { mode: 0o755 });
   chmodSync(join(dir, 'bin', 'remote-usb-server'), 0o755);
@@ -108,7 +107,7 @@ function stage(target, traced, dir) {
 }
 
 /** Every binary under `dir` (a header that says ELF/Mach-O/PE, or any *.node): its kind and, for ELF, its glibc floor. */
-function elfFiles(dir) {
+function binaryFiles(dir) {
   const found = [];
   const walk = (d) => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
@@ -128,7 +127,7 @@ function elfFiles(dir) {
 // Every binary must be for the target's CPU.
 function checkBinaries(dir, target) {
   const want = NATIVE_TARGETS[target].binary;
-  return elfFiles(dir).map((f) => ({ ...f, ok: kindMatches(f.kind, want) }));
+  return binaryFiles(dir).map((f) => ({ ...f, ok: kindMatches(f.kind, want) }));
 }
 
 /**
@@ -137,9 +136,7 @@ function checkBinaries(dir, target) {
  */
 function bundleCommand(dir, target) {
   if (target === host) return [join(dir, 'bin', 'remote-usb-server')];
-  const arm = ARM_TARGETS[target];
-  if (!arm || spawnSync(arm.qemu, ['--version'], { stdio: 'ignore' }).status !== 0) return null;
-  return [arm.qemu, ...qemuArgs(target), join(dir, 'lib', 'node'), join(dir, 'lib', 'server.js')];
+  return canEmulate(target) ? [...emulated(target, join(dir, 'lib', 'node')), join(dir, 'lib', 'server.js')] : null;
 }
 
 // Unpacked and run (see bundleCommand), nothing from this checkout.

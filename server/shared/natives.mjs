@@ -59,13 +59,20 @@ export const ARM_TARGETS = {
 };
 
 /**
- * qemu-user arguments that run a target's dynamically linked program: its sysroot, and LD_LIBRARY_PATH set
- * (without it the target's ld.so reads this machine's ld.so.cache and the first thread hangs; qemu-user 7.2).
- * The multiarch directories hold the libraries the cross toolchain lacks (libudev1:arm64 for usb's prebuilt).
+ * The command line that runs `program`, a target's dynamically linked executable, under qemu-user: its sysroot,
+ * and LD_LIBRARY_PATH set (without it the target's ld.so reads this machine's ld.so.cache and the first thread
+ * hangs; qemu-user 7.2). The multiarch directories hold the libraries the cross toolchain lacks (libudev1:arm64
+ * for usb's prebuilt).
  */
-export function qemuArgs(target) {
-  const { sysroot, multiarch } = ARM_TARGETS[target];
-  return ['-L', sysroot, '-E', `LD_LIBRARY_PATH=${sysroot}/lib:/lib/${multiarch}:/usr/lib/${multiarch}`];
+export function emulated(target, program) {
+  const { qemu, sysroot, multiarch } = ARM_TARGETS[target];
+  return [qemu, '-L', sysroot, '-E', `LD_LIBRARY_PATH=${sysroot}/lib:/lib/${multiarch}:/usr/lib/${multiarch}`, program];
+}
+
+/** Can this machine run `target`'s programs under qemu-user (an ARM target, its qemu installed)? */
+export function canEmulate(target) {
+  const arm = ARM_TARGETS[target];
+  return !!arm && spawnSync(arm.qemu, ['--version'], { stdio: 'ignore' }).status === 0;
 }
 
 /**
@@ -240,11 +247,15 @@ export function glibcFloor(bytes) {
   return best && (best[2] ? best.join('.') : `${best[0]}.${best[1]}`);
 }
 const compareVersion = (a, b) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
-/** The newer of two glibc versions ('2.28', '2.34'); null counts as none. */
+/** Orders two glibc versions ('2.28', '2.34'): negative, zero or positive as `a` is older, the same or newer. */
+export function compareGlibc(a, b) {
+  const p = (v) => [...v.split('.').map(Number), 0, 0].slice(0, 3);
+  return compareVersion(p(a), p(b));
+}
+/** The newer of two glibc versions; null counts as none. */
 export function newerGlibc(a, b) {
   if (!a || !b) return a ?? b;
-  const p = (v) => [...v.split('.').map(Number), 0, 0].slice(0, 3);
-  return compareVersion(p(a), p(b)) >= 0 ? a : b;
+  return compareGlibc(a, b) >= 0 ? a : b;
 }
 
 /** Does `kind` (from binaryKind) match `want` ('ELF arm64')? A universal binary matches any CPU it holds. */

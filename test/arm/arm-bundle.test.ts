@@ -30,9 +30,9 @@ const MIB = 1 << 20;
 
 /** What this test uses of server/shared/natives.mjs (the packagers' plain ES module, loaded as it is). */
 interface Natives {
-  ARM_TARGETS: Record<string, { qemu: string } | undefined>;
+  ARM_TARGETS: Record<string, object | undefined>;
   NATIVE_TARGETS: Record<string, { napi: string; binary: string }>;
-  qemuArgs(target: string): string[];
+  emulated(target: string, program: string): string[];
   binaryKind(head: Buffer): string;
 }
 const natives = import(pathToFileURL(join(root, 'server', 'shared', 'natives.mjs')).href) as Promise<Natives>;
@@ -65,15 +65,14 @@ for (const target of targets) {
 
     before(async () => {
       n = await natives;
-      const arm = n.ARM_TARGETS[target];
-      assert.ok(arm, `unknown ARM target '${target}' (known: ${Object.keys(n.ARM_TARGETS).join(', ')})`);
+      assert.ok(n.ARM_TARGETS[target], `unknown ARM target '${target}' (known: ${Object.keys(n.ARM_TARGETS).join(', ')})`);
       assert.ok(fs.existsSync(tgz), `${tgz} is missing: npm run package:server -- --target ${target} (after node server/packaging/cross-build.mjs)`);
       work = fs.mkdtempSync(join(tmpdir(), `remote-usb-${target}-`));
       fs.chmodSync(work, 0o755);
       const x = spawnSync('tar', ['-xzf', tgz, '-C', work], { encoding: 'utf8' });
       assert.equal(x.status, 0, x.stderr);
       bundle = join(work, `remote-usb-server-${version}-${target}`);
-      command = [arm.qemu, ...n.qemuArgs(target), join(bundle, 'lib', 'node'), join(bundle, 'lib', 'server.js')];
+      command = [...n.emulated(target, join(bundle, 'lib', 'node')), join(bundle, 'lib', 'server.js')];
       fs.mkdirSync(join(work, 'state'));
       bench = await benchWithClient(join(work, 'state'), command);
     });
