@@ -3,8 +3,9 @@
 // Each lands in server/net/native/remote-usb-iroh.<napi>.node, where `npm run package:server` / `npm run
 // package` (server/shared/natives.mjs) pick it up.
 //
-// Linked against Debian bullseye's glibc 2.31 (fetched from deb.debian.org, checked against the release's
-// SHA256 sums, unpacked into ~/.cache/remote-usb/sysroot-bullseye-<arch>): a binary asks for the glibc
+// Linked against Debian bullseye's glibc 2.31 (fetched from deb.debian.org: the release file's signature is
+// checked with gpgv against this machine's Debian archive keyring, the package index against the release file's
+// SHA256, each package against the index's; unpacked into ~/.cache/remote-usb/sysroot-bullseye-<arch>): a binary asks for the glibc
 // symbol versions of the libc it was linked against, and this machine's (bookworm, 2.36) would give
 // pthread_create@GLIBC_2.34 and shut out Raspberry Pi OS Bullseye (2.31). With the old sysroot the binding
 // asks for 2.17 at most; Node 20 itself needs 2.28.
@@ -37,6 +38,7 @@ const SYSROOT_SUITE = 'bullseye';
 const GLIBC_CEILING = '2.31';
 const DEBIAN = 'http://deb.debian.org/debian';
 const SYSROOT_PACKAGES = ['libc6', 'libc6-dev', 'linux-libc-dev'];
+const KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
 
 function fail(msg) { console.error(`cross-build: ${msg}`); process.exit(2); }
 for (const tool of ['/usr/bin/cargo', '/usr/bin/rustc']) if (!existsSync(tool)) fail(`${tool} missing: apt-get install rustc-web cargo-web (see the comment at the top)`);
@@ -45,6 +47,22 @@ async function download(url) {
   const r = await fetch(url);
   if (!r.ok) throw new Error(`GET ${url}: HTTP ${r.status}`);
   return Buffer.from(await r.arrayBuffer());
+}
+const sha256 = (b) => createHash('sha256').update(b).digest('hex');
+
+/** The suite's package index for `debArch`, trusted through the release file's signature (plain HTTP carries it). */
+async function packageIndex(debArch) {
+  if (!existsSync(KEYRING)) throw new Error(`${KEYRING} missing: apt-get install debian-archive-keyring`);
+  const inRelease = await download(`${DEBIAN}/dists/${SYSROOT_SUITE}/InRelease`);
+  const v = spawnSync('gpgv', ['--keyring', KEYRING, '--output', '-', '-'], { input: inRelease, maxBuffer: 1 << 26 });
+  if (v.status !== 0) throw new Error(`${SYSROOT_SUITE}'s InRelease: signature not valid for ${KEYRING}: ${v.stderr.toString().trim()}`);
+  const path = `main/binary-${debArch}/Packages.xz`;
+  const sums = v.stdout.toString().split(/^SHA256:$/m)[1] ?? '';
+  const want = new RegExp(`^ ([0-9a-f]{64}) +\\d+ ${path.replace(/\./g, '\\.')}$`, 'm').exec(sums)?.[1];
+  if (!want) throw new Error(`${SYSROOT_SUITE}'s InRelease lists no SHA256 for ${path}`);
+  const xz = await download(`${DEBIAN}/dists/${SYSROOT_SUITE}/${path}`);
+  if (sha256(xz) !== want) throw new Error(`${path}: SHA256 does not match the signed release file`);
+  return execFileSync('xz', ['-dc'], { input: xz, maxBuffer: 1 << 28 }).toString();
 }
 
 /**
@@ -57,7 +75,7 @@ async function glibcSysroot({ debArch }) {
   if (existsSync(stamp)) return dir;
   rmSync(dir, { recursive: true, force: true });
   console.log(`  fetching ${SYSROOT_SUITE}'s ${SYSROOT_PACKAGES.join(', ')} (${debArch}) for the sysroot`);
-  const index = execFileSync('xz', ['-dc'], { input: await download(`${DEBIAN}/dists/${SYSROOT_SUITE}/main/binary-${debArch}/Packages.xz`), maxBuffer: 1 << 28 }).toString();
+  const index = await packageIndex(debArch);
   const debs = join(dir, '.debs');
   mkdirSync(debs, { recursive: true });
   for (const name of SYSROOT_PACKAGES) {
@@ -65,7 +83,7 @@ async function glibcSysroot({ debArch }) {
     const field = (f) => new RegExp(`^${f}: (.+)$`, 'm').exec(stanza ?? '')?.[1];
     if (!field('Filename') || !field('SHA256')) throw new Error(`${name} is not in ${SYSROOT_SUITE}'s ${debArch} package index`);
     const deb = await download(`${DEBIAN}/${field('Filename')}`);
-    if (createHash('sha256').update(deb).digest('hex') !== field('SHA256')) throw new Error(`${field('Filename')}: SHA256 does not match the package index`);
+    if (sha256(deb) !== field('SHA256')) throw new Error(`${field('Filename')}: SHA256 does not match the package index`);
     const file = join(debs, `${name}.deb`);
     writeFileSync(file, deb);
     execFileSync('dpkg-deb', ['-x', file, dir]);
